@@ -1,0 +1,519 @@
+"""HAT: Hybrid Attention Transformer (Chen et al., CVPR 2023).
+
+Module names follow the paper's figure (HAT -> RHAG -> HAB / OCAB -> CAB, WindowAttention) and the
+state-dict layout of the authors' release, so released checkpoints load unchanged. Unlike the
+release, the network pads any input size itself and caches its shift masks and relative-position
+biases instead of rebuilding them in every forward.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from basicsr.archs.arch_util import Upsample, trunc_normal_
+from basicsr.utils.registry import ARCH_REGISTRY
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from torchvision.ops import StochasticDepth
+
+from hat_basicsr.utils.registration import register_once
+
+Size2 = Tuple[int, int]
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+UPSAMPLERS = ('pixelshuffle', )
+RESI_CONNECTIONS = ('1conv', 'identity')
+# The release fills masked attention logits with -100 (not -inf); kept for identical outputs.
+SHIFT_MASK_FILL = -100.0
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad an NCHW tensor right/bottom to a multiple of `multiple`.
+
+    Reflect padding, as the release's model wrapper does. Reflection needs the pad to be smaller
+    than the side, so a side too short for one reflection is reflected repeatedly (like
+    numpy.pad's 'reflect' mode), and a side of a single pixel is replicated.
+    """
+    for dim in (-2, -1):
+        target = math.ceil(x.shape[dim] / multiple) * multiple
+        while x.shape[dim] < target:
+            side = x.shape[dim]
+            step = min(target - side, side - 1)
+            pad = [0, 0, 0, 0]  # F.pad order: left, right, top, bottom
+            pad[1 if dim == -1 else 3] = step or target - side
+            x = F.pad(x, pad, mode='reflect' if step else 'replicate')
+    return x
+
+
+def window_partition(x: Tensor, window_size: int) -> Tensor:
+    """(B, H, W, C) -> (B * num_windows, window_size**2, C), windows in row-major order."""
+    return rearrange(x, 'b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c', wh=window_size, ww=window_size)
+
+
+def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
+    """(B * num_windows, window_size**2, C) -> (B, H, W, C)."""
+    return rearrange(windows, '(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c', nh=height // window_size,
+                     nw=width // window_size, wh=window_size)
+
+
+def relative_position_index_sa(window_size: int) -> Tensor:
+    """Index into a ((2ws-1)^2, heads) bias table for every (query, key) pair of a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+    coords = coords.flatten(1)
+    delta = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
+    return delta[0] * (2 * window_size - 1) + delta[1]
+
+
+def relative_position_index_oca(window_size: int, overlap_window_size: int) -> Tensor:
+    """Index into a ((ws+ows-1)^2, heads) table for (query in window, key in overlapping window).
+
+    The offsets follow the release exactly, including the ones that come out negative and so
+    wrap around to the end of the table: checkpoints were trained with this indexing.
+    """
+    grid = lambda n: torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing='ij')).flatten(1)
+    delta = grid(overlap_window_size)[:, None, :] - grid(window_size)[:, :, None]
+    delta = delta + (window_size - overlap_window_size + 1)
+    return delta[0] * (window_size + overlap_window_size - 1) + delta[1]
+
+
+def shift_window_mask(height: int, width: int, window_size: int, shift_size: int) -> Tensor:
+    """Additive mask (num_windows, N, N) that stops attention across the seams of a cyclic shift."""
+    region = torch.zeros(height, width)
+    bounds = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+    for label, (rows, cols) in enumerate((r, c) for r in bounds for c in bounds):
+        region[rows, cols] = label
+    region_windows = window_partition(region[None, :, :, None], window_size).squeeze(-1)
+    different = region_windows[:, None, :] != region_windows[:, :, None]
+    return torch.zeros(different.shape).masked_fill_(different, SHIFT_MASK_FILL)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, attn_drop: nn.Module) -> Tensor:
+    """softmax(q k^T + bias) v with the release's arithmetic; q is already scaled."""
+    return attn_drop(torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)) @ v
+
+
+class Mlp(nn.Module):
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation gate over channels (RCAN's channel attention)."""
+
+    def __init__(self, dim: int, squeeze_factor: int):
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, dim // squeeze_factor, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(dim // squeeze_factor, dim, 1), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)
+
+
+class CAB(nn.Module):
+    """Channel attention block: the convolutional branch that runs beside window attention."""
+
+    def __init__(self, dim: int, compress_ratio: int, squeeze_factor: int):
+        super().__init__()
+        self.cab = nn.Sequential(
+            nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1), nn.GELU(),
+            nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1), ChannelAttention(dim, squeeze_factor))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cab(x)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside ws x ws windows with a relative-position bias."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+        self._bias_cache: Dict[tuple, Tensor] = {}
+
+    def forward(self, x: Tensor, rpi: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B * num_windows, N, C); mask: (num_windows, N, N) additive, or None."""
+        q, k, v = rearrange(self.qkv(x), 'b n (three h d) -> three b h n d', three=3, h=self.num_heads)
+        bias = relative_bias(self, self.relative_position_bias_table, rpi)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            bias = bias + mask.unsqueeze(1)
+            q, k, v = (rearrange(t, '(b w) h n d -> b w h n d', w=num_windows) for t in (q, k, v))
+        out = attention(q * self.scale, k, v, bias, self.attn_drop)
+        out = rearrange(out, '... h n d -> (...) n (h d)')
+        return self.proj_drop(self.proj(out))
+
+
+def relative_bias(owner: nn.Module, table: Tensor, rpi: Tensor) -> Tensor:
+    """Gather a bias table into (heads, Nq, Nk); cached while the table is frozen (inference).
+
+    The cache key carries the table's version counter, so loading weights or an optimizer step
+    invalidates it.
+    """
+    gathered = lambda: rearrange(table[rpi.reshape(-1)], '(q k) h -> h q k', q=rpi.shape[0])
+    if (table.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+        return gathered()
+    key = (table.data_ptr(), table._version, rpi.data_ptr(), rpi.shape, table.device, table.dtype)
+    cache = owner._bias_cache
+    if key not in cache:
+        cache.clear()
+        cache[key] = gathered()
+    return cache[key]
+
+
+class HAB(nn.Module):
+    """Hybrid attention block: (shifted) window attention plus a scaled CAB, then an MLP."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
+                 squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool,
+                 qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
+                 norm_layer: type = nn.LayerNorm):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.conv_scale = conv_scale
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
+        self.drop_path = StochasticDepth(drop_path, mode='row')
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, shift_mask: Optional[Tensor]) -> Tensor:
+        height, width = x_size
+        shortcut = x
+        x = rearrange(self.norm1(x), 'b (h w) c -> b h w c', h=height)
+        conv_x = rearrange(self.conv_block(rearrange(x, 'b h w c -> b c h w')), 'b c h w -> b (h w) c')
+        if self.shift_size:
+            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+        windows = self.attn(window_partition(x, self.window_size), rpi_sa,
+                            shift_mask if self.shift_size else None)
+        x = window_reverse(windows, self.window_size, height, width)
+        if self.shift_size:
+            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = shortcut + self.drop_path(rearrange(x, 'b h w c -> b (h w) c')) + conv_x * self.conv_scale
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class OCAB(nn.Module):
+    """Overlapping cross-attention block: window queries attend to enlarged, overlapping windows."""
+
+    def __init__(self, dim: int, window_size: int, overlap_ratio: float, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, mlp_ratio: float = 2.0, norm_layer: type = nn.LayerNorm):
+        super().__init__()
+        self.window_size = window_size
+        self.overlap_window_size = window_size + int(overlap_ratio * window_size)
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.norm1 = norm_layer(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.unfold = nn.Unfold(
+            kernel_size=self.overlap_window_size, stride=window_size,
+            padding=(self.overlap_window_size - window_size) // 2)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((window_size + self.overlap_window_size - 1)**2, num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self._bias_cache: Dict[tuple, Tensor] = {}
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
+        height, width = x_size
+        shortcut = x
+        qkv = rearrange(self.qkv(self.norm1(x)), 'b (h w) (three c) -> three b c h w', h=height, three=3)
+        q = window_partition(rearrange(qkv[0], 'b c h w -> b h w c'), self.window_size)
+        # Keys and values of zero-padded, overlapping windows: the padding is zeros after the qkv
+        # projection, exactly as in the release.
+        kv = self.unfold(torch.cat((qkv[1], qkv[2]), dim=1))
+        k, v = rearrange(kv, 'b (two c oh ow) nw -> two (b nw) (oh ow) c', two=2, oh=self.overlap_window_size,
+                         ow=self.overlap_window_size)
+        q, k, v = (rearrange(t, 'b n (h d) -> b h n d', h=self.num_heads) for t in (q, k, v))
+        bias = relative_bias(self, self.relative_position_bias_table, rpi_oca)
+        out = attention(q * self.scale, k, v, bias, nn.Identity())
+        out = window_reverse(rearrange(out, 'b h n d -> b n (h d)'), self.window_size, height, width)
+        x = self.proj(rearrange(out, 'b h w c -> b (h w) c')) + shortcut
+        return x + self.mlp(self.norm2(x))
+
+
+class AttenBlocks(nn.Module):
+    """The body of an RHAG: its HABs, then one OCAB."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, shift_size: int,
+                 compress_ratio: int, squeeze_factor: int, conv_scale: float, overlap_ratio: float,
+                 mlp_ratio: float, qkv_bias: bool, qk_scale: Optional[float], drop: float, attn_drop: float,
+                 drop_path: Sequence[float], norm_layer: type):
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            HAB(dim, num_heads, window_size, 0 if i % 2 == 0 else shift_size, compress_ratio, squeeze_factor,
+                conv_scale, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i], norm_layer)
+            for i in range(depth)
+        ])
+        self.overlap_attn = OCAB(dim, window_size, overlap_ratio, num_heads, qkv_bias, qk_scale, mlp_ratio,
+                                 norm_layer)
+        self.grad_checkpointing = False
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
+                shift_mask: Optional[Tensor]) -> Tensor:
+        use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
+        for block in self.blocks:
+            if use_checkpoint:
+                x = checkpoint(block, x, x_size, rpi_sa, shift_mask, use_reentrant=False)
+            else:
+                x = block(x, x_size, rpi_sa, shift_mask)
+        if use_checkpoint:
+            return checkpoint(self.overlap_attn, x, x_size, rpi_oca, use_reentrant=False)
+        return self.overlap_attn(x, x_size, rpi_oca)
+
+
+class RHAG(nn.Module):
+    """Residual hybrid attention group: AttenBlocks, a 3x3 conv, and a long skip connection."""
+
+    def __init__(self, dim: int, resi_connection: str, **blocks_kwargs):
+        super().__init__()
+        self.residual_group = AttenBlocks(dim=dim, **blocks_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
+                shift_mask: Optional[Tensor]) -> Tensor:
+        y = self.residual_group(x, x_size, rpi_sa, rpi_oca, shift_mask)
+        y = rearrange(y, 'b (h w) c -> b c h w', h=x_size[0])
+        return rearrange(self.conv(y), 'b c h w -> b (h w) c') + x
+
+
+class PatchEmbed(nn.Module):
+    """One token per pixel, optionally layer-normalised (patch size 1, as in every HAT)."""
+
+    def __init__(self, embed_dim: int, norm_layer: Optional[type]):
+        super().__init__()
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(rearrange(x, 'b c h w -> b (h w) c'))
+
+
+def _pair(value: Union[int, Sequence[int]]) -> Size2:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: int, embed_dim: int,
+                              depths: Sequence[int], num_heads: Sequence[int], window_size: int,
+                              compress_ratio: int, squeeze_factor: int, overlap_ratio: float, upscale: int,
+                              upsampler: str, resi_connection: str) -> None:
+    """Raise ValueError naming the argument for settings the release would crash on later."""
+
+    def fail(arg: str, why: str) -> None:
+        raise ValueError(f'HAT: invalid {arg}: {why}')
+
+    if in_chans < 1:
+        fail('in_chans', f'{in_chans} must be >= 1')
+    if window_size < 2:
+        fail('window_size', f'{window_size} must be >= 2')
+    if len(depths) != len(num_heads):
+        fail('depths', f'len(depths)={len(depths)} differs from len(num_heads)={len(num_heads)}')
+    if len(depths) == 0 or any(d < 1 for d in depths):
+        fail('depths', f'{list(depths)} must be a non-empty list of positive block counts')
+    for heads in num_heads:
+        if heads < 1 or embed_dim % heads:
+            fail('num_heads', f'embed_dim={embed_dim} is not divisible by num_heads entry {heads}')
+    if embed_dim // compress_ratio < 1:
+        fail('compress_ratio', f'{compress_ratio} leaves no channels of embed_dim={embed_dim}')
+    if embed_dim // squeeze_factor < 1:
+        fail('squeeze_factor', f'{squeeze_factor} leaves no channels of embed_dim={embed_dim}')
+    extra = int(overlap_ratio * window_size)
+    if overlap_ratio < 0 or extra % 2:
+        fail('overlap_ratio', f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
+             f'window by {extra} pixels; it must be a non-negative even number (split equally on both sides)')
+    if upsampler not in UPSAMPLERS:
+        fail('upsampler', f'{upsampler!r}; supported: {UPSAMPLERS} (the release builds no reconstruction '
+             'head for any other value)')
+    if upscale < 1 or (upscale != 3 and upscale & (upscale - 1)):
+        fail('upscale', f'{upscale}; pixelshuffle supports 1, 3 and powers of two')
+    if resi_connection not in RESI_CONNECTIONS:
+        fail('resi_connection', f'{resi_connection!r}; supported: {RESI_CONNECTIONS}')
+    resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
+    if min(resolution) < window_size:
+        fail('img_size', f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
+             'the release shrinks the window below its bias tables and fails')
+
+
+@register_once(ARCH_REGISTRY)
+class HAT(nn.Module):
+    """Hybrid Attention Transformer for single-image super-resolution.
+
+    Accepts every constructor argument of the authors' release with the same defaults. Inputs of
+    any size are padded to a multiple of the window and the output is cropped to scale x input.
+    `use_checkpoint` enables gradient checkpointing of every block (the release ignores it).
+    """
+
+    def __init__(self,
+                 img_size: Union[int, Sequence[int]] = 64,
+                 patch_size: Union[int, Sequence[int]] = 1,
+                 in_chans: int = 3,
+                 embed_dim: int = 96,
+                 depths: Sequence[int] = (6, 6, 6, 6),
+                 num_heads: Sequence[int] = (6, 6, 6, 6),
+                 window_size: int = 7,
+                 compress_ratio: int = 3,
+                 squeeze_factor: int = 30,
+                 conv_scale: float = 0.01,
+                 overlap_ratio: float = 0.5,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 norm_layer: type = nn.LayerNorm,
+                 ape: bool = False,
+                 patch_norm: bool = True,
+                 use_checkpoint: bool = False,
+                 upscale: int = 2,
+                 img_range: float = 1.,
+                 upsampler: str = '',
+                 resi_connection: str = '1conv',
+                 **unexpected):
+        super().__init__()
+        if unexpected:
+            raise TypeError(f'HAT got unexpected arguments: {sorted(unexpected)}')
+        img_size, patch_size = _pair(img_size), _pair(patch_size)
+        _validate_hyperparameters(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
+            num_heads=num_heads, window_size=window_size, compress_ratio=compress_ratio,
+            squeeze_factor=squeeze_factor, overlap_ratio=overlap_ratio, upscale=upscale, upsampler=upsampler,
+            resi_connection=resi_connection)
+        num_feat = 64
+        self.window_size = window_size
+        self.overlap_ratio = overlap_ratio
+        self.upscale = upscale
+        self.upsampler = upsampler
+        self.img_range = img_range
+        self.in_chans = in_chans
+        self.ape = ape
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        patches_resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
+        # The release disables shifting when the training size equals the window.
+        shift_size = 0 if min(patches_resolution) <= window_size else window_size // 2
+        self.shift_size = shift_size
+
+        mean = DIV2K_RGB_MEAN if in_chans == 3 else (0.0, )
+        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        overlap_window_size = window_size + int(overlap_ratio * window_size)
+        self.register_buffer('relative_position_index_SA', relative_position_index_sa(window_size))
+        self.register_buffer('relative_position_index_OCA',
+                             relative_position_index_oca(window_size, overlap_window_size))
+        self._mask_cache: Dict[tuple, Tensor] = {}
+
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.patch_embed = PatchEmbed(embed_dim, norm_layer if patch_norm else None)
+        if ape:
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, patches_resolution[0] * patches_resolution[1],
+                                                               embed_dim))
+            trunc_normal_(self.absolute_pos_embed, std=.02)
+        self.patches_resolution = patches_resolution
+        self.pos_drop = nn.Dropout(drop_rate)
+        drop_path = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+            start = sum(depths[:i])
+            self.layers.append(
+                RHAG(
+                    dim=embed_dim, resi_connection=resi_connection, depth=depth, num_heads=heads,
+                    window_size=window_size, shift_size=shift_size, compress_ratio=compress_ratio,
+                    squeeze_factor=squeeze_factor, conv_scale=conv_scale, overlap_ratio=overlap_ratio,
+                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                    attn_drop=attn_drop_rate, drop_path=drop_path[start:start + depth], norm_layer=norm_layer))
+        self.norm = norm_layer(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == '1conv' \
+            else nn.Identity()
+        self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
+        self.upsample = Upsample(upscale, num_feat)
+        self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+        self.apply(self._init_weights)
+        self.set_grad_checkpointing(use_checkpoint)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+        for layer in self.layers:
+            layer.residual_group.grad_checkpointing = enable
+
+    def _apply(self, fn, *args, **kwargs):
+        # Moving or casting the model makes every cached tensor stale.
+        self.clear_caches()
+        return super()._apply(fn, *args, **kwargs)
+
+    def clear_caches(self) -> None:
+        self._mask_cache.clear()
+        for module in self.modules():
+            if hasattr(module, '_bias_cache'):
+                module._bias_cache.clear()
+
+    def shift_mask(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Optional[Tensor]:
+        """The shift mask for a padded size, built once per (size, device, dtype)."""
+        if not self.shift_size:
+            return None
+        if torch.compiler.is_compiling():
+            return shift_window_mask(height, width, self.window_size, self.shift_size).to(device, dtype)
+        key = (height, width, device, dtype)
+        if key not in self._mask_cache:
+            self._mask_cache[key] = shift_window_mask(height, width, self.window_size,
+                                                      self.shift_size).to(device, dtype)
+        return self._mask_cache[key]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        x = self.patch_embed(x)
+        if self.ape:
+            if (height, width) != self.patches_resolution:
+                raise ValueError(f'HAT with ape=True only accepts inputs of img_size {self.patches_resolution} '
+                                 f'(after padding to the window), got {(height, width)}')
+            x = x + self.absolute_pos_embed
+        x = self.pos_drop(x)
+        mask = self.shift_mask(height, width, x.device, x.dtype)
+        for layer in self.layers:
+            x = layer(x, (height, width), self.relative_position_index_SA, self.relative_position_index_OCA, mask)
+        return rearrange(self.norm(x), 'b (h w) c -> b c h w', h=height)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'HAT expects input of shape (batch, {self.in_chans}, height, width), '
+                             f'got {tuple(x.shape)}')
+        height, width = x.shape[-2:]
+        mean = self.mean.to(x.dtype)
+        x = pad_to_multiple((x - mean) * self.img_range, self.window_size)
+        x = self.conv_first(x)
+        x = self.conv_after_body(self.forward_features(x)) + x
+        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = x[..., :height * self.upscale, :width * self.upscale]
+        return x / self.img_range + mean

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs hat-basicsr with everything it needs into the active Python environment
+# (or into the interpreter given by $PYTHON).
+#
+# Two things make this more than one `pip install`:
+# * PyPI has only an sdist of basicsr 1.4.2; its setup.py imports torch, so an isolated
+#   build would download a second multi-GB torch just to build it. We build it against the
+#   torch installed in step 1 instead (--no-build-isolation, a few seconds).
+# * basicsr 1.4.2 requires `tb-nightly` (no longer on PyPI) and the GUI `opencv-python`;
+#   we install it --no-deps and setup.py lists its real runtime requirements
+#   (tensorboard, opencv-python-headless, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+EXTRAS=${HAT_EXTRAS:-test}
+
+"$PYTHON" -m pip install --upgrade pip setuptools wheel cython
+"$PYTHON" -m pip install -e ".[${EXTRAS}]"
+"$PYTHON" -m pip install --no-deps --no-build-isolation "basicsr==1.4.2"
+"$PYTHON" -c "import hat_basicsr, basicsr, torchvision; print('hat_basicsr', hat_basicsr.__version__, '| basicsr', basicsr.__version__, '| torch', __import__('torch').__version__)"
