@@ -1,11 +1,23 @@
 """Fixes for running PyPI BasicSR 1.4.2 on today's stack (torch >= 2.6, torchvision >= 0.17,
-numpy 2, Python 3.11). Every fix says what breaks without it; tests/test_compat.py proves each.
+numpy 2, Python 3.11) and on machines without a GPU. Every fix says what breaks without it;
+tests/test_compat.py proves each.
 
-`apply()` runs on `import hat_basicsr`, before anything imports basicsr, and is idempotent.
+`apply()` runs on `import hat_basicsr`, before anything imports basicsr, and is idempotent. Fixes
+replace or wrap functions in basicsr's modules at import time; no installed file is edited.
 """
 import importlib
+import logging
+import os
+import re
 import sys
 import types
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+PATCH_MARK = '_hat_basicsr_fix'
+STATE_FILE = re.compile(r'(\d+)\.state')
+logger = logging.getLogger('basicsr')
 
 
 def _provide_torchvision_functional_tensor() -> None:
@@ -26,5 +38,96 @@ def _provide_torchvision_functional_tensor() -> None:
     sys.modules[name] = shim
 
 
+def _patch(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace `owner.name` by `make(original)` once; a second apply() leaves it alone."""
+    original = getattr(owner, name)
+    if getattr(original, PATCH_MARK, False):
+        return
+    replacement = make(original)
+    setattr(replacement, PATCH_MARK, True)
+    setattr(owner, name, replacement)
+
+
+def _fix_init_dist_pytorch(_original: Callable) -> Callable:
+    """basicsr's `--launcher pytorch` picks the GPU as RANK % device_count (wrong GPU, or two
+    processes on one GPU, on multi-node runs: torchrun sets LOCAL_RANK for this), calls
+    torch.cuda.set_device unconditionally (ZeroDivisionError without a GPU) and always asks for
+    nccl, which does not exist on CPU. Here: GPU from LOCAL_RANK, gloo when CUDA is absent."""
+
+    def init_dist_pytorch(backend: str = 'nccl', **kwargs: Any) -> None:
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        elif backend == 'nccl':
+            backend = 'gloo'
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    return init_dist_pytorch
+
+
+def _fix_model_to_device(original: Callable) -> Callable:
+    """BaseModel.model_to_device wraps DDP with device_ids=[torch.cuda.current_device()], which
+    fails without a GPU; a CPU module must be wrapped without device_ids."""
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        if self.opt['dist'] and self.device.type == 'cpu':
+            return torch.nn.parallel.DistributedDataParallel(
+                net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        return original(self, net)
+
+    return model_to_device
+
+
+def _fix_load_resume_state(_original: Callable) -> Callable:
+    """basicsr.train.load_resume_state calls torch.cuda.current_device() (fails on CPU) to map the
+    state onto the GPU, and auto-resume looks in `experiments/<name>` relative to the working
+    directory instead of the run's own `training_states` folder (under root_path), so a run
+    started elsewhere never resumes. Here: the run's folder, CPU map_location (optimizers move
+    their state to the parameters' device on load), weights_only=True, and a clear error."""
+    from basicsr.utils import check_resume
+    from hat_basicsr.utils.weights import CheckpointError
+
+    def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        path = opt['path'].get('resume_state')
+        if opt['auto_resume']:
+            state_dir = opt['path']['training_states']
+            iters = [int(match.group(1)) for match in map(STATE_FILE.fullmatch, sorted(os.listdir(state_dir)))
+                     if match] if os.path.isdir(state_dir) else []
+            path = os.path.join(state_dir, f'{max(iters)}.state') if iters else None
+            opt['path']['resume_state'] = path
+        if path is None:
+            return None
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f'cannot load training state {path}: {type(error).__name__}: {error}') from error
+        check_resume(opt, state['iter'])
+        return state
+
+    return load_resume_state
+
+
+def _fix_cuda_prefetcher(original: type) -> Callable:
+    """`prefetch_mode: cuda` builds CUDAPrefetcher, which creates a torch.cuda.Stream and fails
+    without a GPU (or with num_gpu: 0). It falls back to the CPU prefetcher with a warning."""
+    from basicsr.data.prefetch_dataloader import CPUPrefetcher
+
+    def cuda_prefetcher(loader: Any, opt: Dict[str, Any]) -> Any:
+        if torch.cuda.is_available() and opt['num_gpu'] != 0:
+            return original(loader, opt)
+        logger.warning('prefetch_mode: cuda needs a GPU (num_gpu != 0); using the CPU prefetcher instead.')
+        return CPUPrefetcher(loader)
+
+    return cuda_prefetcher
+
+
 def apply() -> None:
     _provide_torchvision_functional_tensor()
+    import basicsr  # noqa: F401  (imports every module patched below)
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import dist_util
+    train = importlib.import_module('basicsr.train')
+    _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
+    _patch(BaseModel, 'model_to_device', _fix_model_to_device)
+    _patch(train, 'load_resume_state', _fix_load_resume_state)
+    _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)

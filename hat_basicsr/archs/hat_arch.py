@@ -2,8 +2,14 @@
 
 Module names follow the paper's figure (HAT -> RHAG -> HAB / OCAB -> CAB, WindowAttention) and the
 state-dict layout of the authors' release, so released checkpoints load unchanged. Unlike the
-release, the network pads any input size itself and caches its shift masks and relative-position
-biases instead of rebuilding them in every forward.
+release, the network pads any input size itself, caches its relative-position biases instead of
+rebuilding them in every forward, and runs attention through torch's fused
+`scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`).
+
+Shifted blocks never build a (num_windows, heads, N, N) bias-plus-mask tensor: after the cyclic
+shift only the windows of the last row and the last column straddle the wrap-around seam, and
+there are just three distinct masks (last column, last row, corner). Interior windows attend
+with the bias alone, the seam windows with the bias plus their mask.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ UPSAMPLERS = ('pixelshuffle', )
 RESI_CONNECTIONS = ('1conv', 'identity')
 # The release fills masked attention logits with -100 (not -inf); kept for identical outputs.
 SHIFT_MASK_FILL = -100.0
+ATTN_IMPLS = ('sdpa', 'reference')
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -89,9 +96,83 @@ def shift_window_mask(height: int, width: int, window_size: int, shift_size: int
     return torch.zeros(different.shape).masked_fill_(different, SHIFT_MASK_FILL)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, attn_drop: nn.Module) -> Tensor:
-    """softmax(q k^T + bias) v with the release's arithmetic; q is already scaled."""
-    return attn_drop(torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)) @ v
+def seam_masks(window_size: int, shift_size: int) -> Tensor:
+    """The three distinct shift masks (3, N, N): last-column, last-row and corner windows.
+
+    They do not depend on the image size: the region boundaries of a cyclic shift only cut the
+    last window row and column, so they are read off a 2 x 2-window image. Every other window's
+    mask is all zeros.
+    """
+    masks = shift_window_mask(2 * window_size, 2 * window_size, window_size, shift_size)
+    return masks[1:]  # windows in row-major order: interior, right column, bottom row, corner
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float) -> Tensor:
+    """softmax(q k^T + bias) v with the release's arithmetic (and its autocast behaviour)."""
+    attn = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)
+    return (F.dropout(attn, dropout_p) if dropout_p else attn) @ v
+
+
+def head_dim_multiple(q: Tensor) -> int:
+    """Head size the fused CUDA kernels need: cuDNN wants a multiple of 8, mem-efficient 4 (fp32)
+    or 8 (bf16); HAT's 30 fails both and would fall back to the unfused math kernel. CPU's flash
+    kernel takes any size."""
+    return 8 if q.is_cuda else 1
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float,
+                   multiple: Optional[int] = None) -> Tensor:
+    """softmax(q k^T + bias) v in one fused kernel that never stores the attention matrix.
+
+    q is already scaled (scale=1 keeps the release's order of operations). The bias is cast to q's
+    dtype, which the fused kernels require; they add it to fp32 logits and take the softmax in
+    fp32. q, k and v are zero-padded to a head size that is a multiple of `multiple` (default: what
+    the device's kernels need): zero columns leave q k^T unchanged and are sliced off the output.
+    """
+    head_dim = q.shape[-1]
+    pad = -head_dim % (multiple or head_dim_multiple(q))
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=1.0)
+    return out[..., :head_dim] if pad else out
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float, impl: str) -> Tensor:
+    """softmax(q k^T + bias) v for q, k, v (batch, heads, N, d), q already scaled, and a 4-D bias
+    (1 or batch, heads, Nq, Nk); the one place the two attention implementations differ."""
+    if impl == 'sdpa':
+        return sdpa_attention(q, k, v, bias, dropout_p)
+    return reference_attention(q, k, v, bias, dropout_p)
+
+
+def _attend_windows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float, impl: str) -> Tensor:
+    """attention() over windows laid out (B, nh, nw, heads, N, d), all with the same (heads, N, N) bias."""
+    out = attention(q.flatten(0, 2), k.flatten(0, 2), v.flatten(0, 2), bias[None], dropout_p, impl)
+    return out.unflatten(0, q.shape[:3])
+
+
+def window_grid_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, masks: Optional[Tensor], dropout_p: float,
+                          impl: str) -> Tensor:
+    """Attention of every window, q, k, v (B, nh, nw, heads, N, d) on the window grid.
+
+    With seam masks (a shifted block), interior windows attend with the bias alone and the last
+    column, last row and corner each add their own (N, N) mask, so no per-window mask is built.
+    """
+    if masks is None:
+        return _attend_windows(q, k, v, bias, dropout_p, impl)
+    all_but_last, last = slice(None, -1), slice(-1, None)
+    grid_masks = ((None, masks[0]), (masks[1], masks[2]))  # [row][column], as seam_masks orders them
+    rows = []
+    for row_slice, row_masks in zip((all_but_last, last), grid_masks):
+        cols = []
+        for col_slice, mask in zip((all_but_last, last), row_masks):
+            region = (slice(None), row_slice, col_slice)
+            if q[region].numel():
+                region_bias = bias if mask is None else bias + mask
+                cols.append(_attend_windows(q[region], k[region], v[region], region_bias, dropout_p, impl))
+        if cols:
+            rows.append(torch.cat(cols, dim=2))
+    return torch.cat(rows, dim=1)
 
 
 class Mlp(nn.Module):
@@ -144,23 +225,20 @@ class WindowAttention(nn.Module):
         self.scale = qk_scale or (dim // num_heads)**-0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=.02)
         self._bias_cache: Dict[tuple, Tensor] = {}
+        self.attn_impl = ATTN_IMPLS[0]
 
-    def forward(self, x: Tensor, rpi: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B * num_windows, N, C); mask: (num_windows, N, N) additive, or None."""
-        q, k, v = rearrange(self.qkv(x), 'b n (three h d) -> three b h n d', three=3, h=self.num_heads)
+    def forward(self, x: Tensor, rpi: Tensor, masks: Optional[Tensor] = None) -> Tensor:
+        """x: (B, nh, nw, N, C) windows on their grid; masks: seam masks of a shifted block, or None."""
+        q, k, v = rearrange(self.qkv(x), 'b nh nw n (three h d) -> three b nh nw h n d', three=3, h=self.num_heads)
         bias = relative_bias(self, self.relative_position_bias_table, rpi)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            bias = bias + mask.unsqueeze(1)
-            q, k, v = (rearrange(t, '(b w) h n d -> b w h n d', w=num_windows) for t in (q, k, v))
-        out = attention(q * self.scale, k, v, bias, self.attn_drop)
-        out = rearrange(out, '... h n d -> (...) n (h d)')
-        return self.proj_drop(self.proj(out))
+        dropout_p = self.attn_drop if self.training else 0.0
+        out = window_grid_attention(q * self.scale, k, v, bias, masks, dropout_p, self.attn_impl)
+        return self.proj_drop(self.proj(rearrange(out, 'b nh nw h n d -> b nh nw n (h d)')))
 
 
 def relative_bias(owner: nn.Module, table: Tensor, rpi: Tensor) -> Tensor:
@@ -198,16 +276,17 @@ class HAB(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, shift_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, seam_masks: Optional[Tensor]) -> Tensor:
         height, width = x_size
         shortcut = x
         x = rearrange(self.norm1(x), 'b (h w) c -> b h w c', h=height)
         conv_x = rearrange(self.conv_block(rearrange(x, 'b h w c -> b c h w')), 'b c h w -> b (h w) c')
         if self.shift_size:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        windows = self.attn(window_partition(x, self.window_size), rpi_sa,
-                            shift_mask if self.shift_size else None)
-        x = window_reverse(windows, self.window_size, height, width)
+        grid = dict(wh=self.window_size, ww=self.window_size)
+        windows = self.attn(rearrange(x, 'b (nh wh) (nw ww) c -> b nh nw (wh ww) c', **grid), rpi_sa,
+                            seam_masks if self.shift_size else None)
+        x = rearrange(windows, 'b nh nw (wh ww) c -> b (nh wh) (nw ww) c', **grid)
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = shortcut + self.drop_path(rearrange(x, 'b h w c -> b (h w) c')) + conv_x * self.conv_scale
@@ -226,9 +305,6 @@ class OCAB(nn.Module):
         self.scale = qk_scale or (dim // num_heads)**-0.5
         self.norm1 = norm_layer(dim)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.unfold = nn.Unfold(
-            kernel_size=self.overlap_window_size, stride=window_size,
-            padding=(self.overlap_window_size - window_size) // 2)
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((window_size + self.overlap_window_size - 1)**2, num_heads))
         trunc_normal_(self.relative_position_bias_table, std=.02)
@@ -236,22 +312,27 @@ class OCAB(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self._bias_cache: Dict[tuple, Tensor] = {}
+        self.attn_impl = ATTN_IMPLS[0]
 
     def forward(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
-        height, width = x_size
+        height, dim = x_size[0], x.shape[-1]
+        size, overlap = self.window_size, self.overlap_window_size
         shortcut = x
-        qkv = rearrange(self.qkv(self.norm1(x)), 'b (h w) (three c) -> three b c h w', h=height, three=3)
-        q = window_partition(rearrange(qkv[0], 'b c h w -> b h w c'), self.window_size)
-        # Keys and values of zero-padded, overlapping windows: the padding is zeros after the qkv
-        # projection, exactly as in the release.
-        kv = self.unfold(torch.cat((qkv[1], qkv[2]), dim=1))
-        k, v = rearrange(kv, 'b (two c oh ow) nw -> two (b nw) (oh ow) c', two=2, oh=self.overlap_window_size,
-                         ow=self.overlap_window_size)
-        q, k, v = (rearrange(t, 'b n (h d) -> b h n d', h=self.num_heads) for t in (q, k, v))
+        qkv = rearrange(self.qkv(self.norm1(x)), 'b (h w) c -> b h w c', h=height)
+        q = rearrange(qkv[..., :dim], 'b (nh wh) (nw ww) (h d) -> (b nh nw) h (wh ww) d', wh=size, ww=size,
+                      h=self.num_heads)
+        # Keys and values of overlapping windows over a zero border: zeros after the qkv projection,
+        # exactly as in the release. The layout keeps the head dimension contiguous, which the
+        # fused kernels need.
+        border = (overlap - size) // 2
+        kv = F.pad(qkv[..., dim:], (0, 0, border, border, border, border)).unfold(1, overlap, size)
+        k, v = rearrange(kv.unfold(2, overlap, size), 'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d', two=2,
+                         h=self.num_heads)
         bias = relative_bias(self, self.relative_position_bias_table, rpi_oca)
-        out = attention(q * self.scale, k, v, bias, nn.Identity())
-        out = window_reverse(rearrange(out, 'b h n d -> b n (h d)'), self.window_size, height, width)
-        x = self.proj(rearrange(out, 'b h w c -> b (h w) c')) + shortcut
+        out = attention(q * self.scale, k, v, bias[None], 0.0, self.attn_impl)
+        out = rearrange(out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size, nw=x_size[1] // size,
+                        wh=size)
+        x = self.proj(out) + shortcut
         return x + self.mlp(self.norm2(x))
 
 
@@ -273,13 +354,13 @@ class AttenBlocks(nn.Module):
         self.grad_checkpointing = False
 
     def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
-                shift_mask: Optional[Tensor]) -> Tensor:
+                seam_masks: Optional[Tensor]) -> Tensor:
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
             if use_checkpoint:
-                x = checkpoint(block, x, x_size, rpi_sa, shift_mask, use_reentrant=False)
+                x = checkpoint(block, x, x_size, rpi_sa, seam_masks, use_reentrant=False)
             else:
-                x = block(x, x_size, rpi_sa, shift_mask)
+                x = block(x, x_size, rpi_sa, seam_masks)
         if use_checkpoint:
             return checkpoint(self.overlap_attn, x, x_size, rpi_oca, use_reentrant=False)
         return self.overlap_attn(x, x_size, rpi_oca)
@@ -294,8 +375,8 @@ class RHAG(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
 
     def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
-                shift_mask: Optional[Tensor]) -> Tensor:
-        y = self.residual_group(x, x_size, rpi_sa, rpi_oca, shift_mask)
+                seam_masks: Optional[Tensor]) -> Tensor:
+        y = self.residual_group(x, x_size, rpi_sa, rpi_oca, seam_masks)
         y = rearrange(y, 'b (h w) c -> b c h w', h=x_size[0])
         return rearrange(self.conv(y), 'b c h w -> b (h w) c') + x
 
@@ -363,6 +444,8 @@ class HAT(nn.Module):
     Accepts every constructor argument of the authors' release with the same defaults. Inputs of
     any size are padded to a multiple of the window and the output is cropped to scale x input.
     `use_checkpoint` enables gradient checkpointing of every block (the release ignores it).
+    `attn_impl` picks the attention kernel: 'sdpa' (fused, default) or 'reference' (the release's
+    arithmetic); see `set_attn_impl`. float16 is refused (use bfloat16).
     """
 
     def __init__(self,
@@ -391,6 +474,7 @@ class HAT(nn.Module):
                  img_range: float = 1.,
                  upsampler: str = '',
                  resi_connection: str = '1conv',
+                 attn_impl: str = 'sdpa',
                  **unexpected):
         super().__init__()
         if unexpected:
@@ -422,7 +506,8 @@ class HAT(nn.Module):
         self.register_buffer('relative_position_index_SA', relative_position_index_sa(window_size))
         self.register_buffer('relative_position_index_OCA',
                              relative_position_index_oca(window_size, overlap_window_size))
-        self._mask_cache: Dict[tuple, Tensor] = {}
+        self.register_buffer('shift_seam_masks', seam_masks(window_size, shift_size) if shift_size else None,
+                             persistent=False)
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim, norm_layer if patch_norm else None)
@@ -432,7 +517,7 @@ class HAT(nn.Module):
             trunc_normal_(self.absolute_pos_embed, std=.02)
         self.patches_resolution = patches_resolution
         self.pos_drop = nn.Dropout(drop_rate)
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             start = sum(depths[:i])
@@ -451,6 +536,7 @@ class HAT(nn.Module):
         self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
         self.apply(self._init_weights)
         self.set_grad_checkpointing(use_checkpoint)
+        self.set_attn_impl(attn_impl)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -468,28 +554,34 @@ class HAT(nn.Module):
         for layer in self.layers:
             layer.residual_group.grad_checkpointing = enable
 
+    def set_attn_impl(self, attn_impl: str) -> None:
+        """Run attention through 'sdpa' (torch's fused kernels; default) or 'reference' (the release's
+        matmul-softmax-matmul, kept as the ground truth). Both give the release's outputs in fp32."""
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'HAT: invalid attn_impl: {attn_impl!r}; supported: {ATTN_IMPLS}')
+        self.attn_impl = attn_impl
+        for module in self.modules():
+            if isinstance(module, (WindowAttention, OCAB)):
+                module.attn_impl = attn_impl
+
     def _apply(self, fn, *args, **kwargs):
         # Moving or casting the model makes every cached tensor stale.
         self.clear_caches()
         return super()._apply(fn, *args, **kwargs)
 
     def clear_caches(self) -> None:
-        self._mask_cache.clear()
         for module in self.modules():
             if hasattr(module, '_bias_cache'):
                 module._bias_cache.clear()
 
-    def shift_mask(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Optional[Tensor]:
-        """The shift mask for a padded size, built once per (size, device, dtype)."""
-        if not self.shift_size:
-            return None
-        if torch.compiler.is_compiling():
-            return shift_window_mask(height, width, self.window_size, self.shift_size).to(device, dtype)
-        key = (height, width, device, dtype)
-        if key not in self._mask_cache:
-            self._mask_cache[key] = shift_window_mask(height, width, self.window_size,
-                                                      self.shift_size).to(device, dtype)
-        return self._mask_cache[key]
+    def _refuse_float16(self, x: Tensor) -> None:
+        """HAT's activations leave float16's range (peers mark fp16 unsupported): fail loudly instead
+        of returning NaNs or black images."""
+        device = x.device.type
+        autocast_fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+        if autocast_fp16 or torch.float16 in (x.dtype, self.conv_first.weight.dtype):
+            raise ValueError('HAT does not support float16 (its activations overflow fp16); use bfloat16 '
+                             '(torch.autocast(device_type, dtype=torch.bfloat16)) or float32')
 
     def forward_features(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
@@ -500,15 +592,16 @@ class HAT(nn.Module):
                                  f'(after padding to the window), got {(height, width)}')
             x = x + self.absolute_pos_embed
         x = self.pos_drop(x)
-        mask = self.shift_mask(height, width, x.device, x.dtype)
         for layer in self.layers:
-            x = layer(x, (height, width), self.relative_position_index_SA, self.relative_position_index_OCA, mask)
+            x = layer(x, (height, width), self.relative_position_index_SA, self.relative_position_index_OCA,
+                      self.shift_seam_masks)
         return rearrange(self.norm(x), 'b (h w) c -> b c h w', h=height)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f'HAT expects input of shape (batch, {self.in_chans}, height, width), '
                              f'got {tuple(x.shape)}')
+        self._refuse_float16(x)
         height, width = x.shape[-2:]
         mean = self.mean.to(x.dtype)
         x = pad_to_multiple((x - mean) * self.img_range, self.window_size)

@@ -1,0 +1,35 @@
+"""`hat-basicsr features`: the feature map after every stage of an SR model, as a labelled PNG grid.
+
+Stages are HAT's RHAGs and SwinIR's RSTBs (`layers`), EDSR's and RCAN's blocks (`body`), or else the
+model's top-level modules. Each tile shows the mean |feature| per position, or with --channels the
+chosen channels (one row each). Window-attention networks show blocking artifacts in this view.
+"""
+from __future__ import annotations
+
+import argparse
+
+from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
+from hat_basicsr.cli.common import report_error
+from hat_basicsr.cli.lam import USER_ERRORS, add_model_arguments, load_inputs, positive_int
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser('features', help='per-stage feature maps of an SR model as a PNG grid',
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument('--channels', type=int, nargs='+', metavar='C',
+                        help='channels to show (default: mean magnitude over all channels)')
+    parser.add_argument('--columns', type=positive_int, default=6, help='stages per row of the grid (default 6)')
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model, _, image, device = load_inputs(args)
+        stages = capture_stage_features(model, image, device)
+        path = save_feature_grid(stages, args.output, args.channels, args.columns)
+    except USER_ERRORS + (IndexError, ) as error:
+        return report_error('features', error)
+    print('stages: ' + ', '.join(name for name, _ in stages))
+    print(f'wrote {path}')
+    return 0

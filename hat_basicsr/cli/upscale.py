@@ -1,0 +1,161 @@
+"""`hat-basicsr upscale`: super-resolve an image or a folder of images into an output folder.
+
+Images keep their format, bit depth (16-bit stays 16-bit) and colour layout:
+- RGBA: the colour goes through the model; the alpha plane is upscaled on its own (by default with
+  the model, as a gray image, so edges stay as sharp as the colour; `--alpha bicubic` is cheaper)
+  and reattached. A constant alpha is simply extended.
+- gray image, 3-channel model: the gray plane is replicated to RGB, and the output's channel mean
+  is written back as gray.
+- RGB image, 1-channel model (trained on luminance): the model upscales Y of YCrCb, chroma is
+  upscaled bicubically, and the result is converted back to RGB.
+A file that cannot be read or processed is reported on one line and skipped; the exit status is 1
+when any file failed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Callable, List
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hat_basicsr.cli.common import (ImageError, SourceError, load_model, read_image, report_error, resolve_device,
+                                    write_image)
+from hat_basicsr.utils.tiling import tiled_forward
+from hat_basicsr.utils.weights import CheckpointError
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser('upscale', help='super-resolve images with a HAT (or any BasicSR) model',
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('input', type=Path, help='an image file or a folder of images')
+    parser.add_argument('-o', '--output', type=Path, required=True, help='output folder')
+    parser.add_argument('-m', '--model', required=True,
+                        help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
+    parser.add_argument('--param-key', default='auto', help='checkpoint entry to load (default: params_ema, '
+                        'then params)')
+    parser.add_argument('--tile', type=int, default=0, help='tile side in input pixels; 0 = whole image')
+    parser.add_argument('--tile-overlap', type=int, default=16, help='context around each tile (pixels)')
+    parser.add_argument('--bf16', action='store_true', help='run under bfloat16 autocast')
+    parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
+    parser.add_argument('--alpha', choices=('model', 'bicubic'), default='model',
+                        help='how to upscale an alpha channel')
+    parser.add_argument('--suffix', default='', help='appended to each output file name stem')
+    parser.add_argument('--skip-existing', action='store_true', help='leave images whose output exists')
+    parser.set_defaults(func=run)
+
+
+def list_inputs(source: Path) -> List[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    raise SourceError(f'input not found: {source}')
+
+
+def autocast_context(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, tile_overlap: int,
+                bf16: bool) -> Runner:
+    """An HxWxC float array -> (H*scale)x(W*scale)xC, through the model on `device`."""
+
+    def run_model(image: np.ndarray) -> np.ndarray:
+        lq = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+        with torch.inference_mode():
+            with autocast_context(device, bf16):
+                sr = tiled_forward(model, lq, scale, tile, tile_overlap) if tile else model(lq)
+            return sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+    return run_model
+
+
+def upscale_planes(image: np.ndarray, model_channels: int, scale: int, run_model: Runner) -> np.ndarray:
+    """Upscale a gray (HxWx1) or RGB (HxWx3) image with a 1- or 3-channel model (see module doc)."""
+    channels = image.shape[2]
+    if channels == model_channels:
+        return run_model(image)
+    if channels == 1 and model_channels == 3:
+        return run_model(np.repeat(image, 3, axis=2)).mean(axis=2, keepdims=True)
+    if channels == 3 and model_channels == 1:
+        ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
+        luma = run_model(ycrcb[..., :1])
+        chroma = cv2.resize(ycrcb[..., 1:], (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_CUBIC)
+        return np.clip(cv2.cvtColor(np.concatenate([luma, chroma], axis=2), cv2.COLOR_YCrCb2RGB), 0, 1)
+    raise ImageError(f'a {model_channels}-channel model cannot process {channels}-channel images')
+
+
+def upscale_alpha(alpha: np.ndarray, model_channels: int, scale: int, run_model: Runner, mode: str) -> np.ndarray:
+    height, width = alpha.shape[0] * scale, alpha.shape[1] * scale
+    if alpha.min() == alpha.max():
+        return np.full((height, width), alpha.flat[0], dtype=np.float32)
+    if mode == 'bicubic':
+        return np.clip(cv2.resize(alpha, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+    return upscale_planes(alpha[..., None], model_channels, scale, run_model)[..., 0]
+
+
+def output_path(args: argparse.Namespace, source: Path) -> Path:
+    return args.output / f'{source.stem}{args.suffix}{source.suffix}'
+
+
+def process(source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str) -> None:
+    if target.resolve() == source.resolve():
+        raise ImageError(f'{source}: output would overwrite the input (choose another folder or a --suffix)')
+    image, alpha, bit_depth = read_image(source)
+    result = upscale_planes(image, model_channels, scale, run_model)
+    if alpha is not None:
+        alpha = upscale_alpha(alpha, model_channels, scale, run_model, alpha_mode)
+    write_image(target, result, bit_depth, alpha)
+
+
+def model_channels(model: nn.Module) -> int:
+    """Input channels of the model: HAT's in_chans, else the first convolution's."""
+    channels = getattr(model, 'in_chans', None)
+    if channels is None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise SourceError(f'cannot tell the input channels of {type(model).__name__}')
+        channels = first.in_channels
+    return channels
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        inputs = list_inputs(args.input)
+        device = resolve_device(args.device)
+        model, scale = load_model(args.model, device, args.param_key)
+    except (SourceError, CheckpointError) as error:
+        return report_error('upscale', error)
+    if args.tile < 0 or args.tile_overlap < 0:
+        return report_error('upscale', SourceError('--tile and --tile-overlap must be >= 0'))
+    channels = model_channels(model)
+    run_model = make_runner(model, scale, device, args.tile, args.tile_overlap, args.bf16)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line reports replace its noise
+    failed: List[Path] = []
+    skipped = 0
+    for source in tqdm(inputs, desc='upscale', unit='image'):
+        target = output_path(args, source)
+        if args.skip_existing and target.exists():
+            skipped += 1
+            continue
+        try:
+            process(source, target, channels, scale, run_model, args.alpha)
+        except ImageError as error:
+            failed.append(source)
+            tqdm.write(f'hat-basicsr upscale: failed: {error}')
+        except RuntimeError as error:
+            failed.append(source)
+            tqdm.write(f'hat-basicsr upscale: failed: {source}: {error}')
+    done = len(inputs) - len(failed) - skipped
+    tqdm.write(f'{done} written, {skipped} skipped (existing), {len(failed)} failed -> {args.output}')
+    return 1 if failed else 0
+

@@ -1,0 +1,219 @@
+"""GT-only dataset that synthesises its LQ with MATLAB-style bicubic, as HAT's ImageNet pretraining does.
+
+The release computes `imresize(gt, 1/scale)` on the whole image and then crops: on ImageNet-size
+images most of that work is thrown away. Here the LQ is computed on a GT window just large enough
+that the LQ crop is identical to cropping the whole-image LQ (see `lq_window` and `crop_pair`).
+"""
+import math
+import os
+import random
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+from basicsr.data.data_util import paths_from_lmdb
+from basicsr.data.transforms import augment, mod_crop
+from basicsr.utils import FileClient, bgr2ycbcr, get_root_logger, imfrombytes, img2tensor, scandir
+from basicsr.utils.matlab_functions import imresize
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+from torchvision.transforms.functional import normalize
+
+from hat_basicsr.utils.registration import register_once
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
+
+# MATLAB's bicubic kernel has support 2 input pixels; antialiased at 1/s it is stretched to 2s HR
+# pixels on each side of an LR pixel's centre, i.e. 1.5s + 0.5 HR pixels beyond that LR pixel's own
+# s-pixel block: ceil((1.5s + 0.5) / s) = 2 LR pixels for every integer scale s >= 1.
+KERNEL_REACH_LR = 2
+
+# basicsr's imresize reduces each LR row with a BLAS gemv whose rounding (1 ulp) depends on the row
+# length left after the kernel's first tap and on how the rows fall into the BLAS's row blocks. A
+# window whose edges lie a multiple of this many LR pixels (16*s HR pixels) from the image's own
+# edges, and whose far edge lies this much beyond the crop (or on the image border), reproduces both,
+# so its arithmetic is bit-identical to the whole image's (16 covers 4-, 8- and 16-float SIMD paths).
+LAYOUT_BLOCK_LR = 16
+
+# How many other samples `skip_corrupt` tries before giving up on the dataset.
+MAX_SKIPPED_READS = 50
+
+
+class CorruptImageError(RuntimeError):
+    """An image could not be read or decoded; the message names the file."""
+
+
+def lq_window(start: int, size: int, length: int) -> Tuple[int, int]:
+    """LR-pixel range [lo, hi) to resize so that LR pixels [start, start + size) come out exactly.
+
+    The range reaches KERNEL_REACH_LR pixels beyond the crop (or to the true image border, where
+    imresize's symmetric padding then matches the whole image's) and is widened as LAYOUT_BLOCK_LR
+    describes.
+    """
+    if not 0 <= start <= length - size:
+        raise ValueError(f'LQ crop [{start}, {start + size}) does not fit in {length} LR pixels.')
+    lo = max(start - KERNEL_REACH_LR, 0)
+    lo -= lo % LAYOUT_BLOCK_LR
+    tail = max(length - (start + size + KERNEL_REACH_LR + LAYOUT_BLOCK_LR), 0)
+    hi = length - (tail - tail % LAYOUT_BLOCK_LR)
+    return lo, hi
+
+
+def crop_pair(img_gt: np.ndarray, scale: int, top: int, left: int, lq_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """GT crop and its LQ, equal to cropping `imresize(img_gt, 1/scale)` at LR (top, left).
+
+    `img_gt` is HWC float in [0, 1] with sides that are multiples of `scale`. The LQ is the raw
+    float imresize output (not rounded).
+    """
+    h_lq, w_lq = img_gt.shape[0] // scale, img_gt.shape[1] // scale
+    row_lo, row_hi = lq_window(top, lq_size, h_lq)
+    col_lo, col_hi = lq_window(left, lq_size, w_lq)
+    window = img_gt[row_lo * scale:row_hi * scale, col_lo * scale:col_hi * scale]
+    lq = imresize(window, 1 / scale)
+    lq = lq[top - row_lo:top - row_lo + lq_size, left - col_lo:left - col_lo + lq_size]
+    gt_size = lq_size * scale
+    gt = img_gt[top * scale:top * scale + gt_size, left * scale:left * scale + gt_size]
+    return gt, lq
+
+
+def quantize(img: np.ndarray) -> np.ndarray:
+    """Round to 8 bits, as LR images saved to PNG (DF2K, benchmarks) are: train and test LQ match."""
+    return (np.round(np.clip(img * 255.0, 0, 255)) / 255.0).astype(np.float32)
+
+
+def enlarge_to_fit(img: np.ndarray, min_side: int) -> np.ndarray:
+    """Bicubic upscale (aspect kept) so that both sides are at least `min_side`; no-op if they are."""
+    h, w = img.shape[:2]
+    if min(h, w) >= min_side:
+        return img
+    factor = min_side / min(h, w)
+    new_h, new_w = max(min_side, math.ceil(h * factor)), max(min_side, math.ceil(w * factor))
+    return np.clip(cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+@register_once(DATASET_REGISTRY)
+class ImageNetPairedDataset(data.Dataset):
+    """GT images only; LQ = MATLAB-style bicubic `imresize(gt, 1/scale)`, rounded to 8 bits.
+
+    Options (besides BasicSR's loader keys):
+        dataroot_gt (str): image folder (scanned recursively, sorted), or an LMDB made by
+            basicsr's `make_lmdb_from_imgs` when `io_backend.type` is `lmdb`.
+        meta_info (str, optional): list file, one path relative to dataroot_gt per line (first
+            whitespace-separated token); disk backend only.
+        io_backend (dict): `{type: disk}` or `{type: lmdb}`.
+        scale (int), phase (str): filled in by BasicSR.
+        gt_size (int): training GT patch size, a multiple of scale.
+        use_hflip, use_rot (bool): flips and 90-degree rotations (training).
+        color (str, optional): 'y' for the Y channel only.
+        mean, std (list, optional): normalisation, as in PairedImageDataset.
+        skip_corrupt (bool): on an unreadable image, log a warning naming it and return another
+            random sample instead of raising. Default False.
+
+    Training: modcrop to scale; an image with a side shorter than gt_size is first enlarged
+    (bicubic, aspect kept, shorter side = gt_size); an LR position is drawn uniformly as
+    `paired_random_crop` does on the whole image, and the LQ patch is computed on a small window
+    around it (identical to the whole-image LQ). Other phases: the whole modcropped GT and its
+    whole-image LQ, so the dataset can serve validation.
+    """
+
+    def __init__(self, opt: Dict):
+        super().__init__()
+        self.opt = opt
+        if 'meta_info_file' in opt:
+            raise ValueError("ImageNetPairedDataset reads its list file from option 'meta_info', "
+                             "not 'meta_info_file'.")
+        self.scale = int(opt['scale'])
+        self.is_train = opt['phase'] == 'train'
+        if self.is_train and opt['gt_size'] % self.scale:
+            raise ValueError(f"gt_size {opt['gt_size']} must be a multiple of scale {self.scale}.")
+        self.mean = opt.get('mean')
+        self.std = opt.get('std')
+        self.skip_corrupt = bool(opt.get('skip_corrupt', False))
+        self.io_backend_opt = dict(opt['io_backend'])
+        self.file_client: Optional[FileClient] = None
+        self.gt_folder = str(opt['dataroot_gt'])
+        self.paths = self._list_paths()
+        if not self.paths:
+            raise ValueError(f'ImageNetPairedDataset found no images under {self.gt_folder}.')
+
+    def _list_paths(self) -> List[str]:
+        if self.io_backend_opt['type'] == 'lmdb':
+            if self.opt.get('meta_info'):
+                raise ValueError("Option 'meta_info' applies to the disk backend; an LMDB lists its "
+                                 'keys in its own meta_info.txt.')
+            self.io_backend_opt['db_paths'] = [self.gt_folder]
+            self.io_backend_opt['client_keys'] = ['gt']
+            return paths_from_lmdb(self.gt_folder)
+        if self.opt.get('meta_info'):
+            with open(self.opt['meta_info']) as fin:
+                names = [line.split()[0] for line in fin if line.strip()]
+            return [os.path.join(self.gt_folder, name) for name in names]
+        if not os.path.isdir(self.gt_folder):
+            raise FileNotFoundError(f'dataroot_gt {self.gt_folder} is not a folder.')
+        names = (p for p in scandir(self.gt_folder, recursive=True) if p.lower().endswith(IMAGE_EXTENSIONS))
+        return [os.path.join(self.gt_folder, name) for name in sorted(names)]
+
+    def _read_gt(self, gt_path: str) -> np.ndarray:
+        """HWC BGR float32 image in [0, 1]; CorruptImageError naming the file if it cannot be had."""
+        if self.file_client is None:
+            backend_opt = dict(self.io_backend_opt)
+            self.file_client = FileClient(backend_opt.pop('type'), **backend_opt)
+        where = f'{gt_path} (LMDB {self.gt_folder})' if self.file_client.backend == 'lmdb' else gt_path
+        try:
+            img_bytes = self.file_client.get(gt_path, 'gt')
+        except OSError as err:
+            raise CorruptImageError(f'Cannot read image {where}: {err}') from err
+        if not img_bytes:
+            raise CorruptImageError(f'Image {where} is missing or empty.')
+        img = imfrombytes(img_bytes, float32=False)
+        if img is None:
+            raise CorruptImageError(f'Cannot decode image {where} (corrupt or not an image).')
+        return img.astype(np.float32) / 255.0
+
+    def __getitem__(self, index: int) -> Dict:
+        gt_path = self.paths[index]
+        for _ in range(MAX_SKIPPED_READS):
+            try:
+                img_gt = self._read_gt(gt_path)
+                break
+            except CorruptImageError as err:
+                if not self.skip_corrupt:
+                    raise
+                get_root_logger().warning(f'skip_corrupt: {err} Using another random sample.')
+                gt_path = self.paths[random.randrange(len(self.paths))]
+        else:
+            raise CorruptImageError(f'skip_corrupt: {MAX_SKIPPED_READS} reads in a row failed, the last '
+                                    f'one {gt_path}; check dataroot_gt {self.gt_folder}.')
+
+        if self.is_train:
+            img_gt, img_lq = self._train_pair(img_gt)
+        else:
+            img_gt = mod_crop(img_gt, self.scale)
+            img_lq = imresize(img_gt, 1 / self.scale)
+        img_lq = quantize(img_lq)
+
+        if self.opt.get('color') == 'y':
+            img_gt = bgr2ycbcr(img_gt, y_only=True)[..., None]
+            img_lq = bgr2ycbcr(img_lq, y_only=True)[..., None]
+
+        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
+        if self.mean is not None or self.std is not None:
+            normalize(img_lq, self.mean, self.std, inplace=True)
+            normalize(img_gt, self.mean, self.std, inplace=True)
+        return {'lq': img_lq, 'gt': img_gt, 'lq_path': gt_path, 'gt_path': gt_path}
+
+    def _train_pair(self, img_gt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        gt_size = self.opt['gt_size']
+        img_gt = mod_crop(enlarge_to_fit(img_gt, gt_size), self.scale)
+        lq_size = gt_size // self.scale
+        h_lq, w_lq = img_gt.shape[0] // self.scale, img_gt.shape[1] // self.scale
+        top = random.randint(0, h_lq - lq_size)
+        left = random.randint(0, w_lq - lq_size)
+        img_gt, img_lq = crop_pair(img_gt, self.scale, top, left, lq_size)
+        # augment flips in place with cv2, which needs contiguous arrays, not views into the image.
+        pair = [np.ascontiguousarray(img_gt), np.ascontiguousarray(img_lq)]
+        img_gt, img_lq = augment(pair, self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
+        return img_gt, img_lq
+
+    def __len__(self) -> int:
+        return len(self.paths)

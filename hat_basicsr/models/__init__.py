@@ -1,0 +1,2 @@
+"""Models, registered into basicsr's MODEL_REGISTRY on import (one per *_model.py file)."""
+from hat_basicsr.models import hat_model  # noqa: F401

@@ -1,0 +1,147 @@
+"""Reading and writing HAT weights in every form users hold them, safely.
+
+Accepted: BasicSR checkpoints (`params_ema` / `params`), bare state dicts, DDP (`module.`) and
+torch.compile (`_orig_mod.`) prefixes, and safetensors files. Pickles are read with
+`weights_only=True`, so a downloaded checkpoint cannot run code.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+PARAM_KEYS = ('params_ema', 'params', 'state_dict')
+WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+# Buffers derived from the hyperparameters alone; a checkpoint without them still loads.
+DERIVED_BUFFERS = ('relative_position_index_SA', 'relative_position_index_OCA')
+MAX_LISTED = 12
+
+Source = Union[str, os.PathLike, Mapping]
+logger = logging.getLogger('basicsr')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or holds no recognisable weights."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint whose keys or shapes do not fit the model."""
+
+
+def read_checkpoint(source: Source) -> Mapping:
+    """Load a checkpoint file (or pass a loaded mapping through) without executing code."""
+    if isinstance(source, Mapping):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint not found: {path}')
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            return load_file(str(path), device='cpu')
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        blocked = re.search(r'GLOBAL (\S+)', str(error), flags=re.IGNORECASE)
+        if blocked is None:
+            raise CheckpointError(f'cannot read checkpoint {path}: not a PyTorch or safetensors weights '
+                                  'file (corrupt or truncated?)') from error
+        raise CheckpointError(f'{path} holds objects other than tensors and plain values ({blocked.group(1)}); '
+                              'it is refused because loading it could run code') from error
+    except Exception as error:
+        raise CheckpointError(f'cannot read checkpoint {path}: {type(error).__name__}: {error}') from error
+
+
+def strip_wrapper_prefixes(key: str) -> str:
+    """'module._orig_mod.conv_first.weight' -> 'conv_first.weight'."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = 'auto') -> Dict[str, Tensor]:
+    """Pick the weights out of a checkpoint: `param_key`, or with 'auto' the first of
+    params_ema / params / state_dict present, or the mapping itself when it is a flat state dict."""
+    if param_key in (None, '', 'auto'):
+        nested = [key for key in PARAM_KEYS if isinstance(checkpoint.get(key), Mapping)]
+        state = checkpoint[nested[0]] if nested else checkpoint
+    elif param_key in checkpoint:
+        state = checkpoint[param_key]
+    else:
+        raise CheckpointError(f"checkpoint has no '{param_key}' entry; it has: {sorted(checkpoint)[:MAX_LISTED]}")
+    not_tensors = [key for key, value in state.items() if not isinstance(value, Tensor)]
+    if not state or not_tensors:
+        raise CheckpointError('checkpoint holds no state dict (entries that are not tensors: '
+                              f'{not_tensors[:MAX_LISTED]}; top-level keys: {sorted(checkpoint)[:MAX_LISTED]})')
+    return {strip_wrapper_prefixes(key): value for key, value in state.items()}
+
+
+def read_state_dict(source: Source, param_key: Optional[str] = 'auto') -> Dict[str, Tensor]:
+    return extract_state_dict(read_checkpoint(source), param_key)
+
+
+def _listing(title: str, items: list) -> str:
+    more = f' ... (+{len(items) - MAX_LISTED} more)' if len(items) > MAX_LISTED else ''
+    return f'{len(items)} {title}: ' + ', '.join(items[:MAX_LISTED]) + more
+
+
+def load_weights(model: nn.Module, source: Source, strict: bool = True,
+                 param_key: Optional[str] = 'auto') -> Dict[str, list]:
+    """Load weights into `model`, explaining any mismatch.
+
+    strict=True raises CheckpointMismatchError listing missing keys, unexpected keys and shape
+    differences. strict=False loads what fits (e.g. x4 from x2 weights, which lack the second
+    upsampling conv) and returns/logs what was skipped.
+    """
+    state = read_state_dict(source, param_key)
+    target = model.state_dict()
+    for name in DERIVED_BUFFERS:
+        if name in target and name not in state:
+            state[name] = target[name]
+    missing = [key for key in target if key not in state]
+    unexpected = [key for key in state if key not in target]
+    mismatched = [f'{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(target[key].shape)}'
+                  for key in target if key in state and state[key].shape != target[key].shape]
+    report = {'missing': missing, 'unexpected': unexpected, 'mismatched': mismatched}
+    problems = [_listing(title, items) for title, items in
+                (('missing keys', missing), ('unexpected keys', unexpected), ('shape differences', mismatched))
+                if items]
+    name = source if not isinstance(source, Mapping) else 'the given state dict'
+    if problems and strict:
+        raise CheckpointMismatchError(
+            f'checkpoint {name} does not fit {type(model).__name__}:\n  ' + '\n  '.join(problems) +
+            '\n  (the hyperparameters differ: check embed_dim, depths, num_heads, window_size, upscale, in_chans; '
+            'use strict_load: false to load only the matching weights)')
+    if problems:
+        logger.warning(f'loading {name} non-strictly; skipped:\n  ' + '\n  '.join(problems))
+    fitting = {key: value for key, value in state.items()
+               if key in target and value.shape == target[key].shape}
+    model.load_state_dict(fitting, strict=not problems)
+    return report
+
+
+def atomic_save(obj, path: Union[str, os.PathLike]) -> None:
+    """torch.save to a temporary file beside `path`, then rename: a kill never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,32 @@
+"""The release-architecture reference fixtures in tests/fixtures (weights, inputs, outputs)."""
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+FIXTURES = Path(__file__).parent / 'fixtures'
+NAMES = sorted(path.stem for path in FIXTURES.glob('*.json'))
+
+
+def fixture_options(name: str) -> Dict:
+    options = dict(json.loads((FIXTURES / f'{name}.json').read_text())['network_g'])
+    options.pop('type')
+    return options
+
+
+def fixture_weights_path(name: str) -> Path:
+    return FIXTURES / f'{name}.pth'
+
+
+def fixture_cases(name: str) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    io = torch.load(FIXTURES / f'{name}_io.pt', weights_only=True)
+    return list(zip(io['inputs'], io['outputs']))
+
+
+def fixture_model(name: str, **overrides):
+    from hat_basicsr import HAT
+    from hat_basicsr.utils.weights import load_weights
+    model = HAT(**{**fixture_options(name), **overrides})
+    load_weights(model, fixture_weights_path(name))
+    return model.eval()

@@ -1,0 +1,181 @@
+"""Each fix in hat_basicsr.basicsr_compat, shown to be needed and to work."""
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, subprocess_env
+
+import hat_basicsr  # noqa: F401
+from hat_basicsr import basicsr_compat
+from hat_basicsr.utils.weights import CheckpointError
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plain_basicsr_import_fails_on_this_torchvision():
+    """Why the functional_tensor shim exists: without hat_basicsr, `import basicsr` breaks."""
+    proc = _python('import basicsr')
+    assert proc.returncode != 0
+    assert 'torchvision.transforms.functional_tensor' in proc.stderr
+
+
+def test_import_hat_basicsr_then_basicsr_and_again():
+    proc = _python('''
+        import hat_basicsr
+        import basicsr
+        import hat_basicsr
+        from hat_basicsr import basicsr_compat
+        import basicsr.train as train
+        before = (train.load_resume_state, train.CUDAPrefetcher)
+        basicsr_compat.apply()
+        assert (train.load_resume_state, train.CUDAPrefetcher) == before, 'apply() is not idempotent'
+        from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+        print(ARCH_REGISTRY.get('HAT').__name__, MODEL_REGISTRY.get('HATModel').__name__)
+        from torchvision.transforms.functional_tensor import rgb_to_grayscale
+        from basicsr.data.degradations import random_add_gaussian_noise_pt
+    ''')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['HAT', 'HATModel']
+
+
+@pytest.fixture
+def fake_process_group(monkeypatch):
+    """Record what init_process_group would be called with, instead of starting one."""
+    calls = {}
+    monkeypatch.setattr(torch.distributed, 'init_process_group', lambda backend, **kw: calls.update(backend=backend))
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda device: calls.update(device=device))
+    return calls
+
+
+def test_torchrun_picks_the_gpu_from_local_rank(fake_process_group, monkeypatch):
+    from basicsr.utils import dist_util
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 4)
+    # a node whose ranks are not a contiguous block: basicsr would take GPU 5 % 4 = 1, not 3
+    monkeypatch.setenv('RANK', '5')
+    monkeypatch.setenv('LOCAL_RANK', '3')
+    dist_util._init_dist_pytorch('nccl')
+    assert fake_process_group == {'device': 3, 'backend': 'nccl'}
+
+
+def test_pytorch_launcher_uses_gloo_without_cuda(fake_process_group, monkeypatch):
+    from basicsr.utils import dist_util
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    dist_util._init_dist_pytorch('nccl')
+    assert fake_process_group == {'backend': 'gloo'}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
+    from basicsr.models.base_model import BaseModel
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    torch.distributed.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': True})
+        net = model.model_to_device(torch.nn.Linear(2, 2))
+        assert isinstance(net, torch.nn.parallel.DistributedDataParallel)
+        assert net.device_ids is None
+        net(torch.ones(1, 2)).sum().backward()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _resume_opt(tmp_path: Path, auto_resume: bool = True) -> dict:
+    return {'auto_resume': auto_resume, 'network_g': {},
+            'path': {'training_states': str(tmp_path / 'run' / 'training_states'),
+                     'models': str(tmp_path / 'run' / 'models'), 'resume_state': None}}
+
+
+def test_auto_resume_uses_the_runs_own_folder_on_cpu(tmp_path, monkeypatch):
+    import basicsr.train
+    states = tmp_path / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    for name, iteration in (('2.state', 2), ('10.state', 10), ('.12.state.x1.tmp', 12)):
+        torch.save({'iter': iteration, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / name)
+    (states / 'notes.state.bak').write_text('not a state')
+    monkeypatch.chdir(tmp_path / 'run')  # basicsr looked in ./experiments/<name>: nothing here
+    opt = _resume_opt(tmp_path)
+    state = basicsr.train.load_resume_state(opt)
+    assert state['iter'] == 10
+    assert opt['path']['resume_state'] == str(states / '10.state')
+    assert opt['path']['pretrain_network_g'] == str(tmp_path / 'run' / 'models' / 'net_g_10.pth')
+
+
+def test_auto_resume_without_states_starts_fresh(tmp_path):
+    import basicsr.train
+    assert basicsr.train.load_resume_state(_resume_opt(tmp_path)) is None
+
+
+def test_unloadable_resume_state_is_named(tmp_path):
+    import basicsr.train
+    states = tmp_path / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    (states / '4.state').write_bytes(b'truncated')
+    with pytest.raises(CheckpointError, match=re.escape(str(states / '4.state'))):
+        basicsr.train.load_resume_state(_resume_opt(tmp_path))
+
+
+def test_multistep_scheduler_state_loads_with_weights_only():
+    """MultiStepRestartLR keeps milestones in a collections.Counter; weights_only must accept it."""
+    from basicsr.models.lr_scheduler import MultiStepRestartLR
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = MultiStepRestartLR(optimizer, milestones=[2, 4], gamma=0.5)
+    buffer = io.BytesIO()
+    torch.save({'schedulers': [scheduler.state_dict()], 'optimizers': [optimizer.state_dict()]}, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state['schedulers'][0]['milestones'] == Counter({2: 1, 4: 1})
+
+
+def test_cuda_prefetch_mode_falls_back_to_cpu_with_a_warning(caplog):
+    import basicsr.train
+    batches = [{'lq': torch.zeros(1)}, {'lq': torch.ones(1)}]
+    with caplog.at_level('WARNING', logger='basicsr'):
+        prefetcher = basicsr.train.CUDAPrefetcher(batches, {'num_gpu': 0})
+    assert 'CPU prefetcher' in caplog.text
+    assert [prefetcher.next(), prefetcher.next(), prefetcher.next()] == [*batches, None]
+    prefetcher.reset()
+    assert prefetcher.next() is batches[0]
+
+
+@pytest.mark.parametrize('module', ['hat_basicsr.train', 'hat_basicsr.test'])
+def test_torch_distributed_launch_gets_a_torchrun_message(module, tmp_path):
+    proc = subprocess.run([sys.executable, '-m', module, '--local-rank=0', '-opt', 'x.yml'], cwd=tmp_path,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert 'torchrun --nproc_per_node' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_basicsr_train_and_test_paths_use_no_removed_numpy_aliases():
+    """numpy 2 removed np.float/np.int/np.bool and friends; the modules the pipelines run must not use them."""
+    import basicsr
+    root = Path(basicsr.__file__).parent
+    removed = re.compile(r'\bnp\.(float|int|bool|object|complex|str|long|unicode|float_|complex_|string_|'
+                         r'product|cumproduct|alltrue|sometrue|in1d|row_stack|trapz|asfarray|Inf|NaN|NAN)\b(?!\d)')
+    modules = ['train.py', 'test.py', 'utils/misc.py', 'utils/options.py', 'utils/img_util.py',
+               'utils/matlab_functions.py', 'utils/lmdb_util.py', 'data/paired_image_dataset.py',
+               'data/transforms.py', 'data/data_util.py', 'metrics/psnr_ssim.py', 'metrics/metric_util.py',
+               'utils/color_util.py', 'models/sr_model.py', 'models/base_model.py', 'models/lr_scheduler.py']
+    hits = [f'{name}:{number}: {line.strip()}' for name in modules
+            for number, line in enumerate((root / name).read_text().splitlines(), 1) if removed.search(line)]
+    assert not hits, hits

@@ -1,0 +1,140 @@
+"""`hat-basicsr convert`, safe loading, and interoperability with spandrel 0.4.2 (chaiNNer, ComfyUI)."""
+import json
+
+import pytest
+import spandrel
+import torch
+from reference_fixtures import fixture_options, fixture_weights_path
+from safetensors import safe_open
+
+from hat_basicsr import HAT
+from hat_basicsr.cli import convert
+from hat_basicsr.cli.common import load_model, run_command
+from hat_basicsr.utils.hat_config import METADATA_KEY, infer_hat_options
+from hat_basicsr.utils.weights import read_state_dict
+
+BASE = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2, 'squeeze_factor': 4,
+        'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
+CONFIGS = {
+    'x2': {'upscale': 2},
+    'x3-two-layers': {'upscale': 3, 'embed_dim': 24, 'depths': [1, 2], 'num_heads': [2, 3], 'window_size': 8},
+    'x4-gray-identity': {'upscale': 4, 'in_chans': 1, 'resi_connection': 'identity', 'overlap_ratio': 0.25,
+                         'window_size': 8},
+}
+
+
+class Payload:
+    """Stands for any object a malicious pickle could construct."""
+
+
+def trained_like(overrides):
+    """A HAT with all parameters moved off their init, saved as BasicSR's training does."""
+    torch.manual_seed(0)
+    model = HAT(**{**BASE, **overrides}).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    state = model.state_dict()
+    ema = {key: value.clone() for key, value in state.items()}
+    return model, {'params': {key: torch.zeros_like(value) for key, value in state.items()}, 'params_ema': ema}
+
+
+def spandrel_output(path, lq):
+    descriptor = spandrel.ModelLoader().load_from_file(str(path))
+    assert descriptor.architecture.id == 'HAT'
+    descriptor.model.eval()
+    with torch.no_grad():
+        return descriptor.model(lq), descriptor
+
+
+@pytest.mark.parametrize('config', list(CONFIGS))
+def test_training_checkpoints_and_converted_files_load_in_spandrel(config, tmp_path, capsys):
+    model, checkpoint = trained_like(CONFIGS[config])
+    source = tmp_path / 'net_g_latest.pth'
+    torch.save(checkpoint, source)
+    lq = torch.rand(1, model.in_chans, 11, 14)  # not a multiple of the window: both sides pad themselves
+    with torch.no_grad():
+        expected = model(lq)
+    for name in ('net.safetensors', 'net.pth'):
+        assert run_command(convert.add_parser, ['convert', str(source), str(tmp_path / name)]) == 0
+    assert capsys.readouterr().err == ''  # release values for everything no tensor records: no warning
+    for path in (source, tmp_path / 'net.safetensors', tmp_path / 'net.pth'):
+        output, descriptor = spandrel_output(path, lq)
+        assert descriptor.scale == model.upscale and descriptor.input_channels == model.in_chans
+        assert (output - expected).abs().max() < 1e-5, path.name
+        ours, scale = load_model(path, 'cpu')
+        with torch.no_grad():
+            assert (ours(lq) - expected).abs().max() < 1e-6
+        assert scale == model.upscale
+
+
+def test_converted_files_layout_and_metadata(tmp_path):
+    _, checkpoint = trained_like(CONFIGS['x3-two-layers'])
+    # A torch.compile'd, DDP-wrapped model without the derived index buffers: spandrel cannot detect it.
+    state = {f'module._orig_mod.{key}': value for key, value in checkpoint['params_ema'].items()
+             if not key.startswith('relative_position_index')}
+    source = tmp_path / 'compiled.pth'
+    torch.save({'params': state}, source)
+    with pytest.raises(Exception):
+        spandrel.ModelLoader().load_from_file(str(source))
+
+    safetensors_path, pth_path = tmp_path / 'out.safetensors', tmp_path / 'out.pth'
+    options = convert.convert(source, safetensors_path)
+    convert.convert(safetensors_path, pth_path, pth_key='params')
+    with safe_open(str(safetensors_path), framework='pt') as handle:
+        assert json.loads(handle.metadata()[METADATA_KEY]) == options
+        keys = list(handle.keys())
+    assert options == infer_hat_options(checkpoint['params_ema'])
+    assert 'relative_position_index_SA' in keys and 'relative_position_index_OCA' in keys
+    assert not any(key.startswith(('module.', '_orig_mod.')) for key in keys)
+    written = torch.load(pth_path, weights_only=True)
+    assert list(written) == ['params']
+    for key, value in checkpoint['params_ema'].items():
+        assert torch.equal(written['params'][key], value)
+    spandrel.ModelLoader().load_from_file(str(safetensors_path))
+
+
+def test_options_no_tensor_records_are_kept_in_metadata_and_warned_about(tmp_path, capsys):
+    """img_range 255 and conv_scale 0.02 survive in safetensors metadata only; spandrel assumes 1 and 0.01."""
+    name = 'hat_tiny_x2_gray_identity'
+    from safetensors.torch import save_file
+    source = tmp_path / 'gray.safetensors'
+    save_file(read_state_dict(fixture_weights_path(name)), str(source),
+              metadata={METADATA_KEY: json.dumps({'type': 'HAT', **fixture_options(name)})})
+    target = tmp_path / 'gray.pth'
+    assert run_command(convert.add_parser, ['convert', str(source), str(target)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2
+    assert 'img_range=255.0' in ' '.join(warnings) and 'conv_scale=0.02' in ' '.join(warnings)
+
+    lq = torch.rand(1, 1, 8, 8)
+    ours, _ = load_model(source, 'cpu')
+    spandrel_out, _ = spandrel_output(target, lq)
+    with torch.no_grad():
+        assert (ours(lq) - spandrel_out).abs().max() > 1e-3
+
+
+def test_pickles_with_arbitrary_objects_are_refused(tmp_path, capsys):
+    _, checkpoint = trained_like(CONFIGS['x2'])
+    source = tmp_path / 'suspicious.pth'
+    torch.save({**checkpoint, 'payload': Payload()}, source)
+    target = tmp_path / 'out.safetensors'
+    assert run_command(convert.add_parser, ['convert', str(source), str(target)]) == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and 'suspicious.pth' in error and 'could run code' in error
+    assert not target.exists()
+
+
+@pytest.mark.parametrize('problem', ['extension', 'exists', 'not-hat'])
+def test_convert_refuses_bad_requests_in_one_line(problem, tmp_path, capsys):
+    source = tmp_path / 'net.pth'
+    _, checkpoint = trained_like(CONFIGS['x2'])
+    torch.save({'params': {'conv.weight': torch.zeros(1)}} if problem == 'not-hat' else checkpoint, source)
+    target = tmp_path / ('net.onnx' if problem == 'extension' else 'out.safetensors')
+    if problem == 'exists':
+        target.write_bytes(b'keep')
+    assert run_command(convert.add_parser, ['convert', str(source), str(target)]) == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1
+    assert {'extension': 'unknown output format', 'exists': '--force', 'not-hat': 'not a HAT'}[problem] in error
+    assert problem != 'exists' or target.read_bytes() == b'keep'

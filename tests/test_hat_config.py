@@ -1,0 +1,104 @@
+"""HAT options read back from the weights alone (and from safetensors metadata when present)."""
+import json
+
+import pytest
+import torch
+from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path
+from safetensors.torch import save_file
+
+from hat_basicsr import HAT
+from hat_basicsr.cli.common import load_model
+from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS, checkpoint_options, infer_hat_options
+from hat_basicsr.utils.weights import CheckpointError, read_state_dict
+
+COMMON = {'window_size': 16, 'overlap_ratio': 0.5, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
+          'resi_connection': '1conv', 'in_chans': 3}
+VARIANTS = {
+    'HAT-S': {'embed_dim': 144, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 24, 'squeeze_factor': 24},
+    'HAT': {'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 3, 'squeeze_factor': 30},
+    'HAT-L': {'embed_dim': 180, 'depths': [6] * 12, 'num_heads': [6] * 12, 'compress_ratio': 3, 'squeeze_factor': 30},
+}
+RELEASE_PARAMS = {  # REFERENCE.md §1, per scale 2 / 3 / 4
+    'HAT-S': (9473471, 9658111, 9621183),
+    'HAT': (20624795, 20809435, 20772507),
+    'HAT-L': (40698863, 40883503, 40846575),
+}
+
+
+def meta_state_dict(**options):
+    with torch.device('meta'):
+        return HAT(**options).state_dict()
+
+
+def assert_options_match(inferred, expected):
+    differing = {key: (inferred.get(key), value) for key, value in expected.items() if inferred.get(key) != value}
+    assert not differing, differing
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_release_variants_are_inferred_from_shapes(variant, scale):
+    options = {**COMMON, **VARIANTS[variant], 'upscale': scale}
+    state = meta_state_dict(**options)
+    inferred = infer_hat_options(state)
+    assert_options_match(inferred, options)
+    assert inferred['type'] == 'HAT'
+    with torch.device('meta'):
+        rebuilt = HAT(**{key: value for key, value in inferred.items() if key != 'type'})
+    assert sum(p.numel() for p in rebuilt.parameters()) == RELEASE_PARAMS[variant][scale - 2]
+
+
+@pytest.mark.parametrize('overrides', [
+    {'in_chans': 1, 'resi_connection': 'identity', 'upscale': 1},
+    {'num_heads': [2, 4], 'depths': [1, 3], 'overlap_ratio': 0.25, 'mlp_ratio': 4, 'upscale': 8},
+    {'patch_norm': False, 'qkv_bias': False, 'compress_ratio': 5, 'squeeze_factor': 7},
+    {'ape': True, 'img_size': 24},
+], ids=['gray-identity-x1', 'heads-overlap-mlp-x8', 'no-norm-no-bias-odd-ratios', 'ape'])
+def test_less_common_options_are_inferred(overrides):
+    options = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 8, 'upscale': 2,
+               'compress_ratio': 2, 'squeeze_factor': 4, 'upsampler': 'pixelshuffle', **overrides}
+    inferred = infer_hat_options(meta_state_dict(**options))
+    expected = {**options}
+    if overrides.get('squeeze_factor') == 7:  # 16 // 7 == 16 // 8: the largest equivalent is reported
+        expected['squeeze_factor'] = 8
+    assert_options_match(inferred, expected)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_reference_fixtures_are_inferred(name):
+    expected = fixture_options(name)
+    inferred = infer_hat_options(read_state_dict(fixture_weights_path(name)))
+    observable = {key: value for key, value in expected.items() if key not in UNOBSERVABLE_DEFAULTS}
+    assert_options_match(inferred, observable)
+
+
+def test_flat_spandrel_style_state_dict_without_buffers():
+    state = {key: value for key, value in read_state_dict(fixture_weights_path('hat_tiny_x3_w16')).items()
+             if not key.startswith('relative_position_index')}
+    assert infer_hat_options(state)['upscale'] == 3
+
+
+def test_state_dict_of_another_architecture_is_refused():
+    from basicsr.archs.srvgg_arch import SRVGGNetCompact
+    with pytest.raises(CheckpointError, match='not a HAT state dict: missing conv_first.weight'):
+        infer_hat_options(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict())
+
+
+def test_safetensors_metadata_supplies_options_the_weights_cannot(tmp_path):
+    """The gray fixture uses img_range 255 and conv_scale 0.02, which no tensor records."""
+    name = 'hat_tiny_x2_gray_identity'
+    state = read_state_dict(fixture_weights_path(name))
+    bare = tmp_path / 'bare.safetensors'
+    save_file(state, str(bare))
+    assert checkpoint_options(bare, state)['img_range'] == 1.0
+    with_options = tmp_path / 'with_options.safetensors'
+    save_file(state, str(with_options), metadata={METADATA_KEY: json.dumps({'type': 'HAT', **fixture_options(name)})})
+    assert checkpoint_options(with_options, state)['img_range'] == 255.0
+
+    (lq, expected), = fixture_cases(name)[:1]
+    wrong, _ = load_model(bare, 'cpu')
+    right, scale = load_model(with_options, 'cpu')
+    with torch.no_grad():
+        assert (right(lq) - expected).abs().max() < 1e-5
+        assert (wrong(lq) - expected).abs().max() > 1e-3
+    assert scale == 2

@@ -1,0 +1,145 @@
+"""End-to-end training through hat_basicsr.train (BasicSR's pipeline) on CPU: folders and LMDB,
+EMA, checkpoints, validation, resume after a kill, atomic checkpoints."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_log, run_python, subprocess_env, train_options, val_dataset, write_options
+
+from hat_basicsr.models.hat_model import HATModel
+
+
+def _train(tmp_path: Path, opt: dict, *extra: str) -> Path:
+    """Train from a scratch working directory via `python hat_basicsr/train.py`; returns the run folder."""
+    options = write_options(tmp_path / f'{opt["name"]}.yml', opt)
+    script = Path(__file__).resolve().parents[1] / 'hat_basicsr' / 'train.py'
+    run_python([str(script), '-opt', str(options), *extra], cwd=tmp_path)
+    return tmp_path / 'experiments' / opt['name']
+
+
+def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_path):
+    run = _train(tmp_path, train_options(sr_data, 'folder_run', total_iter=4, checkpoint_freq=2, val_freq=2))
+
+    assert {p.name for p in (run / 'models').iterdir()} == {'net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth'}
+    assert {p.name for p in (run / 'training_states').iterdir()} == {'2.state', '4.state'}
+    assert (tmp_path / 'tb_logger' / 'folder_run').is_dir()
+    assert sorted(p.name for p in (run / 'visualization' / 'img000').iterdir()) == [
+        'img000_2.png', 'img000_4.png', 'img000_5.png']
+    log = read_log(run, 'train')
+    assert log.count('Validation tiny_val') == 3
+    assert '# psnr:' in log and '# ssim:' in log
+    assert 'Model [HATModel] is created.' in log
+
+    checkpoint = torch.load(run / 'models' / 'net_g_latest.pth', weights_only=True)
+    assert set(checkpoint) == {'params', 'params_ema'}
+    assert not any(key.startswith(('module.', '_orig_mod.')) for key in checkpoint['params'])
+    differs = [key for key, value in checkpoint['params'].items()
+               if value.is_floating_point() and not torch.equal(value, checkpoint['params_ema'][key])]
+    assert differs, 'EMA weights equal net_g weights after 4 iterations with decay 0.9'
+    state = torch.load(run / 'training_states' / '4.state', weights_only=True)
+    assert (state['iter'], len(state['optimizers']), len(state['schedulers'])) == (4, 1, 1)
+    assert not list(run.rglob('*.tmp')), 'atomic_save left a temporary file'
+
+
+@pytest.mark.parametrize('dataset_type', ['PairedImageDataset', 'ImageNetPairedDataset'])
+def test_train_from_lmdb(sr_data, tmp_path, dataset_type):
+    dataset = {'type': dataset_type, 'dataroot_gt': str(sr_data['train_hr_lmdb']), 'io_backend': {'type': 'lmdb'}}
+    if dataset_type == 'PairedImageDataset':
+        dataset['dataroot_lq'] = str(sr_data['train_lr_lmdb'])
+    run = _train(tmp_path, train_options(sr_data, f'lmdb_{dataset_type}', total_iter=2, checkpoint_freq=2,
+                                         val_freq=2, train_dataset=dataset))
+    log = read_log(run, 'train')
+    assert f'Dataset [{dataset_type}] - tiny_train is built.' in log
+    assert 'iter:       2' in log and '# psnr:' in log
+    assert (run / 'models' / 'net_g_2.pth').is_file()
+
+
+def _in_process_model(sr_data, tmp_path, **overrides) -> HATModel:
+    """A HATModel built in this process with the pipeline's options (paths under tmp_path)."""
+    opt = train_options(sr_data, 'in_process')
+    opt.update(overrides, is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+    opt['path'].update({name: str(tmp_path / name) for name in ('models', 'training_states', 'visualization')})
+    return HATModel(opt)
+
+
+def _val_loader(sr_data):
+    from basicsr.data import build_dataloader, build_dataset
+    dataset_opt = val_dataset(sr_data)
+    return build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0)
+
+
+def test_net_g_is_back_in_train_mode_after_validation(sr_data, tmp_path):
+    model = _in_process_model(sr_data, tmp_path)
+    del model.net_g_ema  # without EMA, validation runs net_g itself
+    assert model.net_g.training
+    model.validation(_val_loader(sr_data), current_iter=1, tb_logger=None, save_img=False)
+    assert model.net_g.training
+    assert model.metric_results['psnr'] > 10
+
+
+def test_training_state_is_plain_and_resumes_with_weights_only(sr_data, tmp_path):
+    import numpy as np
+    model = _in_process_model(sr_data, tmp_path)
+    model.schedulers[0].gamma = np.float64(0.5)  # e.g. computed by a user with numpy
+    model.save_training_state(epoch=3, current_iter=7)
+    state = torch.load(tmp_path / 'training_states' / '7.state', weights_only=True)
+    assert type(state['schedulers'][0]['gamma']) is float
+    assert dict(state['schedulers'][0]['milestones']) == {2: 1, 1000: 1}
+    model.resume_training(state)
+
+
+def test_checkpoint_write_failure_keeps_the_previous_checkpoint(sr_data, tmp_path, monkeypatch):
+    model = _in_process_model(sr_data, tmp_path)
+    model.save(epoch=0, current_iter=1)
+    checkpoint = tmp_path / 'models' / 'net_g_1.pth'
+    before = checkpoint.read_bytes()
+    with torch.no_grad():
+        next(model.net_g.parameters()).add_(1.0)
+
+    class Killed(BaseException):
+        """Like a signal: not an Exception, so no `except Exception` may swallow it."""
+
+    def save_half_then_die(obj, stream, *args, **kwargs):
+        stream.write(b'PK\x03\x04 half a checkpoint')
+        raise Killed('killed while saving')
+
+    monkeypatch.setattr(torch, 'save', save_half_then_die)
+    with pytest.raises(Killed):
+        model.save_network(model.net_g, 'net_g', 1)
+    with pytest.raises(Killed):
+        model.save_training_state(epoch=0, current_iter=1)
+    assert checkpoint.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / 'models').iterdir()) == ['net_g_1.pth']
+    assert sorted(p.name for p in (tmp_path / 'training_states').iterdir()) == ['1.state']
+
+
+def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
+    opt = train_options(sr_data, 'killed_run', total_iter=100000, checkpoint_freq=2, val_freq=None)
+    options = write_options(tmp_path / 'killed.yml', opt)
+    states = tmp_path / 'experiments' / 'killed_run' / 'training_states'
+    proc = subprocess.Popen([sys.executable, '-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (states.is_dir() and any(p.suffix == '.state' for p in states.iterdir())):
+            assert proc.poll() is None and time.time() < deadline, 'training ended or stalled before a checkpoint'
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    saved = max(int(p.stem) for p in states.iterdir() if p.suffix == '.state')
+    assert saved >= 2 and saved % 2 == 0
+
+    run_python(['-m', 'hat_basicsr.train', '-opt', str(options), '--auto_resume',
+                '--force_yml', f'train:total_iter={saved + 2}'], cwd=tmp_path)
+    log = read_log(tmp_path / 'experiments' / 'killed_run', 'train')
+    assert 'Resuming training from epoch: ' in log and f'iter: {saved}.' in log
+    assert f'iter:{saved + 2:>8d},' in log
+    assert (tmp_path / 'experiments' / 'killed_run' / 'models' / f'net_g_{saved + 2}.pth').is_file()

@@ -1,0 +1,127 @@
+"""Loading HAT checkpoints in every form users hold them, and refusing the ones that do not fit."""
+import collections
+import os
+
+import pytest
+import torch
+from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
+from safetensors.torch import save_file
+
+from hat_basicsr import HAT
+from hat_basicsr.utils.weights import (CheckpointError, CheckpointMismatchError, atomic_save, load_weights,
+                                       read_state_dict)
+
+NAME = 'hat_tiny_x4_w8'
+
+
+@pytest.fixture(scope='module')
+def release_state():
+    return torch.load(fixture_weights_path(NAME), weights_only=True)['params_ema']
+
+
+def checkpoint_forms(state):
+    prefixed = lambda prefix: {prefix + key: value for key, value in state.items()}
+    return {
+        'params_ema': {'params_ema': state},
+        'params': {'params': state},
+        'both_prefers_ema': {'params': {k: torch.zeros_like(v) for k, v in state.items()}, 'params_ema': state},
+        'bare': state,
+        'ddp': prefixed('module.'),
+        'compiled': prefixed('_orig_mod.'),
+        'ddp_of_compiled': {'params': prefixed('module._orig_mod.')},
+    }
+
+
+@pytest.mark.parametrize('form', list(checkpoint_forms({})))
+def test_every_checkpoint_form_loads_and_reproduces_outputs(form, release_state, tmp_path):
+    path = tmp_path / f'{form}.pth'
+    torch.save(checkpoint_forms(release_state)[form], path)
+    model = HAT(**fixture_options(NAME)).eval()
+    load_weights(model, path)
+    lq, expected = fixture_cases(NAME)[0]
+    with torch.no_grad():
+        assert (model(lq) - expected).abs().max() < 1e-5
+
+
+def test_safetensors_and_explicit_param_key(release_state, tmp_path):
+    path = tmp_path / 'weights.safetensors'
+    save_file({k: v.contiguous() for k, v in release_state.items()}, str(path))
+    assert read_state_dict(path).keys() == release_state.keys()
+    both = tmp_path / 'both.pth'
+    torch.save({'params': release_state, 'params_ema': {}}, both)
+    assert read_state_dict(both, param_key='params').keys() == release_state.keys()
+    with pytest.raises(CheckpointError, match="no 'params_x' entry"):
+        read_state_dict(both, param_key='params_x')
+
+
+def test_missing_index_buffers_are_rebuilt(release_state):
+    state = {k: v for k, v in release_state.items() if not k.startswith('relative_position_index')}
+    model = HAT(**fixture_options(NAME)).eval()
+    load_weights(model, state)
+    assert torch.equal(model.relative_position_index_OCA, release_state['relative_position_index_OCA'])
+
+
+def test_mismatched_checkpoint_lists_missing_unexpected_and_shapes(release_state):
+    state = dict(release_state)
+    state.pop('conv_first.bias')
+    state['extra.weight'] = torch.zeros(1)
+    model = HAT(**{**fixture_options(NAME), 'embed_dim': 60, 'num_heads': [6, 6]})
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_weights(model, state)
+    message = str(error.value)
+    assert 'missing keys: conv_first.bias' in message
+    assert 'unexpected keys: extra.weight' in message
+    assert 'conv_first.weight: checkpoint (48, 3, 3, 3) vs model (60, 3, 3, 3)' in message
+
+
+def test_x4_from_x2_weights_loads_non_strictly(release_state):
+    x2 = HAT(**{**fixture_options(NAME), 'upscale': 2}).state_dict()
+    model = HAT(**fixture_options(NAME))
+    with pytest.raises(CheckpointMismatchError, match='upsample.2'):
+        load_weights(model, x2)
+    report = load_weights(model, x2, strict=False)
+    assert report['missing'] == ['upsample.2.weight', 'upsample.2.bias']
+    assert torch.equal(model.conv_first.weight, x2['conv_first.weight'])
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / 'evil.pth'
+    torch.save({'params': collections.OrderedDict(), 'hook': os.system}, path)
+    with pytest.raises(CheckpointError, match='could run code'):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize('content, match', [
+    (b'not a checkpoint at all', 'cannot read checkpoint'),
+    (None, 'checkpoint not found'),
+])
+def test_unreadable_files_are_named(tmp_path, content, match):
+    path = tmp_path / 'broken.pth'
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match) as error:
+        read_state_dict(path)
+    assert 'broken.pth' in str(error.value)
+
+
+def test_non_state_dict_is_refused(tmp_path):
+    path = tmp_path / 'opts.pth'
+    torch.save({'iter': 5, 'optimizers': []}, path)
+    with pytest.raises(CheckpointError, match='holds no state dict'):
+        read_state_dict(path)
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / 'net_g_latest.pth'
+    atomic_save({'params': {'w': torch.ones(2)}}, path)
+
+    def failing_save(obj, stream):
+        stream.write(b'partial')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, 'save', failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({'params': {'w': torch.zeros(2)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)['params']['w'], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ['net_g_latest.pth']
