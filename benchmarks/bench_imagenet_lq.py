@@ -74,14 +74,15 @@ def max_difference(img: np.ndarray, scale: int, gt_size: int, trials: int) -> Tu
 def machine() -> str:
     cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                 if line.startswith('model name')), platform.processor() or 'unknown CPU')
-    return (f'{cpu}, {torch.get_num_threads()} torch threads ({len(os.sched_getaffinity(0))} cores usable), '
+    return (f'{cpu}, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch thread (as in a DataLoader worker), '
             f'Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}')
 
 
 def write_section(rows: List[Dict], scale: int, gt_size: int) -> None:
     lines = [BEGIN, '## ImageNetPairedDataset: LQ synthesis speed', '',
              f'`benchmarks/bench_imagenet_lq.py`, {datetime.date.today().isoformat()}; {machine()}.',
-             f'Scale {scale}, gt_size {gt_size}, one process; time for LQ synthesis and crop only (no file reading).',
+             f'Scale {scale}, gt_size {gt_size}; time for LQ synthesis and crop only (no file reading). '
+             'Max diff: between the two methods at the same random positions.',
              '', '| GT image | whole-image LQ (release) | windowed LQ (hat_basicsr) | speed-up | max diff float / 8-bit |',
              '|---|---|---|---|---|']
     for row in rows:
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument('--seconds', type=float, default=5.0, help='minimum time per measurement')
     parser.add_argument('--trials', type=int, default=5, help='random positions compared between methods')
     args = parser.parse_args()
+    # A DataLoader worker runs torch with one thread; measure the synthesis as a worker runs it.
+    torch.set_num_threads(1)
     rows = []
     for width, height in ((500, 375), (2000, 1500)):
         img = synthetic_photo(height - height % args.scale, width - width % args.scale)

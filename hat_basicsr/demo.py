@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from hat_basicsr import train
+from hat_basicsr.data.demo_data import build_demo_data
 from hat_basicsr.utils.weights import load_weights
 
 DEFAULT_OPT = 'options/train/demo/HAT-tiny_SRx2_demo.yml'
@@ -85,7 +86,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(args.opt) as stream:
         opt = yaml.safe_load(stream)
 
-    from hat_basicsr.data.demo_data import build_demo_data
     started = time.time()
     build_demo_data(DEMO_ROOT)
     train.main(['-opt', args.opt])

@@ -24,14 +24,15 @@ LEGACY_LAUNCHER = ('{prog}: error: got --local-rank, which `python -m torch.dist
 
 def run_pipeline(pipeline: Callable[[str], Any], prog: str, argv: Optional[List[str]] = None) -> None:
     """Run a BasicSR pipeline (which parses sys.argv itself) on `argv` with the current directory
-    as root_path; option and checkpoint errors end the process with their message, no traceback."""
+    as root_path. Option and checkpoint errors (bad values, missing keys or registry names, missing
+    files, corrupt YAML or checkpoints) end the process with their message instead of a traceback."""
     args = sys.argv[1:] if argv is None else list(argv)
     if any(arg.split('=')[0] == '--local-rank' for arg in args):
         sys.exit(LEGACY_LAUNCHER.format(prog=prog))
     saved_argv, sys.argv = sys.argv, [prog] + args
     try:
         pipeline(os.getcwd())
-    except (ValueError, FileNotFoundError, yaml.YAMLError) as error:
+    except (ValueError, KeyError, FileNotFoundError, yaml.YAMLError) as error:
         sys.exit(f'{prog}: error: {type(error).__name__}: {error}')
     finally:
         sys.argv = saved_argv

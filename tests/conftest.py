@@ -128,3 +128,31 @@ def read_log(folder: Path, prefix: str) -> str:
     logs = sorted(folder.glob(f'{prefix}_*.log'))
     assert logs, f'no {prefix}_*.log in {folder}: {sorted(p.name for p in folder.iterdir())}'
     return logs[-1].read_text()
+
+
+def in_process_model(data: Dict[str, Path], workdir: Path, **overrides: Any):
+    """A HATModel built in this process from train_options (what parse_options would add, paths
+    under workdir); `overrides` replace top-level options."""
+    from hat_basicsr.models.hat_model import HATModel
+    opt = train_options(data, 'in_process')
+    opt.update(overrides)
+    opt.update(is_train=opt.get('is_train', True), dist=False, rank=0, world_size=1, auto_resume=False)
+    opt['path'].update({name: str(workdir / name) for name in ('models', 'training_states', 'visualization')})
+    return HATModel(opt)
+
+
+@pytest.fixture(scope='session')
+def trained_checkpoint(sr_data: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BasicSR checkpoint ({'params', 'params_ema'}) of the tiny HAT after 30 training iterations."""
+    import torch
+    from basicsr.data import build_dataloader, build_dataset
+    workdir = tmp_path_factory.mktemp('trained')
+    torch.manual_seed(0)
+    model = in_process_model(data=sr_data, workdir=workdir)
+    dataset_opt = {**model.opt['datasets']['train'], 'phase': 'train', 'scale': SCALE}
+    loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, seed=0)
+    for step in range(1, 31):
+        model.feed_data(next(iter(loader)))
+        model.optimize_parameters(step)
+    model.save(epoch=0, current_iter=-1)
+    return workdir / 'models' / 'net_g_latest.pth'

@@ -4,14 +4,14 @@ import json
 import pytest
 import spandrel
 import torch
-from reference_fixtures import fixture_options, fixture_weights_path
+import yaml
+from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 from safetensors import safe_open
 
 from hat_basicsr import HAT
 from hat_basicsr.cli import convert
 from hat_basicsr.cli.common import load_model, run_command
 from hat_basicsr.utils.hat_config import METADATA_KEY, infer_hat_options
-from hat_basicsr.utils.weights import read_state_dict
 
 BASE = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2, 'squeeze_factor': 4,
         'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
@@ -94,24 +94,41 @@ def test_converted_files_layout_and_metadata(tmp_path):
     spandrel.ModelLoader().load_from_file(str(safetensors_path))
 
 
-def test_options_no_tensor_records_are_kept_in_metadata_and_warned_about(tmp_path, capsys):
-    """img_range 255 and conv_scale 0.02 survive in safetensors metadata only; spandrel assumes 1 and 0.01."""
+def test_options_no_tensor_records_come_from_an_option_file_and_are_warned_about(tmp_path, capsys):
+    """The gray fixture uses img_range 255 and conv_scale 0.02: kept in safetensors metadata, which
+    our loader reads and spandrel does not."""
     name = 'hat_tiny_x2_gray_identity'
-    from safetensors.torch import save_file
-    source = tmp_path / 'gray.safetensors'
-    save_file(read_state_dict(fixture_weights_path(name)), str(source),
-              metadata={METADATA_KEY: json.dumps({'type': 'HAT', **fixture_options(name)})})
-    target = tmp_path / 'gray.pth'
-    assert run_command(convert.add_parser, ['convert', str(source), str(target)]) == 0
+    option_file = tmp_path / 'train.yml'
+    option_file.write_text(yaml.safe_dump({'network_g': {'type': 'HAT', **fixture_options(name)}}))
+    target = tmp_path / 'gray.safetensors'
+    assert run_command(convert.add_parser, ['convert', str(fixture_weights_path(name)), str(target), '--options',
+                                            str(option_file)]) == 0
     warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == 2
     assert 'img_range=255.0' in ' '.join(warnings) and 'conv_scale=0.02' in ' '.join(warnings)
 
-    lq = torch.rand(1, 1, 8, 8)
-    ours, _ = load_model(source, 'cpu')
+    (lq, expected), = fixture_cases(name)[:1]
+    ours, _ = load_model(target, 'cpu')
     spandrel_out, _ = spandrel_output(target, lq)
     with torch.no_grad():
-        assert (ours(lq) - spandrel_out).abs().max() > 1e-3
+        assert (ours(lq) - expected).abs().max() < 1e-5
+    assert (spandrel_out - expected).abs().max() > 1e-3
+
+
+def test_training_size_that_turns_shifts_off_is_warned_about(tmp_path, capsys):
+    model, checkpoint = trained_like({'img_size': 8, 'window_size': 8})
+    source, option_file = tmp_path / 'net.pth', tmp_path / 'train.yml'
+    torch.save(checkpoint, source)
+    option_file.write_text(yaml.safe_dump({'network_g': {'type': 'HAT', **BASE, 'img_size': 8, 'window_size': 8}}))
+    target = tmp_path / 'net.safetensors'
+    assert run_command(convert.add_parser, ['convert', str(source), str(target), '--options', str(option_file)]) == 0
+    assert 'img_size=8 <= window_size=8 turns the shifted windows off' in capsys.readouterr().err
+    lq = torch.rand(1, 3, 16, 16)
+    ours, _ = load_model(target, 'cpu')
+    spandrel_out, _ = spandrel_output(target, lq)
+    with torch.no_grad():
+        assert (ours(lq) - model(lq)).abs().max() < 1e-6
+        assert (spandrel_out - model(lq)).abs().max() > 1e-4
 
 
 def test_pickles_with_arbitrary_objects_are_refused(tmp_path, capsys):

@@ -2,8 +2,12 @@
 ranks' parameters identical."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -34,11 +38,20 @@ def test_torchrun_two_cpu_ranks_stay_identical(sr_data, tmp_path):
     (tmp_path / 'probe.py').write_text(textwrap.dedent(PROBE))
     options = write_options(tmp_path / 'ddp.yml', train_options(sr_data, 'ddp_run', total_iter=2, checkpoint_freq=2,
                                                                  val_freq=2))
-    torchrun = shutil.which('torchrun', path=str(Path(__import__('sys').executable).parent))
-    proc = subprocess.run([torchrun, '--nproc_per_node=2', '--master_port=0', 'probe.py', '-opt', str(options),
-                           '--launcher', 'pytorch'], cwd=tmp_path, env={**subprocess_env(), 'PROBE_DIR': str(probe_dir)},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent))
+    proc = subprocess.Popen([torchrun, '--nproc_per_node=2', f'--master_port={port}', 'probe.py', '-opt', str(options),
+                             '--launcher', 'pytorch'], cwd=tmp_path, env={**subprocess_env(), 'PROBE_DIR': str(probe_dir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+            proc.wait()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
 
     log = read_log(tmp_path / 'experiments' / 'ddp_run', 'train')
     assert 'World size (gpu number): 2' in log and 'Validation tiny_val' in log

@@ -159,7 +159,7 @@ def test_diffusion_index_separates_local_from_global_networks():
     (Box(45, 0, 4), r'x must be in \[0, 44\]'),
     (Box(0, 0, 50), 'larger than the SR output'),
     (Box(0, 0, 1), 'at least 2'),
-])
+], ids=['left', 'below', 'right', 'too-large', 'too-small'])
 def test_check_box_rejects_boxes_outside_the_output(box, message):
     with pytest.raises(BoxError, match=message):
         check_box(box, 48, 48)
@@ -272,7 +272,7 @@ def test_cli_lam_on_a_hat_checkpoint(photo, tmp_path, capsys):
     (['30', '0'], '8', r'leaves the SR output \(32x32, W x H\): x must be in \[0, 24\]'),
     (['0', '-3'], '8', r'y must be in|y in \[0, 24\]'),
     (['0', '0'], '40', 'larger than the SR output'),
-])
+], ids=['right', 'above', 'too-large'])
 def test_cli_lam_bad_box_exits_2_with_a_message(photo, edsr_options, tmp_path, capsys, box, size, message):
     out = tmp_path / 'never.png'
     status = cli_main(['lam', str(photo), '-m', str(edsr_options), '--box', *box, '--size', size, '-o',

@@ -3,6 +3,7 @@ EMA, checkpoints, validation, resume after a kill, atomic checkpoints."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_log, run_python, subprocess_env, train_options, val_dataset, write_options
-
-from hat_basicsr.models.hat_model import HATModel
+from conftest import (in_process_model, read_log, run_python, subprocess_env, train_options, val_dataset,
+                      write_options)
 
 
 def _train(tmp_path: Path, opt: dict, *extra: str) -> Path:
@@ -61,14 +61,6 @@ def test_train_from_lmdb(sr_data, tmp_path, dataset_type):
     assert (run / 'models' / 'net_g_2.pth').is_file()
 
 
-def _in_process_model(sr_data, tmp_path, **overrides) -> HATModel:
-    """A HATModel built in this process with the pipeline's options (paths under tmp_path)."""
-    opt = train_options(sr_data, 'in_process')
-    opt.update(overrides, is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
-    opt['path'].update({name: str(tmp_path / name) for name in ('models', 'training_states', 'visualization')})
-    return HATModel(opt)
-
-
 def _val_loader(sr_data):
     from basicsr.data import build_dataloader, build_dataset
     dataset_opt = val_dataset(sr_data)
@@ -76,7 +68,7 @@ def _val_loader(sr_data):
 
 
 def test_net_g_is_back_in_train_mode_after_validation(sr_data, tmp_path):
-    model = _in_process_model(sr_data, tmp_path)
+    model = in_process_model(sr_data, tmp_path)
     del model.net_g_ema  # without EMA, validation runs net_g itself
     assert model.net_g.training
     model.validation(_val_loader(sr_data), current_iter=1, tb_logger=None, save_img=False)
@@ -86,7 +78,7 @@ def test_net_g_is_back_in_train_mode_after_validation(sr_data, tmp_path):
 
 def test_training_state_is_plain_and_resumes_with_weights_only(sr_data, tmp_path):
     import numpy as np
-    model = _in_process_model(sr_data, tmp_path)
+    model = in_process_model(sr_data, tmp_path)
     model.schedulers[0].gamma = np.float64(0.5)  # e.g. computed by a user with numpy
     model.save_training_state(epoch=3, current_iter=7)
     state = torch.load(tmp_path / 'training_states' / '7.state', weights_only=True)
@@ -96,7 +88,7 @@ def test_training_state_is_plain_and_resumes_with_weights_only(sr_data, tmp_path
 
 
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(sr_data, tmp_path, monkeypatch):
-    model = _in_process_model(sr_data, tmp_path)
+    model = in_process_model(sr_data, tmp_path)
     model.save(epoch=0, current_iter=1)
     checkpoint = tmp_path / 'models' / 'net_g_1.pth'
     before = checkpoint.read_bytes()
@@ -143,3 +135,38 @@ def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
     assert 'Resuming training from epoch: ' in log and f'iter: {saved}.' in log
     assert f'iter:{saved + 2:>8d},' in log
     assert (tmp_path / 'experiments' / 'killed_run' / 'models' / f'net_g_{saved + 2}.pth').is_file()
+
+
+def test_demo_reports_hat_against_bicubic(sr_data, trained_checkpoint, tmp_path, monkeypatch, capsys):
+    """The demo's flow after data and training (both replaced here; the pipeline is tested above):
+    EMA weights of the run vs bicubic on the validation images, exit status from the comparison."""
+    from hat_basicsr import demo
+    options = write_options(tmp_path / 'demo.yml', train_options(sr_data, 'demo_run'))
+    models = tmp_path / 'experiments' / 'demo_run' / 'models'
+    built, trained = [], []
+    monkeypatch.setattr(demo, 'build_demo_data', built.append)
+    monkeypatch.setattr(demo.train, 'main', lambda argv: (trained.append(argv), models.mkdir(parents=True),
+                                                          (models / 'net_g_latest.pth').write_bytes(
+                                                              trained_checkpoint.read_bytes())))
+    monkeypatch.chdir(tmp_path)
+    status = demo.main(['--opt', str(options)])
+    out = capsys.readouterr()
+    assert built == ['datasets/demo'] and trained == [['-opt', str(options)]]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.out.splitlines()
+            if line.startswith(('img00', 'mean'))}
+    assert set(rows) == {'img000.png', 'img001.png', 'mean'}
+    assert all(20 < bicubic < 60 and 5 < hat < 60 for bicubic, hat in rows.values())
+    gain = rows['mean'][1] - rows['mean'][0]
+    verdict = re.search(r'HAT (beats|does NOT beat) bicubic(?: by|:) ([-+.\d]+) dB', out.out + out.err)
+    assert abs(float(verdict.group(2)) - gain) <= 0.011
+    assert (status, verdict.group(1)) == ((0, 'beats') if gain > 0 else (1, 'does NOT beat'))
+
+
+def test_compiled_net_g_saves_plain_keys_and_updates_ema(sr_data, tmp_path):
+    model = in_process_model(sr_data, tmp_path)
+    model.net_g = torch.compile(model.net_g)  # compiled lazily: nothing is compiled here
+    assert model.get_bare_model(model.net_g) is model.net_g._orig_mod
+    model.model_ema(decay=0.5)
+    model.save(epoch=0, current_iter=1)
+    checkpoint = torch.load(tmp_path / 'models' / 'net_g_1.pth', weights_only=True)
+    assert checkpoint['params'].keys() == checkpoint['params_ema'].keys() == model.net_g_ema.state_dict().keys()

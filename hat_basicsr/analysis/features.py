@@ -84,6 +84,7 @@ def capture_stage_features(model: nn.Module, image: Tensor, device: Optional[Dev
 
 
 def _crop(value: Tensor, sizes: Sequence[Tuple[int, int]]) -> Tensor:
+    """Crop to the first of `sizes` (height, width) the map covers; smaller maps stay as they are."""
     for height, width in sizes:
         if value.shape[-2] >= height and value.shape[-1] >= width:
             return value[:, :height, :width]

@@ -140,8 +140,8 @@ def integrated_gradients(model: nn.Module, image: Tensor, detector: Detector, *,
     Its error falls as 1/steps^2, so the attributions sum to D(input) - D(baseline) (completeness).
     The model runs on the device of `image`, which must match the model's.
     """
-    if steps < 1 or batch < 1:
-        raise ValueError(f'steps and batch must be positive, got steps={steps}, batch={batch}')
+    if steps < 1 or batch < 1 or not sigma > 0:
+        raise ValueError(f'steps, batch and sigma must be positive, got steps={steps}, batch={batch}, sigma={sigma}')
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 3:

@@ -578,7 +578,8 @@ class HAT(nn.Module):
         """HAT's activations leave float16's range (peers mark fp16 unsupported): fail loudly instead
         of returning NaNs or black images."""
         device = x.device.type
-        autocast_fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+        autocast_fp16 = (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+                         and torch.get_autocast_dtype(device) == torch.float16)
         if autocast_fp16 or torch.float16 in (x.dtype, self.conv_first.weight.dtype):
             raise ValueError('HAT does not support float16 (its activations overflow fp16); use bfloat16 '
                              '(torch.autocast(device_type, dtype=torch.bfloat16)) or float32')

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
 from hat_basicsr.utils.hat_config import checkpoint_options
-from hat_basicsr.utils.weights import CheckpointError, load_weights, read_state_dict
+from hat_basicsr.utils.weights import CheckpointError, extract_state_dict, load_weights, read_checkpoint
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
 HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
@@ -106,8 +106,12 @@ def resolve_source(source: Union[str, os.PathLike], param_key: Optional[str] = '
         raise SourceError(f'model source not found: {path}')
     if path.suffix.lower() in OPTION_SUFFIXES:
         return _option_file_spec(path, param_key)
-    state = read_state_dict(path, param_key)
-    options = checkpoint_options(path, state)
+    checkpoint = read_checkpoint(path)  # its errors name the file
+    try:
+        state = extract_state_dict(checkpoint, param_key)
+        options = checkpoint_options(path, state)
+    except CheckpointError as error:
+        raise SourceError(f'{path}: {error}') from error
     return ModelSpec(network=options, scale=options['upscale'], weights=state, param_key=None)
 
 
@@ -171,8 +175,7 @@ def read_image(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, Optional[np.n
 
 def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int = 8,
                 alpha: Optional[np.ndarray] = None) -> None:
-    """Write float RGB (HxWx3) or gray (HxW or HxWx1) in [0, 1], with optional alpha, atomically
-    (a killed run leaves no partial file for --skip-existing to mistake for a result)."""
+    """Write float RGB (HxWx3) or gray (HxW or HxWx1) in [0, 1], with optional alpha, atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if bit_depth not in (8, 16):
@@ -180,6 +183,8 @@ def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int
     if bit_depth == 16 and suffix not in HIGH_DEPTH_SUFFIXES:
         raise ImageError(f'{path}: {suffix} cannot hold 16-bit samples (use {", ".join(HIGH_DEPTH_SUFFIXES)})')
     array = array if array.ndim == 3 else array[..., None]
+    if alpha is not None and array.shape[2] == 1:  # encoders take 1, 3 or 4 channels: gray+alpha as BGRA
+        array = np.repeat(array, 3, axis=2)
     planes = [array[..., ::-1]] if array.shape[2] == 3 else [array]
     if alpha is not None:
         planes.append(alpha[..., None])
@@ -192,11 +197,17 @@ def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int
         raise ImageError(f'{path}: cannot encode as {suffix} ({error})') from error
     if not ok:
         raise ImageError(f'{path}: cannot encode as {suffix}')
+    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temporary file beside `path`, then rename it: readers (and --skip-existing)
+    never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=suffix, dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, 'wb') as stream:
-            stream.write(encoded.tobytes())
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -2,31 +2,33 @@
 
 The source is read safely (safetensors, or torch.load with weights_only) in any layout
 `read_state_dict` accepts (BasicSR `params_ema`/`params`, flat, `module.`/`_orig_mod.` prefixes).
-It is checked strictly against the HAT its shapes describe, and written flat with the two
-relative-position index buffers that spandrel's HAT detection requires:
+It is checked strictly against the HAT its shapes describe and written without wrapper prefixes,
+with the two relative-position index buffers that spandrel's HAT detection requires:
 - .safetensors: the state dict, with the network options as JSON in the metadata entry
   `hat_basicsr.network_g` (our loader uses them; spandrel ignores them);
 - .pth: BasicSR layout `{KEY: state_dict}` with KEY = --pth-key (default params_ema, as the
   released HAT weights; BasicSR option files then need `param_key_g: params_ema`).
-Options that no tensor records (conv_scale, img_range, img_size) are stored only in safetensors
-metadata; when they differ from the release's values a warning says that loaders reading only the
-weights (spandrel, chaiNNer, ComfyUI, or our loader for a .pth) will assume the release's values.
+Options that no tensor records (conv_scale, img_range, and img_size, which turns the shifted windows
+off when it is not larger than the window) come from the release's defaults, from the source's
+metadata, or from `--options` (the training option file, whose network_g wins); they are stored
+only in safetensors metadata. When they differ from the release's values a warning says that
+loaders reading only the weights (spandrel, chaiNNer, ComfyUI, or any loader of a .pth) will
+assume the release's values and compute something else.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from torch import Tensor
 
-from hat_basicsr.cli.common import SourceError, build_network, report_error
-from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS, checkpoint_options
-from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights, read_state_dict
+from hat_basicsr.cli.common import (OPTION_SUFFIXES, SourceError, atomic_write, build_network, read_option_file,
+                                    report_error, resolve_source)
+from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS
+from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights
 
 PTH_SUFFIXES = ('.pth', '.pt')
 SAFETENSORS_SUFFIX = '.safetensors'
@@ -38,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('src', type=Path, help='checkpoint to read (.pth/.pt/.ckpt/.safetensors)')
     parser.add_argument('dst', type=Path, help='file to write; its extension picks the format')
     parser.add_argument('--param-key', default='auto', help='source entry to read (default: params_ema, then params)')
+    parser.add_argument('--options', type=Path, help='BasicSR option file whose network_g describes the source')
     parser.add_argument('--pth-key', default='params_ema', help='entry of a .pth output (default: params_ema)')
     parser.add_argument('--force', action='store_true', help='overwrite DST')
     parser.set_defaults(func=run)
@@ -52,38 +55,43 @@ def canonical_state_dict(state: Dict[str, Tensor], options: Dict) -> Dict[str, T
 
 
 def portability_warnings(options: Dict) -> List[str]:
-    """Options that loaders reading only the weights cannot recover."""
-    return [f'{key}={options[key]} is not recorded by any tensor; loaders that read only the weights '
-            f'(spandrel/chaiNNer/ComfyUI, or a .pth anywhere) assume {key}={default}'
-            for key, default in UNOBSERVABLE_DEFAULTS.items()
-            if key in options and options[key] != default and not (key == 'img_size' and options.get('ape'))]
+    """Options that change the output but that loaders reading only the weights cannot recover."""
+    warnings = [f'{key}={options[key]} is not recorded by any tensor; loaders that read only the weights '
+                f'(spandrel/chaiNNer/ComfyUI, or a .pth anywhere) assume {key}={UNOBSERVABLE_DEFAULTS[key]}'
+                for key in ('conv_scale', 'img_range') if options.get(key, UNOBSERVABLE_DEFAULTS[key])
+                != UNOBSERVABLE_DEFAULTS[key]]
+    size = options.get('img_size', UNOBSERVABLE_DEFAULTS['img_size'])
+    if not options.get('ape') and min(size if isinstance(size, (list, tuple)) else [size]) <= options['window_size']:
+        warnings.append(f'img_size={size} <= window_size={options["window_size"]} turns the shifted windows off; '
+                        f'loaders that read only the weights assume img_size={UNOBSERVABLE_DEFAULTS["img_size"]}, '
+                        'which keeps them on')
+    return warnings
 
 
 def save_safetensors(state: Dict[str, Tensor], options: Dict, path: Path) -> None:
-    """Write atomically: a temporary file beside `path`, then a rename."""
     from safetensors.torch import save_file
-    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, tmp, metadata={METADATA_KEY: json.dumps(options), 'format': 'pt'})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    metadata = {METADATA_KEY: json.dumps(options), 'format': 'pt'}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
-def convert(src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'params_ema') -> Dict:
+def convert(src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'params_ema',
+            option_file: Optional[Path] = None) -> Dict:
     """Convert `src` to `dst`; returns the network options (also written to safetensors metadata)."""
     suffix = dst.suffix.lower()
     if suffix not in PTH_SUFFIXES + (SAFETENSORS_SUFFIX, ):
         raise SourceError(f'{dst}: unknown output format {suffix!r}; use {", ".join(PTH_SUFFIXES)} or .safetensors')
     if src.resolve() == dst.resolve():
         raise SourceError(f'{dst} is the source itself')
-    state = read_state_dict(src, param_key)
-    options = checkpoint_options(src, state)
+    if src.suffix.lower() in OPTION_SUFFIXES:
+        raise SourceError(f'{src}: convert reads a checkpoint (pass an option file with --options)')
+    spec = resolve_source(src, param_key)
+    options, state = dict(spec.network), spec.weights
+    if option_file is not None:
+        network = read_option_file(option_file)['network_g']
+        if network['type'] != 'HAT':
+            raise SourceError(f'{option_file}: network_g is a {network["type"]}, not a HAT')
+        options.update(network)
     state = canonical_state_dict(state, options)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     if suffix == SAFETENSORS_SUFFIX:
         save_safetensors(state, options, dst)
     else:
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dst.exists() and not args.force:
         return report_error('convert', SourceError(f'{args.dst} exists (use --force to overwrite)'))
     try:
-        options = convert(args.src, args.dst, args.param_key, args.pth_key)
+        options = convert(args.src, args.dst, args.param_key, args.pth_key, args.options)
     except (SourceError, CheckpointError) as error:
         return report_error('convert', error)
     for warning in portability_warnings(options):

@@ -10,7 +10,7 @@ import argparse
 
 from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
 from hat_basicsr.cli.common import report_error
-from hat_basicsr.cli.lam import USER_ERRORS, add_model_arguments, load_inputs, positive_int
+from hat_basicsr.cli.lam import USER_ERRORS, add_model_arguments, load_inputs, positive
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument('--channels', type=int, nargs='+', metavar='C',
                         help='channels to show (default: mean magnitude over all channels)')
-    parser.add_argument('--columns', type=positive_int, default=6, help='stages per row of the grid (default 6)')
+    parser.add_argument('--columns', type=positive(int), default=6, help='stages per row of the grid (default 6)')
     parser.set_defaults(func=run)
 
 

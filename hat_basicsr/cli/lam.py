@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Tuple
+from typing import Callable, Tuple, TypeVar
 
 import cv2
 import numpy as np
@@ -24,16 +24,23 @@ from hat_basicsr.cli.common import ImageError, SourceError, load_model, read_ima
 from hat_basicsr.cli.upscale import model_channels
 from hat_basicsr.utils.weights import CheckpointError
 
+Number = TypeVar('Number', int, float)
 # What a user can get wrong on the command line (OSError: an output path that cannot be written):
 # reported in one line with exit status 2.
 USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OSError)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
-    return value
+def positive(cast: Callable[[str], Number]) -> Callable[[str], Number]:
+    """An argparse type: `cast`, then refuse zero and negative values (argparse reports it, status 2)."""
+
+    def parse(text: str) -> Number:
+        value = cast(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f'must be positive, got {text}')
+        return value
+
+    parse.__name__ = cast.__name__  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,13 +58,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument('--box', type=int, nargs=2, metavar=('X', 'Y'), required=True,
                         help='top-left corner of the target patch, in SR-output pixels')
-    parser.add_argument('--size', type=positive_int, default=DEFAULT_BOX_SIZE,
+    parser.add_argument('--size', type=positive(int), default=DEFAULT_BOX_SIZE,
                         help=f'side of the target patch in SR pixels (default {DEFAULT_BOX_SIZE})')
-    parser.add_argument('--steps', type=positive_int, default=DEFAULT_STEPS,
+    parser.add_argument('--steps', type=positive(int), default=DEFAULT_STEPS,
                         help=f'path-integration steps (default {DEFAULT_STEPS})')
-    parser.add_argument('--sigma', type=float, default=DEFAULT_SIGMA,
+    parser.add_argument('--sigma', type=positive(float), default=DEFAULT_SIGMA,
                         help=f'Gaussian sigma of the baseline blur, in input pixels (default {DEFAULT_SIGMA})')
-    parser.add_argument('--batch', type=positive_int, default=8,
+    parser.add_argument('--batch', type=positive(int), default=8,
                         help='path points per forward/backward pass: bounds memory (default 8)')
     parser.set_defaults(func=run)
 

@@ -8,13 +8,14 @@ Images keep their format, bit depth (16-bit stays 16-bit) and colour layout:
   is written back as gray.
 - RGB image, 1-channel model (trained on luminance): the model upscales Y of YCrCb, chroma is
   upscaled bicubically, and the result is converted back to RGB.
-A file that cannot be read or processed is reported on one line and skipped; the exit status is 1
-when any file failed.
+Outputs keep the input's name (plus --suffix) and format; a folder is read non-recursively. A file
+that cannot be read or processed is reported on one line and the rest continue; the exit status is
+1 when any file failed, 2 when nothing could start (bad model, device or input path).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import sys
 from pathlib import Path
 from typing import Callable, List
 
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from hat_basicsr.cli.common import (ImageError, SourceError, load_model, read_image, report_error, resolve_device,
                                     write_image)
+from hat_basicsr.utils.acceleration import autocast_context
 from hat_basicsr.utils.tiling import tiled_forward
 from hat_basicsr.utils.weights import CheckpointError
 
@@ -61,10 +63,6 @@ def list_inputs(source: Path) -> List[Path]:
     raise SourceError(f'input not found: {source}')
 
 
-def autocast_context(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, tile_overlap: int,
                 bf16: bool) -> Runner:
     """An HxWxC float array -> (H*scale)x(W*scale)xC, through the model on `device`."""
@@ -79,7 +77,7 @@ def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, t
     return run_model
 
 
-def upscale_planes(image: np.ndarray, model_channels: int, scale: int, run_model: Runner) -> np.ndarray:
+def upscale_planes(image: np.ndarray, model_channels: int, run_model: Runner) -> np.ndarray:
     """Upscale a gray (HxWx1) or RGB (HxWx3) image with a 1- or 3-channel model (see module doc)."""
     channels = image.shape[2]
     if channels == model_channels:
@@ -100,7 +98,7 @@ def upscale_alpha(alpha: np.ndarray, model_channels: int, scale: int, run_model:
         return np.full((height, width), alpha.flat[0], dtype=np.float32)
     if mode == 'bicubic':
         return np.clip(cv2.resize(alpha, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
-    return upscale_planes(alpha[..., None], model_channels, scale, run_model)[..., 0]
+    return upscale_planes(alpha[..., None], model_channels, run_model)[..., 0]
 
 
 def output_path(args: argparse.Namespace, source: Path) -> Path:
@@ -111,7 +109,7 @@ def process(source: Path, target: Path, model_channels: int, scale: int, run_mod
     if target.resolve() == source.resolve():
         raise ImageError(f'{source}: output would overwrite the input (choose another folder or a --suffix)')
     image, alpha, bit_depth = read_image(source)
-    result = upscale_planes(image, model_channels, scale, run_model)
+    result = upscale_planes(image, model_channels, run_model)
     if alpha is not None:
         alpha = upscale_alpha(alpha, model_channels, scale, run_model, alpha_mode)
     write_image(target, result, bit_depth, alpha)
@@ -151,10 +149,10 @@ def run(args: argparse.Namespace) -> int:
             process(source, target, channels, scale, run_model, args.alpha)
         except ImageError as error:
             failed.append(source)
-            tqdm.write(f'hat-basicsr upscale: failed: {error}')
-        except RuntimeError as error:
+            tqdm.write(f'hat-basicsr upscale: failed: {error}', file=sys.stderr)
+        except (RuntimeError, ValueError) as error:  # the model refusing or failing on this image
             failed.append(source)
-            tqdm.write(f'hat-basicsr upscale: failed: {source}: {error}')
+            tqdm.write(f'hat-basicsr upscale: failed: {source}: {error}', file=sys.stderr)
     done = len(inputs) - len(failed) - skipped
     tqdm.write(f'{done} written, {skipped} skipped (existing), {len(failed)} failed -> {args.output}')
     return 1 if failed else 0

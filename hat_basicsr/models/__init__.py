@@ -1,2 +1,3 @@
 """Models, registered into basicsr's MODEL_REGISTRY on import (one per *_model.py file)."""
 from hat_basicsr.models import hat_model  # noqa: F401
+from hat_basicsr.models import realhat_gan_model, realhat_mse_model  # noqa: F401

@@ -74,15 +74,18 @@ def hat_complexity(model: nn.Module, options: Mapping, size: Tuple[int, int]) ->
     ocab = linears(4) + 2 * tokens * overlap_window * overlap_window * dim + mlp
 
     report = Complexity(size=tuple(size), processed_size=(height, width), params=count_parameters(model))
-    add = lambda name, prefixes, macs: report.rows.append(Row(name, count_parameters(model, prefixes), macs))
+
+    def add(name: str, prefixes: Sequence[str], macs: int) -> None:
+        report.rows.append(Row(name, count_parameters(model, prefixes), macs))
+
     add('conv_first', ['conv_first.'], _conv3x3(tokens, cin, dim))
     add('patch_embed.norm, norm', ['patch_embed.', 'norm.', 'absolute_pos_embed'], 0)
     for i, depth in enumerate(options['depths']):
-        blocks = f'layers.{i}.residual_group.blocks.'
-        prefixes = lambda *parts: [f'{blocks}{j}.{part}' for j in range(depth) for part in parts]
-        add(f'layers.{i} HABs x{depth}: attention', prefixes('norm1.', 'attn.'), depth * attention)
-        add(f'layers.{i} HABs x{depth}: CAB', prefixes('conv_block.'), depth * cab)
-        add(f'layers.{i} HABs x{depth}: MLP', prefixes('norm2.', 'mlp.'), depth * mlp)
+        blocks = [f'layers.{i}.residual_group.blocks.{j}.' for j in range(depth)]
+        add(f'layers.{i} HABs x{depth}: attention', [b + p for b in blocks for p in ('norm1.', 'attn.')],
+            depth * attention)
+        add(f'layers.{i} HABs x{depth}: CAB', [b + 'conv_block.' for b in blocks], depth * cab)
+        add(f'layers.{i} HABs x{depth}: MLP', [b + p for b in blocks for p in ('norm2.', 'mlp.')], depth * mlp)
         add(f'layers.{i} OCAB', [f'layers.{i}.residual_group.overlap_attn.'], ocab)
         add(f'layers.{i} conv', [f'layers.{i}.conv.'], _conv3x3(tokens, dim, dim) if conv_residual else 0)
     add('conv_after_body', ['conv_after_body.'], _conv3x3(tokens, dim, dim) if conv_residual else 0)

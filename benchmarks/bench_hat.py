@@ -1,0 +1,385 @@
+#!/usr/bin/env python
+"""Speed and memory of HAT x4: release attention vs fused attention, fp32 vs bf16, eager vs compiled.
+
+Inference: forward latency (median of timed runs after warm-up, synchronised) and peak memory for
+every variant x input size x mode. Training: one step (batch x 64x64 patches, L1 loss, backward,
+Adam) with and without gradient checkpointing. Achieved TFLOP/s come from FlopCounterMode counts
+taken on the meta device (2 FLOPs per multiply-add).
+
+Modes are '<attention>-<precision>[-compiled][-ckpt]': attention 'reference' (the release's
+matmul-softmax-matmul) or 'fast' (scaled_dot_product_attention); precision 'fp32' or 'bf16'
+(autocast); '-compiled' wraps the network in torch.compile; '-ckpt' (training) checkpoints every
+block. Runs of all modes are interleaved so that load from other processes hits them alike.
+
+Peak memory: on CUDA the caching allocator's peak (weights included); on CPU the growth of the
+process's peak resident set over the run (Linux VmHWM, reset before each run), which counts every
+tensor the allocator touched, not only torch's live ones.
+
+It rewrites the section of benchmarks/RESULTS.md for the device it runs on and keeps the others.
+
+    python benchmarks/bench_hat.py --quick                  # CPU-sized run
+    python benchmarks/bench_hat.py --device cuda            # full GPU run
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import hat_basicsr  # noqa: F401  (makes basicsr importable on today's torchvision)
+from hat_basicsr import HAT
+from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
+
+COMMON = dict(upscale=4, window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64,
+              img_range=1.0, upsampler='pixelshuffle', resi_connection='1conv')
+VARIANTS = {
+    'HAT-S': dict(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24, squeeze_factor=24),
+    'HAT': dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30),
+    'HAT-L': dict(embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, compress_ratio=3, squeeze_factor=30),
+}
+INFERENCE_MODES = ('reference-fp32', 'fast-fp32', 'fast-bf16', 'fast-bf16-compiled')
+TRAIN_MODES = ('reference-fp32', 'reference-fp32-ckpt', 'fast-fp32', 'fast-fp32-ckpt', 'fast-bf16', 'fast-bf16-ckpt')
+SIZES = ((64, 64), (256, 256), (480, 640))
+RESULTS = Path(__file__).with_name('RESULTS.md')
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A parsed mode name such as 'fast-bf16-compiled'."""
+    name: str
+    attn_impl: str
+    bf16: bool
+    compiled: bool
+    checkpoint: bool
+
+    @classmethod
+    def parse(cls, name: str) -> 'Mode':
+        parts = name.split('-')
+        if len(parts) < 2 or parts[0] not in ('reference', 'fast') or parts[1] not in ('fp32', 'bf16') \
+                or not set(parts[2:]) <= {'compiled', 'ckpt'}:
+            raise argparse.ArgumentTypeError(f'bad mode {name!r}: <reference|fast>-<fp32|bf16>[-compiled][-ckpt]')
+        return cls(name, 'reference' if parts[0] == 'reference' else 'sdpa', parts[1] == 'bf16',
+                   'compiled' in parts, 'ckpt' in parts)
+
+
+@dataclass
+class Row:
+    variant: str
+    shape: str
+    mode: str
+    seconds: Optional[float] = None
+    peak_bytes: Optional[int] = None
+    tflop: Optional[float] = None
+    note: str = ''
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory of the code run inside; see the module docstring for what it means per device."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = 0
+
+    @staticmethod
+    def _status_mib(field: str) -> int:
+        status = Path('/proc/self/status').read_text()
+        return int(re.search(rf'{field}:\s+(\d+) kB', status).group(1)) * 1024
+
+    def __enter__(self) -> 'PeakMemory':
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            Path('/proc/self/clear_refs').write_text('5')  # resets VmHWM to the current RSS
+            self.baseline = self._status_mib('VmRSS')
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == 'cuda':
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
+        else:
+            self.peak = max(self.peak, self._status_mib('VmHWM') - self.baseline)
+
+
+def build(variant: str, device: torch.device) -> HAT:
+    torch.manual_seed(0)
+    return HAT(**COMMON, **VARIANTS[variant]).to(device)
+
+
+def count_flops(variant: str, shape: Tuple[int, ...], train: bool) -> float:
+    """FLOPs of one forward (or forward + backward when `train`), counted on the meta device."""
+    with torch.device('meta'):
+        model = HAT(**COMMON, **VARIANTS[variant], attn_impl='reference').train(train)
+        x = torch.rand(shape)
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
+        out = model(x)
+        if train:
+            out.mean().backward()
+    return counter.get_total_flops()
+
+
+def run_interleaved(steps: Dict[str, Callable[[], None]], device: torch.device, warmup: int,
+                    reps: int) -> Dict[str, Tuple[float, int]]:
+    """Median seconds and peak memory per step; runs of the steps alternate."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+            synchronize(device)
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    peaks = {name: PeakMemory(device) for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            synchronize(device)
+            with peaks[name]:
+                start = time.perf_counter()
+                step()
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), peaks[name].peak) for name in steps}
+
+
+def inference_steps(model: HAT, modes: Sequence[Mode], x: Tensor) -> Dict[str, Callable[[], None]]:
+    steps = {}
+    for mode in modes:
+        runner = torch.compile(model) if mode.compiled else model
+
+        def step(mode: Mode = mode, runner: nn.Module = runner) -> None:
+            apply_acceleration(model, AccelerationOptions(attn_impl=mode.attn_impl))
+            with torch.no_grad(), autocast_context(x.device, mode.bf16):
+                runner(x)
+
+        steps[mode.name] = step
+    return steps
+
+
+def training_steps(model: HAT, modes: Sequence[Mode], lq: Tensor, gt: Tensor) -> Dict[str, Callable[[], None]]:
+    steps = {}
+    for mode in modes:
+        runner = torch.compile(model) if mode.compiled else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
+
+        def step(mode: Mode = mode, runner: nn.Module = runner, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            apply_acceleration(model, AccelerationOptions(attn_impl=mode.attn_impl, use_checkpoint=mode.checkpoint))
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_context(lq.device, mode.bf16):
+                loss = F.l1_loss(runner(lq), gt)
+            loss.backward()
+            optimizer.step()
+
+        steps[mode.name] = step
+    return steps
+
+
+def too_heavy(device: torch.device, flops: float, args: argparse.Namespace) -> bool:
+    return device.type == 'cpu' and flops > args.cpu_max_tflop * 1e12
+
+
+def bench_inference(args: argparse.Namespace, device: torch.device) -> List[Row]:
+    rows = []
+    modes = [m for m in args.modes if not (m.compiled and device.type == 'cpu' and not args.cpu_compile)]
+    skipped_compiled = [m.name for m in args.modes if m not in modes]
+    for variant in args.variants:
+        model = build(variant, device).eval()
+        for height, width in args.sizes:
+            shape = f'{height}x{width}'
+            flops = count_flops(variant, (1, 3, height, width), train=False)
+            if too_heavy(device, flops, args):
+                rows += [Row(variant, shape, m.name, tflop=flops / 1e12,
+                             note=f'skipped on CPU: {flops / 1e12:.1f} TFLOP per call') for m in args.modes]
+                continue
+            x = torch.rand(1, 3, height, width, device=device)
+            results = run_interleaved(inference_steps(model, modes, x), device, args.warmup, args.reps)
+            rows += [Row(variant, shape, name, secs, peak, flops / 1e12) for name, (secs, peak) in results.items()]
+            rows += [Row(variant, shape, name, tflop=flops / 1e12, note='skipped on CPU: inductor compile of HAT '
+                          'takes many minutes on 2 cores (--cpu-compile runs it)') for name in skipped_compiled]
+            print_rows(rows[-len(args.modes):])
+        del model
+    return rows
+
+
+def bench_training(args: argparse.Namespace, device: torch.device) -> List[Row]:
+    rows = []
+    shape = (args.train_batch, 3, 64, 64)
+    for variant in args.train_variants:
+        flops = count_flops(variant, shape, train=True)
+        if too_heavy(device, flops / 3, args):
+            rows += [Row(variant, f'{shape[0]}x64x64', m.name, tflop=flops / 1e12,
+                         note=f'skipped on CPU: {flops / 1e12:.1f} TFLOP per step') for m in args.train_modes]
+            continue
+        model = build(variant, device).train()
+        torch.manual_seed(0)
+        lq = torch.rand(shape, device=device)
+        gt = torch.rand(shape[0], 3, 256, 256, device=device)
+        results = run_interleaved(training_steps(model, args.train_modes, lq, gt), device, args.warmup, args.reps)
+        rows += [Row(variant, f'{shape[0]}x64x64', name, secs, peak, flops / 1e12)
+                 for name, (secs, peak) in results.items()]
+        print_rows(rows[-len(args.train_modes):])
+        del model
+    return rows
+
+
+def print_rows(rows: Sequence[Row]) -> None:
+    for row in rows:
+        secs = f'{row.seconds * 1e3:10.1f} ms' if row.seconds is not None else row.note
+        print(f'{row.variant:6s} {row.shape:10s} {row.mode:22s} {secs}', flush=True)
+
+
+def fmt_memory(peak: Optional[int]) -> str:
+    return '—' if peak is None else f'{peak / 2**20:,.0f} MiB'
+
+
+def table(rows: Sequence[Row], what: str) -> List[str]:
+    reference = {(r.variant, r.shape): r.seconds for r in rows if r.mode == 'reference-fp32'}
+    lines = [f'| variant | {what} | mode | time (ms) | TFLOP/s | peak memory | time / reference-fp32 | note |',
+             '|---|---|---|---:|---:|---:|---:|---|']
+    for r in rows:
+        ref = reference.get((r.variant, r.shape))
+        if r.seconds is None:
+            lines.append(f'| {r.variant} | {r.shape} | {r.mode} | — | — | — | — | {r.note} |')
+            continue
+        ratio = f'{r.seconds / ref:.2f}' if ref else '—'
+        lines.append(f'| {r.variant} | {r.shape} | {r.mode} | {r.seconds * 1e3:,.1f} | {r.tflop / r.seconds:.3f} | '
+                     f'{fmt_memory(r.peak_bytes)} | {ratio} | {r.note} |')
+    return lines
+
+
+def target_lines(inference: Sequence[Row], training: Sequence[Row], device: torch.device) -> List[str]:
+    """Measured values next to the issue's targets (reported, not asserted)."""
+    by_key = {(r.variant, r.shape, r.mode): r for r in list(inference) + list(training) if r.seconds is not None}
+    lines = ['| target | variant | input | measured | met |', '|---|---|---|---:|---|']
+
+    def ratio(variant: str, shape: str, mode: str, base: str, attr: str = 'seconds') -> Optional[float]:
+        a, b = by_key.get((variant, shape, mode)), by_key.get((variant, shape, base))
+        return getattr(a, attr) / getattr(b, attr) if a and b and getattr(b, attr) else None
+
+    cuda = device.type == 'cuda'
+    checks = [('fast-fp32 time ≤ {} × reference-fp32'.format(0.5 if cuda else 0.8), 'fast-fp32', 'reference-fp32',
+               'seconds', lambda v: v <= (0.5 if cuda else 0.8), '{:.2f}×')]
+    if cuda:
+        checks += [('fast-bf16 ≥ 4× faster than reference-fp32', 'reference-fp32', 'fast-bf16', 'seconds',
+                    lambda v: v >= 4, '{:.2f}× faster')]
+    checks_mem = [('inference peak memory ≤ 1/3 of reference (480x640)', 'fast-fp32', 'reference-fp32', 'peak_bytes',
+                   lambda v: v <= 1 / 3, '{:.2f}×')]
+    shapes = sorted({(r.variant, r.shape) for r in inference}, key=lambda k: (k[0], k[1]))
+    for label, mode, base, attr, ok, fmt in checks:
+        for variant, shape in shapes:
+            value = ratio(variant, shape, mode, base, attr)
+            if value is not None:
+                lines.append(f'| {label} | {variant} | {shape} | {fmt.format(value)} | {"yes" if ok(value) else "no"} |')
+    for label, mode, base, attr, ok, fmt in checks_mem:
+        for variant, shape in shapes:
+            value = ratio(variant, shape, mode, base, attr) if shape == '480x640' else None
+            if value is not None:
+                lines.append(f'| {label} | {variant} | {shape} | {fmt.format(value)} | {"yes" if ok(value) else "no"} |')
+    for variant, shape in sorted({(r.variant, r.shape) for r in training}):
+        for mode in ('fast-fp32', 'fast-bf16'):
+            value = ratio(variant, shape, 'reference-fp32', mode)
+            if value is not None:
+                lines.append(f'| training step ≥ 2× faster than reference-fp32 ({mode}) | {variant} | {shape} | '
+                             f'{value:.2f}× faster | {"yes" if value >= 2 else "no"} |')
+    return lines
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else ''
+    model = re.search(r'model name\s*:\s*(.+)', cpuinfo)
+    return f'{model.group(1) if model else platform.processor()}, {torch.get_num_threads()} threads'
+
+
+def section(args: argparse.Namespace, device: torch.device, inference: List[Row], training: List[Row]) -> str:
+    lines = [f'## {device.type.upper()}', '',
+             f'- machine: {machine_description(device)}',
+             f'- torch {torch.__version__}, Python {platform.python_version()}, '
+             f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
+             f'- command: `python benchmarks/bench_hat.py {" ".join(sys.argv[1:])}` '
+             f'(warm-up {args.warmup}, timed runs {args.reps}, median)']
+    if device.type == 'cpu':
+        lines.append(f'- load average at the end: {os.getloadavg()[0]:.1f} (other processes share this machine)')
+    lines += ['', '### Inference, x4, batch 1', '', *table(inference, 'input'), '',
+              f'### Training step: batch {args.train_batch} x 64x64 LR patches, L1 + Adam', '',
+              *table(training, 'batch'), '', '### Targets (measured, not asserted)', '',
+              *target_lines(inference, training, device), '']
+    return '\n'.join(lines)
+
+
+def write_results(path: Path, device: torch.device, text: str) -> None:
+    """Replace this device's section of RESULTS.md, keep the rest."""
+    begin, end = f'<!-- BEGIN {device.type} -->', f'<!-- END {device.type} -->'
+    old = path.read_text() if path.exists() else '# HAT benchmark results\n\nWritten by benchmarks/bench_hat.py.\n'
+    block = f'{begin}\n{text}\n{end}'
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip('\n') + '\n\n' + block + '\n'
+    path.write_text(new)
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    height, width = text.lower().split('x')
+    return int(height), int(width)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    split = lambda text: [item for item in text.split(',') if item]
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--variants', type=split, default=list(VARIANTS))
+    parser.add_argument('--sizes', type=lambda t: [parse_size(s) for s in split(t)], default=list(SIZES))
+    parser.add_argument('--modes', type=lambda t: [Mode.parse(m) for m in split(t)],
+                        default=[Mode.parse(m) for m in INFERENCE_MODES])
+    parser.add_argument('--train-variants', type=split, default=list(VARIANTS))
+    parser.add_argument('--train-modes', type=lambda t: [Mode.parse(m) for m in split(t)],
+                        default=[Mode.parse(m) for m in TRAIN_MODES])
+    parser.add_argument('--train-batch', type=int, default=4)
+    parser.add_argument('--no-inference', action='store_true')
+    parser.add_argument('--no-training', action='store_true')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--cpu-max-tflop', type=float, default=4.0,
+                        help='on CPU, skip inference combinations above this many TFLOP per call')
+    parser.add_argument('--cpu-compile', action='store_true', help='also run compiled modes on CPU')
+    parser.add_argument('--quick', action='store_true',
+                        help='CPU-sized run: HAT-S and HAT at 64x64 and 256x256, training for HAT-S, '
+                        'one warm-up and one timed run')
+    parser.add_argument('--output', type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.variants, args.sizes, args.train_variants = ['HAT-S', 'HAT'], [(64, 64), (256, 256)], ['HAT-S']
+        args.train_modes = [Mode.parse(m) for m in ('reference-fp32', 'fast-fp32', 'fast-fp32-ckpt', 'fast-bf16')]
+        args.warmup, args.reps = 1, 1
+    for name in args.variants + args.train_variants:
+        if name not in VARIANTS:
+            parser.error(f'unknown variant {name!r}; choose from {list(VARIANTS)}')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    inference = [] if args.no_inference else bench_inference(args, device)
+    training = [] if args.no_training else bench_training(args, device)
+    write_results(args.output, device, section(args, device, inference, training))
+    print(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+    main()

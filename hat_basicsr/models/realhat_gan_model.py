@@ -1,0 +1,38 @@
+"""Real-HAT-GAN: the Real-HAT MSE model fine-tuned as a GAN (L1 + VGG19 perceptual + GAN loss
+against BasicSR's U-Net SN discriminator) on the same synthetic real-world degradations.
+
+Everything is BasicSR 1.4.2's RealESRGANModel (degradation, training-pair pool, USM-sharpened
+targets chosen by `l1_gt_usm` / `percep_gt_usm` / `gan_gt_usm`, the generator and discriminator
+steps) except its CUDA-only parts, which RealDegradationMixin builds on the model's device, and
+inference/checkpoints, which come from HATModel.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from hat_basicsr.models.hat_model import HATModel
+from hat_basicsr.models.realhat_mse_model import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
+from hat_basicsr.utils.registration import register_once
+
+# Which losses compare against the USM-sharpened GT; RealESRGANModel reads all three every step.
+USM_TARGET_OPTIONS = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
+
+
+@register_once(MODEL_REGISTRY)
+class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
+    """HAT generator trained adversarially on synthetic real-world degradations.
+
+    Needs `network_d` (e.g. UNetDiscriminatorSN), `optim_d`, `gan_opt`; `perceptual_opt` needs
+    local VGG19 weights (see require_vgg_weights).
+    """
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        if opt['is_train']:
+            synthetic = opt.get('high_order_degradation', True)
+            require_options(opt, (DEGRADATION_OPTIONS if synthetic else ()) + USM_TARGET_OPTIONS, type(self).__name__)
+        # Skip RealESRGANModel.__init__ (its .cuda() calls); SRGANModel, HATModel, SRModel still run.
+        super(RealESRGANModel, self).__init__(opt)
+        self._build_degradation_tools(opt)

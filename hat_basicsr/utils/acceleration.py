@@ -1,0 +1,109 @@
+"""Speed and memory switches for HAT, in one place for HATModel, scripts and benchmarks.
+
+Options (an `acceleration` dict of the option file; every key optional):
+
+- `attn_impl`: 'sdpa' (fused attention, the network's default) or 'reference' (the release's
+  arithmetic). Unset keeps what the network was built with.
+- `use_checkpoint`: gradient checkpointing of every HAB/OCAB. Unset keeps the network's setting.
+- `bf16`: run forward passes under bfloat16 autocast (see `autocast_context`); weights, gradients
+  and optimizer state stay float32. float16 is not offered: HAT refuses it.
+- `channels_last`: convolution weights in channels-last layout, the layout HAT's token tensors
+  already have when they reach a convolution.
+- `compile`: False, True, or a dict of `nn.Module.compile` arguments. The network is compiled in
+  place, so state-dict keys, EMA updates and checkpoints are unchanged (no `_orig_mod.` prefix).
+
+`compile_for_inference` adds input-size bucketing for inference on images of many sizes.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+from typing import Any, Callable, ContextManager, Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from hat_basicsr.archs.hat_arch import ATTN_IMPLS, pad_to_multiple
+
+
+@dataclass(frozen=True)
+class AccelerationOptions:
+    """Validated acceleration options; None means 'keep what the network was built with'."""
+    attn_impl: Optional[str] = None
+    use_checkpoint: Optional[bool] = None
+    bf16: bool = False
+    channels_last: bool = False
+    compile: Union[bool, Dict[str, Any]] = False
+
+    def __post_init__(self) -> None:
+        if self.attn_impl is not None and self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'acceleration: invalid attn_impl: {self.attn_impl!r}; supported: {ATTN_IMPLS}')
+        for name in ('use_checkpoint', 'bf16', 'channels_last'):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (value is None and name == 'use_checkpoint')):
+                raise ValueError(f'acceleration: {name} must be true or false, got {value!r}')
+        if not isinstance(self.compile, (bool, dict)):
+            raise ValueError(f'acceleration: compile must be true, false or a dict of torch.compile arguments, '
+                             f'got {self.compile!r}')
+
+    @classmethod
+    def from_dict(cls, opt: Optional[Mapping[str, Any]]) -> 'AccelerationOptions':
+        """Options from an option-file section (None or {} gives the defaults); unknown keys are errors."""
+        opt = dict(opt or {})
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(opt) - known)
+        if unknown:
+            raise ValueError(f'acceleration: unknown option(s) {unknown}; supported: {sorted(known)}')
+        return cls(**opt)
+
+
+def apply_acceleration(net: nn.Module, opt: Union[AccelerationOptions, Mapping[str, Any], None]) -> nn.Module:
+    """Apply attn_impl, use_checkpoint, channels_last and compile to `net` in place and return it.
+
+    Defaults change nothing, so a network built from a release option file computes what the
+    release computes. Call it before wrapping the network in DDP; bf16 is applied per forward by
+    `autocast_context`.
+    """
+    opt = opt if isinstance(opt, AccelerationOptions) else AccelerationOptions.from_dict(opt)
+    if opt.attn_impl is not None:
+        net.set_attn_impl(opt.attn_impl)
+    if opt.use_checkpoint is not None:
+        net.set_grad_checkpointing(opt.use_checkpoint)
+    if opt.channels_last:
+        net.to(memory_format=torch.channels_last)
+    if opt.compile:
+        net.compile(**(opt.compile if isinstance(opt.compile, dict) else {}))
+    return net
+
+
+def autocast_context(device: Union[torch.device, str], bf16: bool) -> ContextManager:
+    """bfloat16 autocast on `device` when `bf16`, else a no-op: wrap forward passes and losses
+    (not `backward()` or the optimizer step)."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def compile_for_inference(net: nn.Module, bucket: Optional[int] = None, dynamic: Optional[bool] = True,
+                          **compile_kwargs: Any) -> Callable[[Tensor], Tensor]:
+    """A compiled inference function that does not recompile for every new image size.
+
+    Inputs are reflect-padded to a multiple of `bucket` before the compiled network and the output
+    is cropped back, so all sizes in a bucket share one graph. The default bucket is the window,
+    which is what the network pads to anyway: outputs equal the eager network's. With
+    `dynamic=True` (default) one graph with symbolic sizes serves every bucket; `dynamic=False`
+    and a coarser bucket (e.g. 64) give static graphs, one per bucket, at the price of outputs
+    that differ slightly from eager near the borders (more reflected padding).
+    """
+    window = net.window_size
+    bucket = bucket or window
+    if bucket % window:
+        raise ValueError(f'compile_for_inference: bucket {bucket} must be a multiple of window_size {window}')
+    compiled = torch.compile(net, dynamic=dynamic, **compile_kwargs)
+
+    def run(x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        out = compiled(pad_to_multiple(x, bucket))
+        return out[..., :height * net.upscale, :width * net.upscale]
+
+    return run
