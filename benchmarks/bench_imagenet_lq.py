@@ -74,8 +74,9 @@ def max_difference(img: np.ndarray, scale: int, gt_size: int, trials: int) -> Tu
 def machine() -> str:
     cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                 if line.startswith('model name')), platform.processor() or 'unknown CPU')
-    return (f'{cpu}, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch thread (as in a DataLoader worker), '
-            f'Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}')
+    return (f'{cpu}, {len(os.sched_getaffinity(0))} cores (load average {os.getloadavg()[0]:.1f} at the end), '
+            f'{torch.get_num_threads()} torch thread (as in a DataLoader worker), Python {platform.python_version()}, '
+            f'torch {torch.__version__}, numpy {np.__version__}')
 
 
 def write_section(rows: List[Dict], scale: int, gt_size: int) -> None:
@@ -83,11 +84,12 @@ def write_section(rows: List[Dict], scale: int, gt_size: int) -> None:
              f'`benchmarks/bench_imagenet_lq.py`, {datetime.date.today().isoformat()}; {machine()}.',
              f'Scale {scale}, gt_size {gt_size}; time for LQ synthesis and crop only (no file reading). '
              'Max diff: between the two methods at the same random positions.',
-             '', '| GT image | whole-image LQ (release) | windowed LQ (hat_basicsr) | speed-up | max diff float / 8-bit |',
+             '',
+             '| GT image | whole-image LQ (release) | windowed LQ (hat_basicsr) | speed-up | max diff float / 8-bit |',
              '|---|---|---|---|---|']
     for row in rows:
         lines.append(f"| {row['size']} | {row['whole']:.2f} samples/s | {row['window']:.1f} samples/s | "
-                     f"{row['window'] / row['whole']:.0f}x | {row['float_diff']:.2g} / {row['byte_diff']:.0f} |")
+                     f"{row['window'] / row['whole']:.1f}x | {row['float_diff']:.2g} / {row['byte_diff']:.0f} |")
     lines.append(END)
     section = '\n'.join(lines)
     text = RESULTS.read_text() if RESULTS.exists() else '# Data pipeline benchmarks\n'

@@ -15,7 +15,6 @@ import torch
 from conftest import REPO_ROOT, subprocess_env
 
 import hat_basicsr  # noqa: F401
-from hat_basicsr import basicsr_compat
 from hat_basicsr.utils.weights import CheckpointError
 
 

@@ -143,9 +143,14 @@ def test_demo_option_files_read_the_demo_data(demo_root: Path):
         val = build_dataset(opt['datasets']['val'])
         assert len(val) == len(VAL_PHOTOS)
         assert {Path(val[i]['lq_path']).name for i in range(len(val))} == {f'{p}.png' for p in VAL_PHOTOS}
-    # Same image and same random state: the folder and LMDB files give the same training pair.
+    # Same image and same random state: the folder and LMDB files give the same training pair, and
+    # ImageNetPairedDataset (LQ made on the fly) gives the pair PairedImageDataset reads from disk.
     folder, lmdb = samples['HAT-tiny_SRx2_demo'], samples['HAT-tiny_SRx2_demo_lmdb']
-    assert folder.keys() == lmdb.keys()
+    imagenet = samples['HAT-tiny_SRx2_demo_imagenet']
+    assert folder.keys() == lmdb.keys() == imagenet.keys()
+    for key, (index, sample) in lmdb.items():
+        assert imagenet[key][0] == index
+        assert torch.equal(imagenet[key][1]['gt'], sample['gt']) and torch.equal(imagenet[key][1]['lq'], sample['lq'])
     for key, (index, sample) in lmdb.items():
         random.seed(index)
         again = build_dataset(demo_option(DEMO_OPTIONS[0], demo_root)['datasets']['train'])[folder[key][0]]

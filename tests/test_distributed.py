@@ -42,8 +42,9 @@ def test_torchrun_two_cpu_ranks_stay_identical(sr_data, tmp_path):
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
     torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent))
-    proc = subprocess.Popen([torchrun, '--nproc_per_node=2', f'--master_port={port}', 'probe.py', '-opt', str(options),
-                             '--launcher', 'pytorch'], cwd=tmp_path, env={**subprocess_env(), 'PROBE_DIR': str(probe_dir)},
+    proc = subprocess.Popen([torchrun, '--nproc_per_node=2', f'--master_port={port}', 'probe.py', '-opt',
+                             str(options), '--launcher', 'pytorch'], cwd=tmp_path,
+                            env={**subprocess_env(), 'PROBE_DIR': str(probe_dir)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=180)

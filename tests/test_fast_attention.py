@@ -7,7 +7,7 @@ from skimage import data
 from torch._dynamo.testing import CompileCounter
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.hat_arch import (reference_attention, sdpa_attention, seam_masks, shift_window_mask,
+from hat_basicsr.archs.hat_arch import (build_seam_masks, reference_attention, sdpa_attention, shift_window_mask,
                                         window_grid_attention)
 from hat_basicsr.utils.acceleration import (AccelerationOptions, apply_acceleration, autocast_context,
                                             compile_for_inference)
@@ -64,8 +64,8 @@ def test_seam_windows_equal_the_release_full_shift_mask(grid, impl):
     q, k, v = (torch.randn(batch, *grid, heads, n, 5) for _ in range(3))
     bias = torch.randn(heads, n, n)
     full_mask = shift_window_mask(grid[0] * window, grid[1] * window, window, shift)
-    expected = reference_attention(*(t.flatten(1, 2) for t in (q, k, v)), bias + full_mask[:, None], 0.0)
-    out = window_grid_attention(q, k, v, bias, seam_masks(window, shift), 0.0, impl)
+    expected = reference_attention(*(t.flatten(1, 2) for t in (q, k, v)), bias + full_mask[:, None], 0.4, 0.0)
+    out = window_grid_attention(q, k, v, bias, build_seam_masks(window, shift), 0.4, 0.0, impl)
     assert max_diff(out.flatten(1, 2), expected) < 1e-5
 
 
@@ -76,10 +76,11 @@ def test_head_dim_padding_equals_unpadded(head_dim):
     q, k = torch.randn(2, 6, 16, head_dim), torch.randn(2, 6, 24, head_dim)
     v = torch.randn(2, 6, 24, head_dim, requires_grad=True)
     bias = torch.randn(1, 6, 16, 24, requires_grad=True)
-    padded = sdpa_attention(q, k, v, bias, 0.0, multiple=8)
-    plain = sdpa_attention(q, k, v, bias, 0.0, multiple=1)
+    scale = head_dim**-0.5
+    padded = sdpa_attention(q, k, v, bias, scale, 0.0, multiple=8)
+    plain = sdpa_attention(q, k, v, bias, scale, 0.0, multiple=1)
     assert padded.shape == plain.shape == (2, 6, 16, head_dim)
-    assert max_diff(padded, plain) < 1e-5 and max_diff(plain, reference_attention(q, k, v, bias, 0.0)) < 1e-5
+    assert max_diff(padded, plain) < 1e-5 and max_diff(plain, reference_attention(q, k, v, bias, scale, 0.0)) < 1e-5
     grads = [torch.autograd.grad(out.square().sum(), (v, bias)) for out in (padded, plain)]
     assert all(max_diff(a, b) < 1e-4 for a, b in zip(*grads))
 

@@ -115,17 +115,15 @@ def test_builds_through_basicsr_registry():
     assert isinstance(net, HAT) and net.upscale == 4
 
 
-def test_shift_mask_cached_per_size_and_bias_cache_follows_weight_changes():
+def test_cached_attention_constants_are_non_persistent_and_follow_weight_changes():
     model = fixture_model('hat_tiny_x4_w8')
     lq = torch.rand(1, 3, 24, 24)
+    masks = model.shift_seam_masks
+    assert masks.shape == (3, 64, 64) and set(masks.unique().tolist()) == {0.0, -100.0}
+    assert 'mean' not in model.state_dict() and 'shift_seam_masks' not in model.state_dict()
     with torch.no_grad():
         first = model(lq)
-        model(lq)
-        model(torch.rand(1, 3, 16, 32))
-    assert len(model._mask_cache) == 2
-    mask = next(iter(model._mask_cache.values()))
-    assert mask.dtype == torch.float32 and set(mask.unique().tolist()) == {0.0, -100.0}
-    assert 'mean' not in model.state_dict() and '_mask_cache' not in model.state_dict()
+        assert torch.equal(model(lq), first)
     # New weights must not be served stale gathered biases.
     fresh = HAT(**fixture_options('hat_tiny_x4_w8')).eval()
     model.load_state_dict(fresh.state_dict())
@@ -133,7 +131,7 @@ def test_shift_mask_cached_per_size_and_bias_cache_follows_weight_changes():
         assert not torch.allclose(model(lq), first)
         assert torch.allclose(model(lq), fresh(lq), atol=1e-6)
     model.double()
-    assert not model._mask_cache
+    assert model.shift_seam_masks.dtype == torch.float64
     with torch.no_grad():
         assert model(lq.double()).dtype == torch.float64
 

@@ -96,7 +96,7 @@ def shift_window_mask(height: int, width: int, window_size: int, shift_size: int
     return torch.zeros(different.shape).masked_fill_(different, SHIFT_MASK_FILL)
 
 
-def seam_masks(window_size: int, shift_size: int) -> Tensor:
+def build_seam_masks(window_size: int, shift_size: int) -> Tensor:
     """The three distinct shift masks (3, N, N): last-column, last-row and corner windows.
 
     They do not depend on the image size: the region boundaries of a cyclic shift only cut the
@@ -107,9 +107,9 @@ def seam_masks(window_size: int, shift_size: int) -> Tensor:
     return masks[1:]  # windows in row-major order: interior, right column, bottom row, corner
 
 
-def reference_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float) -> Tensor:
-    """softmax(q k^T + bias) v with the release's arithmetic (and its autocast behaviour)."""
-    attn = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float) -> Tensor:
+    """softmax(scale q k^T + bias) v with the release's arithmetic (and its autocast behaviour)."""
+    attn = torch.softmax((q * scale) @ k.transpose(-2, -1) + bias, dim=-1)
     return (F.dropout(attn, dropout_p) if dropout_p else attn) @ v
 
 
@@ -120,48 +120,49 @@ def head_dim_multiple(q: Tensor) -> int:
     return 8 if q.is_cuda else 1
 
 
-def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float,
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float,
                    multiple: Optional[int] = None) -> Tensor:
-    """softmax(q k^T + bias) v in one fused kernel that never stores the attention matrix.
+    """softmax(scale q k^T + bias) v in one fused kernel that never stores the attention matrix.
 
-    q is already scaled (scale=1 keeps the release's order of operations). The bias is cast to q's
-    dtype, which the fused kernels require; they add it to fp32 logits and take the softmax in
-    fp32. q, k and v are zero-padded to a head size that is a multiple of `multiple` (default: what
-    the device's kernels need): zero columns leave q k^T unchanged and are sliced off the output.
+    The bias is cast to q's dtype, which the fused kernels require; they add it to fp32 logits and
+    take the softmax in fp32. q, k and v are zero-padded to a head size that is a multiple of
+    `multiple` (default: what the device's kernels need): zero columns leave q k^T unchanged and are
+    sliced off the output; the scale is passed explicitly, so padding does not change it.
     """
     head_dim = q.shape[-1]
     pad = -head_dim % (multiple or head_dim_multiple(q))
     if pad:
         q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=1.0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=scale)
     return out[..., :head_dim] if pad else out
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float, impl: str) -> Tensor:
-    """softmax(q k^T + bias) v for q, k, v (batch, heads, N, d), q already scaled, and a 4-D bias
-    (1 or batch, heads, Nq, Nk); the one place the two attention implementations differ."""
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float, impl: str) -> Tensor:
+    """softmax(scale q k^T + bias) v for q, k, v (batch, heads, N, d) and a 4-D bias (1 or batch,
+    heads, Nq, Nk); the one place the two attention implementations differ."""
     if impl == 'sdpa':
-        return sdpa_attention(q, k, v, bias, dropout_p)
-    return reference_attention(q, k, v, bias, dropout_p)
+        return sdpa_attention(q, k, v, bias, scale, dropout_p)
+    return reference_attention(q, k, v, bias, scale, dropout_p)
 
 
-def _attend_windows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, dropout_p: float, impl: str) -> Tensor:
+def _attend_windows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float,
+                    impl: str) -> Tensor:
     """attention() over windows laid out (B, nh, nw, heads, N, d), all with the same (heads, N, N) bias."""
-    out = attention(q.flatten(0, 2), k.flatten(0, 2), v.flatten(0, 2), bias[None], dropout_p, impl)
+    out = attention(q.flatten(0, 2), k.flatten(0, 2), v.flatten(0, 2), bias[None], scale, dropout_p, impl)
     return out.unflatten(0, q.shape[:3])
 
 
-def window_grid_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, masks: Optional[Tensor], dropout_p: float,
-                          impl: str) -> Tensor:
+def window_grid_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, masks: Optional[Tensor], scale: float,
+                          dropout_p: float, impl: str) -> Tensor:
     """Attention of every window, q, k, v (B, nh, nw, heads, N, d) on the window grid.
 
     With seam masks (a shifted block), interior windows attend with the bias alone and the last
     column, last row and corner each add their own (N, N) mask, so no per-window mask is built.
     """
     if masks is None:
-        return _attend_windows(q, k, v, bias, dropout_p, impl)
+        return _attend_windows(q, k, v, bias, scale, dropout_p, impl)
     all_but_last, last = slice(None, -1), slice(-1, None)
-    grid_masks = ((None, masks[0]), (masks[1], masks[2]))  # [row][column], as seam_masks orders them
+    grid_masks = ((None, masks[0]), (masks[1], masks[2]))  # [row][column], as build_seam_masks orders them
     rows = []
     for row_slice, row_masks in zip((all_but_last, last), grid_masks):
         cols = []
@@ -169,7 +170,7 @@ def window_grid_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, masks: 
             region = (slice(None), row_slice, col_slice)
             if q[region].numel():
                 region_bias = bias if mask is None else bias + mask
-                cols.append(_attend_windows(q[region], k[region], v[region], region_bias, dropout_p, impl))
+                cols.append(_attend_windows(q[region], k[region], v[region], region_bias, scale, dropout_p, impl))
         if cols:
             rows.append(torch.cat(cols, dim=2))
     return torch.cat(rows, dim=1)
@@ -237,7 +238,7 @@ class WindowAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), 'b nh nw n (three h d) -> three b nh nw h n d', three=3, h=self.num_heads)
         bias = relative_bias(self, self.relative_position_bias_table, rpi)
         dropout_p = self.attn_drop if self.training else 0.0
-        out = window_grid_attention(q * self.scale, k, v, bias, masks, dropout_p, self.attn_impl)
+        out = window_grid_attention(q, k, v, bias, masks, self.scale, dropout_p, self.attn_impl)
         return self.proj_drop(self.proj(rearrange(out, 'b nh nw h n d -> b nh nw n (h d)')))
 
 
@@ -329,7 +330,7 @@ class OCAB(nn.Module):
         k, v = rearrange(kv.unfold(2, overlap, size), 'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d', two=2,
                          h=self.num_heads)
         bias = relative_bias(self, self.relative_position_bias_table, rpi_oca)
-        out = attention(q * self.scale, k, v, bias[None], 0.0, self.attn_impl)
+        out = attention(q, k, v, bias[None], self.scale, 0.0, self.attn_impl)
         out = rearrange(out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size, nw=x_size[1] // size,
                         wh=size)
         x = self.proj(out) + shortcut
@@ -506,7 +507,7 @@ class HAT(nn.Module):
         self.register_buffer('relative_position_index_SA', relative_position_index_sa(window_size))
         self.register_buffer('relative_position_index_OCA',
                              relative_position_index_oca(window_size, overlap_window_size))
-        self.register_buffer('shift_seam_masks', seam_masks(window_size, shift_size) if shift_size else None,
+        self.register_buffer('shift_seam_masks', build_seam_masks(window_size, shift_size) if shift_size else None,
                              persistent=False)
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)

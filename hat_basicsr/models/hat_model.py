@@ -15,6 +15,7 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
+from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
 from hat_basicsr.utils.registration import register_once
 from hat_basicsr.utils.tiling import tiled_forward
 from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights, read_checkpoint
@@ -67,12 +68,18 @@ def _plain(value: Any) -> Any:
 @register_once(MODEL_REGISTRY)
 class HATModel(SRModel):
     """SRModel for HAT. Padding to the window size is the network's own job (HAT pads any input
-    and crops to scale x input), so this model only adds tiling and the safety features above."""
+    and crops to scale x input), so this model only adds tiling, the `acceleration` options
+    (attn_impl, use_checkpoint, bf16, channels_last, compile; see hat_basicsr.utils.acceleration)
+    and the safety features above. Without `acceleration` it computes what the release computes."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['num_gpu'] != 0 and not torch.cuda.is_available():
             raise OptionError(f"num_gpu: {opt['num_gpu']} but CUDA is not available; use num_gpu: 0 or auto for CPU")
         self.tile = _tile_options(opt)
+        try:
+            self.acceleration = AccelerationOptions.from_dict(opt.get('acceleration'))
+        except ValueError as error:
+            raise OptionError(str(error)) from error
         super().__init__(opt)
         window = self.get_bare_model(self.net_g).window_size
         if self.tile is not None and (self.tile['tile_size'] % window or self.tile['tile_pad'] % window):
@@ -90,6 +97,22 @@ class HATModel(SRModel):
             if unwrapped is net:
                 return net
             net = unwrapped
+
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """Apply the acceleration options to the bare network before BasicSR moves and wraps it."""
+        return super().model_to_device(apply_acceleration(net, self.acceleration))
+
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        if hasattr(self, 'net_g_ema'):
+            apply_acceleration(self.net_g_ema, self.acceleration)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """SRModel's step under bf16 autocast when enabled. Autocast only changes the forward ops
+        (network and loss); their backward ops run in the dtypes chosen for the forward, and the
+        optimizer and EMA updates are not autocast ops, so weights stay float32."""
+        with autocast_context(self.device, self.acceleration.bf16):
+            super().optimize_parameters(current_iter)
 
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True,
                      param_key: Optional[str] = 'params') -> None:
@@ -110,9 +133,10 @@ class HATModel(SRModel):
 
     def _infer(self, net: nn.Module, lq: Tensor) -> Tensor:
         """The one place inference happens: whole image, or tiles when `tile` is set."""
-        if self.tile is None:
-            return net(lq)
-        return tiled_forward(net, lq, self.opt['scale'], self.tile['tile_size'], self.tile['tile_pad'])
+        with autocast_context(self.device, self.acceleration.bf16):
+            if self.tile is None:
+                return net(lq).float()
+            return tiled_forward(net, lq, self.opt['scale'], self.tile['tile_size'], self.tile['tile_pad']).float()
 
     def test(self) -> None:
         """Run the EMA network if there is one, else net_g, in eval mode, restoring its mode after

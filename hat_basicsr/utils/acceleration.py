@@ -84,15 +84,15 @@ def autocast_context(device: Union[torch.device, str], bf16: bool) -> ContextMan
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
-def compile_for_inference(net: nn.Module, bucket: Optional[int] = None, dynamic: Optional[bool] = True,
+def compile_for_inference(net: nn.Module, bucket: Optional[int] = None, dynamic: Optional[bool] = None,
                           **compile_kwargs: Any) -> Callable[[Tensor], Tensor]:
     """A compiled inference function that does not recompile for every new image size.
 
     Inputs are reflect-padded to a multiple of `bucket` before the compiled network and the output
     is cropped back, so all sizes in a bucket share one graph. The default bucket is the window,
-    which is what the network pads to anyway: outputs equal the eager network's. With
-    `dynamic=True` (default) one graph with symbolic sizes serves every bucket; `dynamic=False`
-    and a coarser bucket (e.g. 64) give static graphs, one per bucket, at the price of outputs
+    which the network pads to anyway: outputs equal the eager network's, and with `dynamic=None`
+    torch switches to one graph with symbolic sizes at the second size it sees. `dynamic=False`
+    with a coarser bucket (e.g. 64) gives static graphs, one per bucket, at the price of outputs
     that differ slightly from eager near the borders (more reflected padding).
     """
     window = net.window_size
