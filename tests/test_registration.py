@@ -26,9 +26,18 @@ HOST_OPTIONS = textwrap.dedent("""\
     """)
 
 
+# What a host repository that made basicsr importable on its own would run before importing it.
+HOST_TORCHVISION_FIX = """import sys, types
+from torchvision.transforms import functional
+shim = types.ModuleType('torchvision.transforms.functional_tensor')
+shim.rgb_to_grayscale = functional.rgb_to_grayscale
+sys.modules[shim.__name__] = shim"""
+
+
 def run_host_script(tmp_path, script: str) -> subprocess.CompletedProcess:
     (tmp_path / 'options.yml').write_text(HOST_OPTIONS)
-    (tmp_path / 'host_train.py').write_text(textwrap.dedent(script))
+    script = textwrap.dedent(script).replace('{HOST_TORCHVISION_FIX}', HOST_TORCHVISION_FIX)
+    (tmp_path / 'host_train.py').write_text(script)
     return subprocess.run([sys.executable, 'host_train.py'], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
 
@@ -51,11 +60,7 @@ def test_host_repo_builds_hat_from_yaml(tmp_path):
 def test_import_after_basicsr_is_fine(tmp_path):
     # A host that fixed torchvision itself imports basicsr before us.
     result = run_host_script(tmp_path, """\
-        import sys, types
-        from torchvision.transforms import functional
-        shim = types.ModuleType('torchvision.transforms.functional_tensor')
-        shim.rgb_to_grayscale = functional.rgb_to_grayscale
-        sys.modules[shim.__name__] = shim
+        {HOST_TORCHVISION_FIX}
         import basicsr
         import hat_basicsr
         from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
@@ -67,11 +72,7 @@ def test_import_after_basicsr_is_fine(tmp_path):
 
 def test_host_repo_with_its_own_hat_gets_an_explanation(tmp_path):
     result = run_host_script(tmp_path, """\
-        import sys, types
-        from torchvision.transforms import functional
-        shim = types.ModuleType('torchvision.transforms.functional_tensor')
-        shim.rgb_to_grayscale = functional.rgb_to_grayscale
-        sys.modules[shim.__name__] = shim
+        {HOST_TORCHVISION_FIX}
         from basicsr.utils.registry import ARCH_REGISTRY
         @ARCH_REGISTRY.register()
         class HAT:
