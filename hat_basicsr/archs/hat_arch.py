@@ -59,12 +59,6 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     return rearrange(x, 'b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c', wh=window_size, ww=window_size)
 
 
-def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
-    """(B * num_windows, window_size**2, C) -> (B, H, W, C)."""
-    return rearrange(windows, '(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c', nh=height // window_size,
-                     nw=width // window_size, wh=window_size)
-
-
 def relative_position_index_sa(window_size: int) -> Tensor:
     """Index into a ((2ws-1)^2, heads) bias table for every (query, key) pair of a window."""
     coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
