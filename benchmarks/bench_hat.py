@@ -26,7 +26,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import hat_basicsr  # noqa: F401  (makes basicsr importable on today's torchvision)
 from hat_basicsr import HAT
 from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
+from report import cpu_model, replace_section
 
 COMMON = dict(upscale=4, window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64,
               img_range=1.0, upsampler='pixelshuffle', resi_connection='1conv')
@@ -321,9 +321,7 @@ def target_lines(inference: Sequence[Row], training: Sequence[Row], device: torc
 def machine_description(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    cpuinfo = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else ''
-    model = re.search(r'model name\s*:\s*(.+)', cpuinfo)
-    return f'{model.group(1) if model else platform.processor()}, {torch.get_num_threads()} threads'
+    return f'{cpu_model()}, {torch.get_num_threads()} threads'
 
 
 def section(args: argparse.Namespace, device: torch.device, inference: List[Row], training: List[Row]) -> str:
@@ -347,14 +345,8 @@ def section(args: argparse.Namespace, device: torch.device, inference: List[Row]
 
 def write_results(path: Path, name: str, text: str) -> None:
     """Replace the section `name` of RESULTS.md, keep the rest."""
-    begin, end = f'<!-- BEGIN {name} -->', f'<!-- END {name} -->'
-    old = path.read_text() if path.exists() else '# HAT benchmark results\n\nWritten by benchmarks/bench_hat.py.\n'
-    block = f'{begin}\n{text}\n{end}'
-    if begin in old and end in old:
-        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip('\n') + '\n\n' + block + '\n'
-    path.write_text(new)
+    replace_section(path, f'<!-- BEGIN {name} -->', f'<!-- END {name} -->', text,
+                    '# HAT benchmark results\n\nWritten by benchmarks/bench_hat.py.')
 
 
 def parse_size(text: str) -> Tuple[int, int]:

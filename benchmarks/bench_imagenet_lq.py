@@ -8,7 +8,6 @@ import datetime
 import os
 import platform
 import random
-import re
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
@@ -21,6 +20,7 @@ import hat_basicsr  # noqa: F401  (makes basicsr importable)
 from basicsr.data.transforms import paired_random_crop
 from basicsr.utils.matlab_functions import imresize
 from hat_basicsr.data.imagenet_paired_dataset import crop_pair
+from report import cpu_model, replace_section
 
 RESULTS = Path(__file__).with_name('RESULTS_data.md')
 BEGIN, END = '<!-- bench_imagenet_lq: begin -->', '<!-- bench_imagenet_lq: end -->'
@@ -72,15 +72,13 @@ def max_difference(img: np.ndarray, scale: int, gt_size: int, trials: int) -> Tu
 
 
 def machine() -> str:
-    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                if line.startswith('model name')), platform.processor() or 'unknown CPU')
-    return (f'{cpu}, {len(os.sched_getaffinity(0))} cores (load average {os.getloadavg()[0]:.1f} at the end), '
+    return (f'{cpu_model()}, {len(os.sched_getaffinity(0))} cores (load average {os.getloadavg()[0]:.1f} at the end), '
             f'{torch.get_num_threads()} torch thread (as in a DataLoader worker), Python {platform.python_version()}, '
             f'torch {torch.__version__}, numpy {np.__version__}')
 
 
 def write_section(rows: List[Dict], scale: int, gt_size: int) -> None:
-    lines = [BEGIN, '## ImageNetPairedDataset: LQ synthesis speed', '',
+    lines = ['## ImageNetPairedDataset: LQ synthesis speed', '',
              f'`benchmarks/bench_imagenet_lq.py`, {datetime.date.today().isoformat()}; {machine()}.',
              f'Scale {scale}, gt_size {gt_size}; time for LQ synthesis and crop only (no file reading). '
              'Max diff: between the two methods at the same random positions.',
@@ -90,14 +88,7 @@ def write_section(rows: List[Dict], scale: int, gt_size: int) -> None:
     for row in rows:
         lines.append(f"| {row['size']} | {row['whole']:.2f} samples/s | {row['window']:.1f} samples/s | "
                      f"{row['window'] / row['whole']:.1f}x | {row['float_diff']:.2g} / {row['byte_diff']:.0f} |")
-    lines.append(END)
-    section = '\n'.join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else '# Data pipeline benchmarks\n'
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + '.*?' + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip('\n') + '\n\n' + section + '\n'
-    RESULTS.write_text(text)
+    replace_section(RESULTS, BEGIN, END, '\n'.join(lines), '# Data pipeline benchmarks')
 
 
 def main() -> None:
