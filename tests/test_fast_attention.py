@@ -7,8 +7,8 @@ from skimage import data
 from torch._dynamo.testing import CompileCounter
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.hat_arch import (build_seam_masks, reference_attention, sdpa_attention, shift_window_mask,
-                                        window_grid_attention)
+from hat_basicsr.archs.hat_arch import (attention, build_seam_masks, over_seam_regions, reference_attention,
+                                        sdpa_attention, shift_window_mask)
 from hat_basicsr.utils.acceleration import (AccelerationOptions, apply_acceleration, autocast_context,
                                             compile_for_inference)
 
@@ -65,7 +65,13 @@ def test_seam_windows_equal_the_release_full_shift_mask(grid, impl):
     bias = torch.randn(heads, n, n)
     full_mask = shift_window_mask(grid[0] * window, grid[1] * window, window, shift)
     expected = reference_attention(*(t.flatten(1, 2) for t in (q, k, v)), bias + full_mask[:, None], 0.4, 0.0)
-    out = window_grid_attention(q, k, v, bias, build_seam_masks(window, shift), 0.4, 0.0, impl)
+
+    def attend(region: torch.Tensor, mask) -> torch.Tensor:
+        q, k, v = region.flatten(0, 2).chunk(3, dim=-1)
+        out = attention(q, k, v, (bias if mask is None else bias + mask)[None], 0.4, 0.0, impl)
+        return out.unflatten(0, region.shape[:3])
+
+    out = over_seam_regions(torch.cat([q, k, v], dim=-1), build_seam_masks(window, shift), attend)
     assert max_diff(out.flatten(1, 2), expected) < 1e-5
 
 

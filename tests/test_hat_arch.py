@@ -202,3 +202,34 @@ def test_wrong_input_shape_is_explained():
     model = fixture_model('hat_tiny_x2_gray_identity')
     with pytest.raises(ValueError, match=r'\(batch, 1, height, width\)'):
         model(torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_reconstruction_in_strips_reproduces_release_outputs(name):
+    """Strips of a few rows (each fixture's head has a different reach: x2, x3, x4) give the
+    release's outputs, and do run in strips."""
+    model = fixture_model(name)
+    model.reconstruction_strip_pixels = 1  # one input row per strip
+    strips = []
+    model.conv_last.register_forward_hook(lambda module, inputs, output: strips.append(output.shape[-2]))
+    with torch.no_grad():
+        for lq, expected in fixture_cases(name):
+            strips.clear()
+            assert (model(lq) - expected).abs().max().item() < 1e-5
+            padded_height = -(-lq.shape[-2] // model.window_size) * model.window_size
+            assert len(strips) == padded_height
+
+
+def test_reconstruction_is_not_stripped_when_autograd_records():
+    model = fixture_model('hat_tiny_x4_w8')
+    model.reconstruction_strip_pixels = 32  # two rows of 16
+    calls = []
+    model.conv_last.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        stripped = model(lq)
+    assert len(calls) == 8
+    calls.clear()
+    whole = model(lq)
+    assert calls == [(1, 3, 64, 64)] and whole.requires_grad
+    assert (whole - stripped).abs().max() < 1e-5

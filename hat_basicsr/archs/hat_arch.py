@@ -14,7 +14,7 @@ with the bias alone, the seam windows with the bias plus their mask.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ RESI_CONNECTIONS = ('1conv', 'identity')
 # The release fills masked attention logits with -100 (not -inf); kept for identical outputs.
 SHIFT_MASK_FILL = -100.0
 ATTN_IMPLS = ('sdpa', 'reference')
+# In inference the reconstruction head runs in horizontal strips of about this many input pixels;
+# unstripped, its 4x-upscaled 256-channel activations are the largest tensors of the fast path.
+RECONSTRUCTION_STRIP_PIXELS = 1 << 15
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -139,32 +142,25 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropo
     return reference_attention(q, k, v, bias, scale, dropout_p)
 
 
-def _attend_windows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float,
-                    impl: str) -> Tensor:
-    """attention() over windows laid out (B, nh, nw, heads, N, d), all with the same (heads, N, N) bias."""
-    out = attention(q.flatten(0, 2), k.flatten(0, 2), v.flatten(0, 2), bias[None], scale, dropout_p, impl)
-    return out.unflatten(0, q.shape[:3])
+def over_seam_regions(windows: Tensor, masks: Optional[Tensor],
+                      fn: Callable[[Tensor, Optional[Tensor]], Tensor]) -> Tensor:
+    """fn(region, mask) over a window grid (B, nh, nw, ...), reassembled on the grid.
 
-
-def window_grid_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, masks: Optional[Tensor], scale: float,
-                          dropout_p: float, impl: str) -> Tensor:
-    """Attention of every window, q, k, v (B, nh, nw, heads, N, d) on the window grid.
-
-    With seam masks (a shifted block), interior windows attend with the bias alone and the last
-    column, last row and corner each add their own (N, N) mask, so no per-window mask is built.
+    Without masks fn sees the whole grid with mask None. With seam masks (a shifted block) it sees
+    the interior windows with None and the last column, last row and corner each with their own
+    (N, N) mask, so no per-window mask is ever built.
     """
     if masks is None:
-        return _attend_windows(q, k, v, bias, scale, dropout_p, impl)
+        return fn(windows, None)
     all_but_last, last = slice(None, -1), slice(-1, None)
     grid_masks = ((None, masks[0]), (masks[1], masks[2]))  # [row][column], as build_seam_masks orders them
     rows = []
     for row_slice, row_masks in zip((all_but_last, last), grid_masks):
         cols = []
         for col_slice, mask in zip((all_but_last, last), row_masks):
-            region = (slice(None), row_slice, col_slice)
-            if q[region].numel():
-                region_bias = bias if mask is None else bias + mask
-                cols.append(_attend_windows(q[region], k[region], v[region], region_bias, scale, dropout_p, impl))
+            region = windows[:, row_slice, col_slice]
+            if region.numel():
+                cols.append(fn(region, mask))
         if cols:
             rows.append(torch.cat(cols, dim=2))
     return torch.cat(rows, dim=1)
@@ -228,12 +224,22 @@ class WindowAttention(nn.Module):
         self.attn_impl = ATTN_IMPLS[0]
 
     def forward(self, x: Tensor, rpi: Tensor, masks: Optional[Tensor] = None) -> Tensor:
-        """x: (B, nh, nw, N, C) windows on their grid; masks: seam masks of a shifted block, or None."""
-        q, k, v = rearrange(self.qkv(x), 'b nh nw n (three h d) -> three b nh nw h n d', three=3, h=self.num_heads)
+        """x: (B, nh, nw, N, C) windows on their grid; masks: seam masks of a shifted block, or None.
+
+        Regions are split before the qkv projection, so only one region's q, k, v exist at a time
+        and, being slices of its own projection, need no copies to reach the attention kernel.
+        """
         bias = relative_bias(self, self.relative_position_bias_table, rpi)
         dropout_p = self.attn_drop if self.training else 0.0
-        out = window_grid_attention(q, k, v, bias, masks, self.scale, dropout_p, self.attn_impl)
-        return self.proj_drop(self.proj(rearrange(out, 'b nh nw h n d -> b nh nw n (h d)')))
+
+        def attend(region: Tensor, mask: Optional[Tensor]) -> Tensor:
+            q, k, v = rearrange(self.qkv(region), 'b nh nw n (three h d) -> three (b nh nw) h n d', three=3,
+                                h=self.num_heads)
+            out = attention(q, k, v, (bias if mask is None else bias + mask)[None], self.scale, dropout_p,
+                            self.attn_impl)
+            return rearrange(out, '(b nh nw) h n d -> b nh nw n (h d)', b=region.shape[0], nh=region.shape[1])
+
+        return self.proj_drop(self.proj(over_seam_regions(x, masks, attend)))
 
 
 def relative_bias(owner: nn.Module, table: Tensor, rpi: Tensor) -> Tensor:
@@ -282,9 +288,10 @@ class HAB(nn.Module):
         if self.shift_size:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
         grid = dict(wh=self.window_size, ww=self.window_size)
-        windows = self.attn(rearrange(x, 'b (nh wh) (nw ww) c -> b nh nw (wh ww) c', **grid), rpi_sa,
-                            seam_masks if self.shift_size else None)
-        x = rearrange(windows, 'b nh nw (wh ww) c -> b (nh wh) (nw ww) c', **grid)
+        # Rebinding x drops the normalised (and rolled) tokens: only their window copy lives on.
+        x = rearrange(x, 'b (nh wh) (nw ww) c -> b nh nw (wh ww) c', **grid)
+        x = rearrange(self.attn(x, rpi_sa, seam_masks if self.shift_size else None),
+                      'b nh nw (wh ww) c -> b (nh wh) (nw ww) c', **grid)
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = shortcut + self.drop_path(rearrange(x, 'b h w c -> b (h w) c')) + conv_x * self.conv_scale
@@ -541,6 +548,7 @@ class HAT(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+        self.reconstruction_strip_pixels = RECONSTRUCTION_STRIP_PIXELS
         self.apply(self._init_weights)
         self.set_grad_checkpointing(use_checkpoint)
         self.set_attn_impl(attn_impl)
@@ -605,6 +613,27 @@ class HAT(nn.Module):
                       self.shift_seam_masks)
         return rearrange(self.norm(x), 'b (h w) c -> b c h w', h=height)
 
+    def reconstruct(self, features: Tensor) -> Tensor:
+        """The upsampling head, (B, embed_dim, H, W) -> (B, in_chans, scale*H, scale*W).
+
+        Without autograd it runs in horizontal strips of `reconstruction_strip_pixels` input pixels,
+        so its largest activations (64 channels at the output size, and the pixel-shuffle copy)
+        exist one strip at a time. Each strip carries a halo of one input row per 3x3 convolution
+        of the head, which is at least each one's reach, so the output is the unstripped one.
+        """
+        head = lambda t: self.conv_last(self.upsample(self.conv_before_upsample(t)))
+        height, width = features.shape[-2:]
+        rows = max(1, self.reconstruction_strip_pixels // width)
+        if features.requires_grad or torch.compiler.is_compiling() or height <= rows:
+            return head(features)
+        halo = sum(isinstance(m, nn.Conv2d) for m in (*self.conv_before_upsample, *self.upsample, self.conv_last))
+        strips = []
+        for top in range(0, height, rows):
+            start, stop = max(top - halo, 0), min(top + rows + halo, height)
+            keep = slice((top - start) * self.upscale, (min(top + rows, height) - start) * self.upscale)
+            strips.append(head(features[..., start:stop, :])[..., keep, :])
+        return torch.cat(strips, dim=-2)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f'HAT expects input of shape (batch, {self.in_chans}, height, width), '
@@ -614,7 +643,6 @@ class HAT(nn.Module):
         mean = self.mean.to(x.dtype)
         x = pad_to_multiple((x - mean) * self.img_range, self.window_size)
         x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = self.reconstruct(self.conv_after_body(self.forward_features(x)) + x)
         x = x[..., :height * self.upscale, :width * self.upscale]
         return x / self.img_range + mean
