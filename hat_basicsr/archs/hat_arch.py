@@ -35,7 +35,8 @@ RESI_CONNECTIONS = ('1conv', 'identity')
 SHIFT_MASK_FILL = -100.0
 ATTN_IMPLS = ('sdpa', 'reference')
 # In inference the reconstruction head runs in horizontal strips of about this many input pixels;
-# unstripped, its 4x-upscaled 256-channel activations are the largest tensors of the fast path.
+# unstripped, its last 256-channel convolution output (at half the output size, x4) and the
+# pixel-shuffled copy of it are the largest tensors of the fast path.
 RECONSTRUCTION_STRIP_PIXELS = 1 << 15
 
 
