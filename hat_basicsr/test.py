@@ -17,7 +17,7 @@ from hat_basicsr.train import run_pipeline  # noqa: E402
 def main(argv: Optional[List[str]] = None) -> None:
     """basicsr.test.test_pipeline on `argv` (default: the command line)."""
     from basicsr.test import test_pipeline
-    run_pipeline(test_pipeline, 'hat_basicsr.test', argv)
+    run_pipeline(test_pipeline, 'hat_basicsr.test', argv, is_train=False)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,6 @@
 """`hat-basicsr upscale` on real photo crops in every supported format, depth and layout."""
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -6,6 +8,10 @@ import torch
 import yaml
 from skimage import data
 
+from PIL import Image, ImageOps
+
+import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
+from basicsr.utils.color_util import rgb2ycbcr
 from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
 from hat_basicsr.cli.common import SourceError, load_model, read_image, run_command
@@ -151,9 +157,23 @@ def test_option_file_source_and_a_luminance_model_on_rgb(tmp_path, workspace):
                                             str(option_file)]) == 0
     image, _, _ = read_image(source)
     result, _, _ = read_image(tmp_path / 'out' / 'old.bmp')
-    luma = cv2.cvtColor(result, cv2.COLOR_RGB2YCrCb)[..., 0]
-    expected = forward(gray_model, cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., :1])[..., 0]
-    assert np.abs(luma - expected).mean() < 0.01
+    # Y as BasicSR's `color: y` datasets compute it (BT.601 studio range), which the model trained on.
+    expected = forward(gray_model, rgb2ycbcr(image, y_only=True)[..., None])[..., 0]
+    in_gamut = (expected > 24 / 255) & (expected < 227 / 255)  # elsewhere RGB clipping moves Y
+    assert in_gamut.mean() > 0.5
+    assert np.abs(rgb2ycbcr(result, y_only=True) - expected)[in_gamut].mean() < 0.005
+
+
+def test_gray_image_through_a_luminance_model(tmp_path, workspace):
+    gray_model = make_checkpoint(tmp_path / 'gray.pth', in_chans=1)
+    source = workspace['inputs'] / 'gray.jpg'
+    assert run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / 'out'), '-m',
+                                            str(tmp_path / 'gray.pth')]) == 0
+    image, _, _ = read_image(source)
+    result, _, _ = read_image(tmp_path / 'out' / 'gray.jpg')
+    low, span = 16 / 255, 219 / 255  # a gray level g has Y = 16/255 + g * 219/255
+    expected = np.clip((forward(gray_model, low + image * span) - low) / span, 0, 1)
+    assert result.shape == (40, 48, 1) and np.abs(result - expected).mean() < 0.02  # JPEG output
 
 
 def test_option_file_without_weights_needs_allow_random_init(tmp_path, capsys):
@@ -180,3 +200,90 @@ def test_bicubic_alpha_and_constant_alpha(alpha_kind, workspace, tmp_path):
     expected = cv2.resize(alpha.astype(np.float32) / 255, (48, 40), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     assert np.abs(result_alpha - expected).max() <= 0.5 / 255 + 1e-6
     assert alpha_kind == 'ramp' or (result_alpha == 1).all()
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_is_applied_on_reading(orientation, tmp_path):
+    pixels = bgr(data.chelsea(), 50, 50, size=(12, 20))[..., ::-1]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / 'phone.png'
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, exif=exif)
+    image, _, _ = read_image(path)
+    with Image.open(path) as stored:
+        upright = np.asarray(ImageOps.exif_transpose(stored), dtype=np.float32) / 255
+    assert image.shape == upright.shape and np.array_equal(image, upright)
+
+
+def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, capsys):
+    source = workspace['inputs'] / 'scan.tif'
+    options = {'scale': 2, 'network_g': {'type': 'HAT', **TINY}, 'tile': {'tile_size': 8, 'tile_pad': 4},
+               'path': {'pretrain_network_g': str(workspace['checkpoint']), 'param_key_g': 'params_ema'}}
+    (tmp_path / 'tiled.yml').write_text(yaml.safe_dump(options))
+    runs = {'option-file': ['-m', str(tmp_path / 'tiled.yml')],
+            'flags': ['-m', str(workspace['checkpoint']), '--tile', '8', '--tile-overlap', '4'],
+            'whole': ['-m', str(workspace['checkpoint'])],
+            'off-grid': ['-m', str(tmp_path / 'tiled.yml'), '--tile', '6']}
+    results = {}
+    for name, arguments in runs.items():
+        assert run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / name), *arguments]) == 0
+        results[name] = read_image(tmp_path / name / 'scan.tif')[0]
+        warned = 'not multiples of window_size 4' in capsys.readouterr().err
+        assert warned == (name == 'off-grid')
+    assert np.array_equal(results['option-file'], results['flags'])
+    assert not np.array_equal(results['option-file'], results['whole'])
+
+
+@pytest.mark.parametrize('problem, message', [
+    ('output-is-a-file', 'cannot create folder'),
+    ('empty-folder', 'no images'),
+    ('suffix', 'path separator'),
+    ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
+    ('negative-tile', '--tile and --tile-overlap must be >= 0'),
+])
+def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd):
+    source, output, model = workspace['inputs'] / 'old.bmp', tmp_path / 'out', str(workspace['checkpoint'])
+    extra = []
+    if problem == 'output-is-a-file':
+        output.write_bytes(b'a file')
+    elif problem == 'empty-folder':
+        source = tmp_path / 'empty'
+        source.mkdir()
+        (source / 'notes.txt').write_text('no images here')
+    elif problem == 'suffix':
+        extra = ['--suffix', '/../escaped']
+    elif problem == 'scale-mismatch':
+        (tmp_path / 'x3.yml').write_text(yaml.safe_dump({'scale': 3, 'network_g': {'type': 'HAT', **TINY},
+                                                          'path': {'pretrain_network_g': model}}))
+        model = str(tmp_path / 'x3.yml')
+    else:
+        extra = ['--tile', '-8']
+    status = run_command(upscale.add_parser, ['upscale', str(source), '-o', str(output), '-m', model, *extra])
+    error = capfd.readouterr().err
+    assert status == 2 and error.count('\n') == 1 and message in error and 'Traceback' not in error
+    assert not (tmp_path / 'escaped.bmp').exists()
+
+
+def test_an_output_that_cannot_be_written_fails_that_image_only(workspace, tmp_path, capfd):
+    output = tmp_path / 'out'
+    (output / 'old.bmp').mkdir(parents=True)  # a folder where old.bmp's output should go
+    sources = tmp_path / 'in'
+    sources.mkdir()
+    for name in ('old.bmp', 'photo.webp'):
+        (sources / name).write_bytes((workspace['inputs'] / name).read_bytes())
+    status = run_command(upscale.add_parser, ['upscale', str(sources), '-o', str(output), '-m',
+                                              str(workspace['checkpoint'])])
+    failures = [line for line in capfd.readouterr().err.splitlines() if 'failed:' in line]
+    assert status == 1 and len(failures) == 1 and 'cannot write' in failures[0] and 'old.bmp' in failures[0]
+    assert read_image(output / 'photo.webp')[0].shape == (40, 48, 3)
+    assert sorted(p.name for p in output.iterdir()) == ['old.bmp', 'photo.webp']  # no temporary files left
+
+
+def test_outputs_get_the_permissions_of_the_umask(workspace, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        assert run_command(upscale.add_parser, ['upscale', str(workspace['inputs'] / 'old.bmp'), '-o',
+                                                str(tmp_path), '-m', str(workspace['checkpoint'])]) == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / 'old.bmp').stat().st_mode & 0o777 == 0o644

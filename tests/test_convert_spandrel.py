@@ -155,3 +155,38 @@ def test_convert_refuses_bad_requests_in_one_line(problem, tmp_path, capsys):
     assert error.count('\n') == 1
     assert {'extension': 'unknown output format', 'exists': '--force', 'not-hat': 'not a HAT'}[problem] in error
     assert problem != 'exists' or target.read_bytes() == b'keep'
+
+
+def test_options_that_do_not_fit_the_weights_name_both_files(tmp_path, capsys):
+    _, checkpoint = trained_like(CONFIGS['x2'])
+    source, option_file = tmp_path / 'net.pth', tmp_path / 'wrong.yml'
+    torch.save(checkpoint, source)
+    option_file.write_text(yaml.safe_dump({'network_g': {'type': 'HAT', **BASE, 'upscale': 2, 'mlp_ratio': 4}}))
+    target = tmp_path / 'out.safetensors'
+    assert run_command(convert.add_parser, ['convert', str(source), str(target), '--options', str(option_file)]) == 2
+    error = capsys.readouterr().err
+    assert 'net.pth with the network options of' in error and 'wrong.yml' in error and 'shape differences' in error
+    assert not target.exists()
+
+
+@pytest.mark.parametrize('name', ['NET.SAFETENSORS', 'net.sft'])
+def test_safetensors_suffixes_in_any_case_convert_and_load(name, tmp_path):
+    model, checkpoint = trained_like(CONFIGS['x2'])
+    source = tmp_path / 'net.pth'
+    torch.save(checkpoint, source)
+    assert run_command(convert.add_parser, ['convert', str(source), str(tmp_path / name)]) == 0
+    loaded, scale = load_model(tmp_path / name, 'cpu')
+    lq = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert scale == 2 and torch.equal(loaded(lq), model(lq))
+    with safe_open(str(tmp_path / name), framework='pt') as handle:
+        assert METADATA_KEY in handle.metadata()
+
+
+def test_convert_into_an_unusable_folder_exits_2(tmp_path, capsys):
+    _, checkpoint = trained_like(CONFIGS['x2'])
+    source = tmp_path / 'net.pth'
+    torch.save(checkpoint, source)
+    assert run_command(convert.add_parser, ['convert', str(source), str(source / 'out.pth')]) == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and 'cannot create folder' in error and 'Traceback' not in error

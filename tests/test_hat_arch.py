@@ -176,6 +176,14 @@ def test_checkpointing_really_recomputes():
     ('compress_ratio', dict(embed_dim=24, depths=[1], num_heads=[6], compress_ratio=32)),
     ('squeeze_factor', dict(embed_dim=24, depths=[1], num_heads=[6], squeeze_factor=25)),
     ('window_size', dict(window_size=1)),
+    ('compress_ratio', dict(compress_ratio=0)),
+    ('squeeze_factor', dict(squeeze_factor=0)),
+    ('img_range', dict(img_range=0)),
+    ('mlp_ratio', dict(mlp_ratio=-1)),
+    ('embed_dim', dict(embed_dim='16')),
+    ('depths', dict(depths=2)),
+    ('num_heads', dict(num_heads=[2.0])),
+    ('upscale', dict(upscale=True)),
 ])
 def test_invalid_hyperparameters_raise_value_error_naming_the_argument(argument, overrides):
     options = {**fixture_options('hat_tiny_x4_w8'), **overrides}

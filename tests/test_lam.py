@@ -13,12 +13,15 @@ import yaml
 from skimage.data import astronaut
 from torch import Tensor, nn
 
+import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
+from basicsr.utils.color_util import rgb2ycbcr
 from hat_basicsr import HAT
 from hat_basicsr.analysis import (Box, BoxError, blur_path, capture_stage_features, check_box, diffusion_index, gini,
                                   gradient_detector, integrated_gradients, local_attribution_map, render_feature_grid,
                                   render_lam_panel, save_lam_panel, stage_modules)
 from hat_basicsr.analysis.visual import GAP, HEADER
 from hat_basicsr.cli import main as cli_main  # the `hat-basicsr` console script
+from hat_basicsr.cli.lam import model_input
 
 
 def smooth_image(size: int, seed: int = 0) -> Tensor:
@@ -303,3 +306,30 @@ def test_cli_features(photo, edsr_options, tmp_path, capsys):
     assert cli_main(['features', str(photo), '-m', str(edsr_options), '--channels', '8', '-o',
                             str(out)]) == 2
     assert 'this stage has 8 channels' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', [['lam', '--box', '0', '0'], ['features']])
+def test_cli_output_name_opencv_cannot_write_exits_2_before_computing(photo, edsr_options, tmp_path, capsys,
+                                                                      monkeypatch, command):
+    def never(*args, **kwargs):
+        raise AssertionError('computed before checking the output name')
+
+    monkeypatch.setattr('hat_basicsr.cli.common.build_network', never)
+    for name in ('panel.xyz', 'panel'):
+        status = cli_main([command[0], str(photo), '-m', str(edsr_options), *command[1:], '-o', str(tmp_path / name)])
+        error = capsys.readouterr().err
+        assert status == 2 and error.count('\n') == 1 and 'cannot write images with this extension' in error
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_features_refuses_negative_channels(photo, edsr_options, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        cli_main(['features', str(photo), '-m', str(edsr_options), '--channels', '-1', '-o', str(tmp_path / 'f.png')])
+    assert exit_status.value.code == 2 and 'must be >= 0, got -1' in capsys.readouterr().err
+
+
+def test_luminance_models_get_y_as_basicsr_computes_it():
+    rgb = np.random.default_rng(0).random((6, 7, 3), dtype=np.float32)
+    for image in (rgb, rgb[..., :1]):
+        expected = rgb2ycbcr(np.repeat(image, 3 // image.shape[2], axis=2), y_only=True)
+        assert torch.equal(model_input(image, 1)[0], torch.from_numpy(expected))

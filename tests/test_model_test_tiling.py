@@ -107,7 +107,9 @@ def test_num_gpu_without_cuda_is_refused(sr_data, tmp_path, monkeypatch):
 
 def _load_into_new_model(sr_data, tmp_path, weights: Path, strict: bool = True, **network):
     path = {'pretrain_network_g': str(weights), 'strict_load_g': strict}
-    return in_process_model(sr_data, tmp_path, is_train=False, path=path, network_g={**TINY_HAT, **network})
+    network_g = {**TINY_HAT, **network}
+    return in_process_model(sr_data, tmp_path, is_train=False, path=path, network_g=network_g,
+                            scale=network_g['upscale'])
 
 
 @pytest.mark.parametrize('form', ['module_prefix', 'compile_prefix', 'safetensors', 'ema_only'])

@@ -98,8 +98,8 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(sr_data, tmp_pat
     class Killed(BaseException):
         """Like a signal: not an Exception, so no `except Exception` may swallow it."""
 
-    def save_half_then_die(obj, stream, *args, **kwargs):
-        stream.write(b'PK\x03\x04 half a checkpoint')
+    def save_half_then_die(obj, target, *args, **kwargs):
+        target.write_bytes(b'PK\x03\x04 half a checkpoint')
         raise Killed('killed while saving')
 
     monkeypatch.setattr(torch, 'save', save_half_then_die)
@@ -170,3 +170,58 @@ def test_compiled_net_g_saves_plain_keys_and_updates_ema(sr_data, tmp_path):
     model.save(epoch=0, current_iter=1)
     checkpoint = torch.load(tmp_path / 'models' / 'net_g_1.pth', weights_only=True)
     assert checkpoint['params'].keys() == checkpoint['params_ema'].keys() == model.net_g_ema.state_dict().keys()
+
+
+def test_validation_after_ema_updates_uses_the_current_ema_weights(sr_data, tmp_path):
+    """BasicSR's EMA update writes through `.data`, which the bias caches cannot see by themselves."""
+    import copy
+    model = in_process_model(sr_data, tmp_path)
+    model.lq = torch.rand(1, 3, 16, 16)
+    model.test()  # fills the EMA network's bias caches
+    with torch.no_grad():
+        for parameter in model.net_g.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    model.model_ema(decay=0.0)  # the EMA weights become net_g's
+    model.test()
+    fresh = copy.deepcopy(model.net_g_ema).eval()
+    fresh.clear_caches()
+    with torch.no_grad():
+        assert torch.allclose(model.output, fresh(model.lq), atol=1e-6)
+        assert torch.allclose(model.output, model.net_g.eval()(model.lq), atol=1e-6)
+
+
+def test_network_scale_must_match_the_option_files_scale(sr_data, tmp_path):
+    from conftest import TINY_HAT
+
+    from hat_basicsr.models.hat_model import OptionError
+    with pytest.raises(OptionError, match="network_g upscales by 4 but the option file's scale is 2"):
+        in_process_model(sr_data, tmp_path, network_g={**TINY_HAT, 'upscale': 4})
+
+
+def test_validation_refuses_lq_images_of_another_scale(sr_data, tmp_path):
+    import cv2
+    from basicsr.data import build_dataloader, build_dataset
+
+    from hat_basicsr.models.hat_model import OptionError, check_pair_scale
+    quarter = tmp_path / 'LRx4'
+    quarter.mkdir()
+    for path in sorted(sr_data['val_hr'].iterdir()):
+        image = cv2.imread(str(path))
+        cv2.imwrite(str(quarter / path.name), cv2.resize(image, (image.shape[1] // 4, image.shape[0] // 4)))
+    dataset_opt = {**val_dataset(sr_data), 'dataroot_lq': str(quarter)}
+    loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0)
+    model = in_process_model(sr_data, tmp_path)
+    with pytest.raises(OptionError, match=r'is not the x2 LQ of .*check dataroot_lq and scale'):
+        model.validation(loader, current_iter=1, tb_logger=None, save_img=False)
+    check_pair_scale(loader.dataset, 4)
+    check_pair_scale(build_dataset(val_dataset(sr_data)), 2)
+
+
+def test_training_start_removes_temporaries_of_killed_saves(sr_data, tmp_path):
+    models = tmp_path / 'models'
+    models.mkdir()
+    stale, kept = models / '.net_g_100.pth.0123abcd.tmp', models / 'notes.tmp'
+    stale.write_bytes(b'half a checkpoint')
+    kept.write_text('not ours')
+    in_process_model(sr_data, tmp_path)
+    assert not stale.exists() and kept.exists()

@@ -8,6 +8,7 @@ from reference_fixtures import fixture_cases, fixture_options, fixture_weights_p
 from safetensors.torch import save_file
 
 from hat_basicsr import HAT
+from hat_basicsr.utils.files import OutputError
 from hat_basicsr.utils.weights import (CheckpointError, CheckpointMismatchError, atomic_save, load_weights,
                                        read_state_dict)
 
@@ -93,6 +94,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 @pytest.mark.parametrize('content, match', [
     (b'not a checkpoint at all', 'cannot read checkpoint'),
+    (b'', 'is empty'),
     (None, 'checkpoint not found'),
 ])
 def test_unreadable_files_are_named(tmp_path, content, match):
@@ -111,12 +113,52 @@ def test_non_state_dict_is_refused(tmp_path):
         read_state_dict(path)
 
 
+@pytest.mark.parametrize('content, param_key, match', [
+    (torch.zeros(3), 'auto', 'holds a Tensor, not a state dict'),
+    ([{'w': torch.zeros(1)}], 'auto', 'holds a list, not a state dict'),
+    ({'params': torch.zeros(3)}, 'params', "entry 'params' holds a Tensor"),
+])
+def test_checkpoints_that_are_not_mappings_are_refused(tmp_path, content, param_key, match):
+    path = tmp_path / 'odd.pth'
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=match):
+        read_state_dict(path, param_key)
+
+
+@pytest.mark.parametrize('name', ['NET.SAFETENSORS', 'net.sft'])
+def test_safetensors_suffix_in_any_case(release_state, tmp_path, name):
+    save_file({key: value.contiguous() for key, value in release_state.items()}, str(tmp_path / name))
+    state = read_state_dict(tmp_path / name)
+    assert state.keys() == release_state.keys() and all(torch.equal(state[k], release_state[k]) for k in state)
+
+
+def test_atomic_save_gives_the_permissions_of_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_save({'params': {'w': torch.ones(2)}}, tmp_path / 'net.pth')
+    finally:
+        os.umask(previous)
+    assert (tmp_path / 'net.pth').stat().st_mode & 0o777 == 0o640
+
+
+def test_atomic_save_into_an_unusable_folder_names_it(tmp_path):
+    blocker = tmp_path / 'models'
+    blocker.write_bytes(b'a file where the folder should be')
+    with pytest.raises(OutputError, match='cannot create folder .*models'):
+        atomic_save({'params': {}}, blocker / 'net.pth')
+    target = tmp_path / 'net.pth'
+    target.mkdir()
+    with pytest.raises(OutputError, match='cannot write .*net.pth'):
+        atomic_save({'params': {}}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['models', 'net.pth'] and not any(target.iterdir())
+
+
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / 'net_g_latest.pth'
     atomic_save({'params': {'w': torch.ones(2)}}, path)
 
-    def failing_save(obj, stream):
-        stream.write(b'partial')
+    def failing_save(obj, target):
+        target.write_bytes(b'partial')
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, 'save', failing_save)

@@ -11,17 +11,27 @@ import cv2
 import numpy as np
 from torch import Tensor
 
+from hat_basicsr.utils.files import OutputError, atomic_write
+
 GAP = 4
 HEADER = 20
 WHITE = 255
 
 
+def check_image_writer(path: Union[str, Path]) -> None:
+    """An OutputError unless OpenCV can encode an image under this file name's extension."""
+    if not Path(path).suffix or not cv2.haveImageWriter(str(path)):
+        raise OutputError(f'{path}: OpenCV cannot write images with this extension (use .png)')
+
+
 def write_png(path: Union[str, Path], rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 array (creating the folder); an error if OpenCV cannot write it."""
+    """Write an RGB uint8 array atomically (creating the folder)."""
+    check_image_writer(path)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f'could not write image {path} (is the extension one OpenCV can encode?)')
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputError(f'{path}: OpenCV could not encode the image')
+    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
     return path
 
 

@@ -247,7 +247,8 @@ def relative_bias(owner: nn.Module, table: Tensor, rpi: Tensor) -> Tensor:
     """Gather a bias table into (heads, Nq, Nk); cached while the table is frozen (inference).
 
     The cache key carries the table's version counter, so loading weights or an optimizer step
-    invalidates it. `index_select` rather than indexing: its backward is an `index_add_`, which
+    invalidates it; writes through `.data` (BasicSR's EMA update) leave the counter alone, so code
+    that writes weights that way must call HAT.clear_caches (HATModel does). `index_select` rather than indexing: its backward is an `index_add_`, which
     on CPU takes a third of the time of indexing's accumulating `index_put_`. It takes no negative
     indices, which the OCA index holds (see relative_position_index_oca), hence the modulo.
     """
@@ -414,11 +415,28 @@ def _pair(value: Union[int, Sequence[int]]) -> Size2:
 def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: int, embed_dim: int,
                               depths: Sequence[int], num_heads: Sequence[int], window_size: int,
                               compress_ratio: int, squeeze_factor: int, overlap_ratio: float, upscale: int,
-                              upsampler: str, resi_connection: str) -> None:
-    """Raise ValueError naming the argument for settings the release would crash on later."""
+                              upsampler: str, resi_connection: str, img_range: float, mlp_ratio: float) -> None:
+    """Raise ValueError naming the argument for settings the release would crash on later (or, like
+    img_range 0, train on silently into NaNs)."""
 
     def fail(arg: str, why: str) -> None:
         raise ValueError(f'HAT: invalid {arg}: {why}')
+
+    is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)
+    integers = dict(in_chans=in_chans, embed_dim=embed_dim, window_size=window_size, compress_ratio=compress_ratio,
+                    squeeze_factor=squeeze_factor, upscale=upscale)
+    for arg, value in integers.items():
+        if not is_int(value):
+            fail(arg, f'{value!r} must be an integer')
+    for arg, values in dict(depths=depths, num_heads=num_heads).items():
+        if not isinstance(values, (list, tuple)) or not all(map(is_int, values)):
+            fail(arg, f'{values!r} must be a list of integers, one per RHAG')
+    for arg, value in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
+        if value < 1:
+            fail(arg, f'{value} must be >= 1 (it divides embed_dim)')
+    for arg, value in dict(img_range=img_range, mlp_ratio=mlp_ratio).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            fail(arg, f'{value!r} must be a positive number')
 
     if in_chans < 1:
         fail('in_chans', f'{in_chans} must be >= 1')
@@ -499,7 +517,7 @@ class HAT(nn.Module):
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
             num_heads=num_heads, window_size=window_size, compress_ratio=compress_ratio,
             squeeze_factor=squeeze_factor, overlap_ratio=overlap_ratio, upscale=upscale, upsampler=upsampler,
-            resi_connection=resi_connection)
+            resi_connection=resi_connection, img_range=img_range, mlp_ratio=mlp_ratio)
         num_feat = 64
         self.window_size = window_size
         self.overlap_ratio = overlap_ratio
@@ -586,6 +604,7 @@ class HAT(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def clear_caches(self) -> None:
+        """Drop the cached attention biases; needed after changing weights through `.data`."""
         for module in self.modules():
             if hasattr(module, '_bias_cache'):
                 module._bias_cache.clear()

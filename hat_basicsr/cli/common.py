@@ -7,9 +7,9 @@ from its weights) or a BasicSR option file (.yml/.yaml: any registered architect
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
-import tempfile
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,13 @@ import cv2
 import numpy as np
 import torch
 import yaml
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
+from basicsr.utils.color_util import rgb2ycbcr, ycbcr2rgb
+from hat_basicsr.models.hat_model import OptionError, tile_options
+from hat_basicsr.utils.files import atomic_write
 from hat_basicsr.utils.hat_config import checkpoint_options
 from hat_basicsr.utils.weights import CheckpointError, extract_state_dict, load_weights, read_checkpoint
 
@@ -29,6 +33,17 @@ OPTION_SUFFIXES = ('.yml', '.yaml')
 HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
 ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95]}
 SAMPLE_MAX = {np.dtype(np.uint8): (8, 255.0), np.dtype(np.uint16): (16, 65535.0)}
+EXIF_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> how to turn the stored (H, W, C) pixels upright (PIL's exif_transpose, in numpy).
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 class SourceError(ValueError):
@@ -47,6 +62,7 @@ class ModelSpec:
     weights: Union[None, Path, Dict[str, Tensor]]  # a path (option file) or loaded weights (checkpoint)
     param_key: Optional[str] = 'auto'
     strict: bool = True
+    tile: Optional[Dict[str, int]] = None  # an option file's `tile: {tile_size, tile_pad}`
 
 
 def report_error(command: str, error: BaseException) -> int:
@@ -83,9 +99,16 @@ def read_option_file(path: Path) -> Dict:
 def _option_file_spec(path: Path, param_key: Optional[str]) -> ModelSpec:
     options = read_option_file(path)
     network = options['network_g']
-    scale = options.get('scale', network.get('upscale', network.get('scale')))
+    network_scale = network.get('upscale', network.get('scale'))
+    scale = options.get('scale', network_scale)
     if not isinstance(scale, int):
         raise SourceError(f'option file {path}: no integer scale (top-level scale or network_g upscale)')
+    if network_scale is not None and network_scale != scale:
+        raise SourceError(f'option file {path}: scale {scale} but network_g upscales by {network_scale}')
+    try:
+        tile = tile_options(options)
+    except OptionError as error:
+        raise SourceError(f'option file {path}: {error}') from error
     path_options = options.get('path') or {}
     weights = path_options.get('pretrain_network_g')
     if weights:
@@ -96,7 +119,7 @@ def _option_file_spec(path: Path, param_key: Optional[str]) -> ModelSpec:
             weights = path.parent / weights
     return ModelSpec(network=network, scale=scale, weights=weights or None,
                      param_key=path_options.get('param_key_g', param_key),
-                     strict=path_options.get('strict_load_g', True))
+                     strict=path_options.get('strict_load_g', True), tile=tile)
 
 
 def resolve_source(source: Union[str, os.PathLike], param_key: Optional[str] = 'auto') -> ModelSpec:
@@ -125,27 +148,54 @@ def build_network(network: Dict) -> nn.Module:
         raise SourceError(f'cannot build network {network.get("type")!r}: {message}') from error
 
 
-def load_model(source: Union[str, os.PathLike], device: Union[str, torch.device], param_key: Optional[str] = 'auto',
-               allow_random_init: bool = False) -> Tuple[nn.Module, int]:
-    """(model in eval mode on `device`, scale) from a checkpoint or a BasicSR option file.
+def instantiate(spec: ModelSpec, source: Union[str, os.PathLike], device: Union[str, torch.device],
+                allow_random_init: bool = False) -> nn.Module:
+    """The model `spec` describes, with its weights, in eval mode on `device`.
 
     An option file without `path.pretrain_network_g` is refused unless `allow_random_init`
     (analysis tools that study an untrained network).
     """
-    spec = resolve_source(source, param_key)
     if spec.weights is None and not allow_random_init:
         raise SourceError(f'option file {source} sets no path.pretrain_network_g: there are no weights to load')
     model = build_network(spec.network)
     if spec.weights is not None:
         load_weights(model, spec.weights, strict=spec.strict, param_key=spec.param_key)
     device = resolve_device(device) if isinstance(device, str) else device
-    return model.eval().to(device), spec.scale
+    return model.eval().to(device)
+
+
+def load_model(source: Union[str, os.PathLike], device: Union[str, torch.device], param_key: Optional[str] = 'auto',
+               allow_random_init: bool = False) -> Tuple[nn.Module, int]:
+    """(model in eval mode on `device`, scale) from a checkpoint or a BasicSR option file."""
+    spec = resolve_source(source, param_key)
+    return instantiate(spec, source, device, allow_random_init), spec.scale
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    """Y (HxWx1) of a gray or RGB float image, in the range BasicSR's `color: y` datasets train
+    1-channel models on (ITU-R BT.601, 16/255..235/255), not OpenCV's full-range YCrCb."""
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    return rgb2ycbcr(rgb, y_only=True)[..., None]
+
+
+def upscale_luma(image: np.ndarray, run_model: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A gray or RGB image through a 1-channel (luminance) model: Y by the model, chroma bicubically.
+
+    The output has the input's channels; gray stays gray (its chroma is neutral).
+    """
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    ycbcr = rgb2ycbcr(rgb)
+    y = run_model(ycbcr[..., :1])
+    chroma = cv2.resize(ycbcr[..., 1:], (y.shape[1], y.shape[0]), interpolation=cv2.INTER_CUBIC)
+    result = np.clip(ycbcr2rgb(np.concatenate([y, chroma], axis=2)), 0, 1)
+    return result.mean(axis=2, keepdims=True) if image.shape[2] == 1 else result
 
 
 def read_image(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
     """(float32 HxWxC in [0, 1], C = 1 (gray) or 3 (RGB); alpha HxW or None; bits per sample 8 or 16).
 
-    Any file OpenCV decodes; samples stay exact (IMREAD_UNCHANGED, no 8-bit conversion).
+    Any file OpenCV decodes; samples stay exact (IMREAD_UNCHANGED, no 8-bit conversion), and the
+    EXIF orientation, which IMREAD_UNCHANGED ignores, is applied so photos come out upright.
     """
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
@@ -165,12 +215,22 @@ def read_image(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, Optional[np.n
     image = image.astype(np.float32) / peak
     if image.ndim == 2:
         image = image[..., None]
+    image = UPRIGHT.get(exif_orientation(data), lambda a: a)(image)
     channels = image.shape[2]
     if channels not in (1, 2, 3, 4):
         raise ImageError(f'{path}: {channels} channels are not supported')
-    alpha = image[..., -1] if channels in (2, 4) else None
+    alpha = np.ascontiguousarray(image[..., -1]) if channels in (2, 4) else None
     color = image[..., :3][..., ::-1] if channels >= 3 else image[..., :1]
     return np.ascontiguousarray(color), alpha, bit_depth
+
+
+def exif_orientation(data: np.ndarray) -> int:
+    """The EXIF orientation (1-8) of an encoded image; 1 (as stored) when it has none."""
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # formats or headers PIL cannot parse
+        return 1
 
 
 def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int = 8,
@@ -198,21 +258,6 @@ def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int
     if not ok:
         raise ImageError(f'{path}: cannot encode as {suffix}')
     atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temporary file beside `path`, then rename it: readers (and --skip-existing)
-    never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_command(add_parser: Callable[[argparse._SubParsersAction], None], argv: Sequence[str]) -> int:

@@ -25,13 +25,13 @@ from typing import Dict, List, Optional
 
 from torch import Tensor
 
-from hat_basicsr.cli.common import (OPTION_SUFFIXES, SourceError, atomic_write, build_network, read_option_file,
-                                    report_error, resolve_source)
+from hat_basicsr.cli.common import (OPTION_SUFFIXES, SourceError, build_network, read_option_file, report_error,
+                                    resolve_source)
+from hat_basicsr.utils.files import OutputError, atomic_write
 from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS
-from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights
+from hat_basicsr.utils.weights import SAFETENSORS_SUFFIXES, CheckpointError, atomic_save, is_safetensors, load_weights
 
 PTH_SUFFIXES = ('.pth', '.pt')
-SAFETENSORS_SUFFIX = '.safetensors'
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -78,8 +78,9 @@ def convert(src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'param
             option_file: Optional[Path] = None) -> Dict:
     """Convert `src` to `dst`; returns the network options (also written to safetensors metadata)."""
     suffix = dst.suffix.lower()
-    if suffix not in PTH_SUFFIXES + (SAFETENSORS_SUFFIX, ):
-        raise SourceError(f'{dst}: unknown output format {suffix!r}; use {", ".join(PTH_SUFFIXES)} or .safetensors')
+    if suffix not in PTH_SUFFIXES + SAFETENSORS_SUFFIXES:
+        raise SourceError(f'{dst}: unknown output format {suffix!r}; use one of '
+                          f'{", ".join(PTH_SUFFIXES + SAFETENSORS_SUFFIXES)}')
     if src.resolve() == dst.resolve():
         raise SourceError(f'{dst} is the source itself')
     if src.suffix.lower() in OPTION_SUFFIXES:
@@ -91,8 +92,12 @@ def convert(src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'param
         if network['type'] != 'HAT':
             raise SourceError(f'{option_file}: network_g is a {network["type"]}, not a HAT')
         options.update(network)
-    state = canonical_state_dict(state, options)
-    if suffix == SAFETENSORS_SUFFIX:
+    try:
+        state = canonical_state_dict(state, options)
+    except CheckpointError as error:
+        described_by = f'the network options of {option_file}' if option_file else 'the options read from its weights'
+        raise SourceError(f'{src} with {described_by}: {error}') from error
+    if is_safetensors(dst):
         save_safetensors(state, options, dst)
     else:
         atomic_save({pth_key: state}, dst)
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return report_error('convert', SourceError(f'{args.dst} exists (use --force to overwrite)'))
     try:
         options = convert(args.src, args.dst, args.param_key, args.pth_key, args.options)
-    except (SourceError, CheckpointError) as error:
+    except (SourceError, CheckpointError, OutputError) as error:
         return report_error('convert', error)
     for warning in portability_warnings(options):
         print(f'hat-basicsr convert: warning: {warning}', file=sys.stderr)

@@ -10,14 +10,14 @@ import argparse
 
 from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
 from hat_basicsr.cli.common import report_error
-from hat_basicsr.cli.lam import USER_ERRORS, add_model_arguments, load_inputs, positive
+from hat_basicsr.cli.lam import USER_ERRORS, add_model_arguments, load_inputs, non_negative, positive
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser('features', help='per-stage feature maps of an SR model as a PNG grid',
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
-    parser.add_argument('--channels', type=int, nargs='+', metavar='C',
+    parser.add_argument('--channels', type=non_negative(int), nargs='+', metavar='C',
                         help='channels to show (default: mean magnitude over all channels)')
     parser.add_argument('--columns', type=positive(int), default=6, help='stages per row of the grid (default 6)')
     parser.set_defaults(func=run)

@@ -13,34 +13,43 @@ import argparse
 from pathlib import Path
 from typing import Callable, Tuple, TypeVar
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from hat_basicsr.analysis.lam import (DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS, Box, BoxError, check_box,
                                       local_attribution_map, save_lam_panel)
-from hat_basicsr.cli.common import ImageError, SourceError, load_model, read_image, report_error, resolve_device
+from hat_basicsr.analysis.visual import check_image_writer
+from hat_basicsr.cli.common import ImageError, SourceError, load_model, luma, read_image, report_error, resolve_device
 from hat_basicsr.cli.upscale import model_channels
+from hat_basicsr.utils.files import OutputError
 from hat_basicsr.utils.weights import CheckpointError
 
 Number = TypeVar('Number', int, float)
-# What a user can get wrong on the command line (OSError: an output path that cannot be written):
-# reported in one line with exit status 2.
-USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OSError)
+# What a user can get wrong on the command line: reported in one line with exit status 2.
+USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OutputError)
 
 
-def positive(cast: Callable[[str], Number]) -> Callable[[str], Number]:
-    """An argparse type: `cast`, then refuse zero and negative values (argparse reports it, status 2)."""
+def checked(cast: Callable[[str], Number], valid: Callable[[Number], bool], requirement: str
+            ) -> Callable[[str], Number]:
+    """An argparse type: `cast`, then refuse values that are not `valid` (argparse reports it, status 2)."""
 
     def parse(text: str) -> Number:
         value = cast(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f'must be positive, got {text}')
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f'{requirement}, got {text}')
         return value
 
     parse.__name__ = cast.__name__  # argparse names the type in its "invalid int value" message
     return parse
+
+
+def positive(cast: Callable[[str], Number]) -> Callable[[str], Number]:
+    return checked(cast, lambda value: value > 0, 'must be positive')
+
+
+def non_negative(cast: Callable[[str], Number]) -> Callable[[str], Number]:
+    return checked(cast, lambda value: value >= 0, 'must be >= 0')
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,19 +79,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def model_input(image: np.ndarray, channels: int) -> Tensor:
-    """HxWxC float image -> (channels, H, W) tensor: gray is replicated for RGB models, RGB is reduced
-    to luminance (Y of YCrCb) for 1-channel models."""
+    """HxWxC float image -> (channels, H, W) tensor: gray is replicated for RGB models; 1-channel
+    models get luminance as BasicSR's `color: y` datasets compute it."""
     if image.shape[2] == 1 and channels == 3:
         image = np.repeat(image, 3, axis=2)
-    elif image.shape[2] == 3 and channels == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., :1]
+    elif channels == 1:
+        image = luma(image)
     elif image.shape[2] != channels:
         raise ImageError(f'a {channels}-channel model cannot analyse {image.shape[2]}-channel images')
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def load_inputs(args: argparse.Namespace) -> Tuple[nn.Module, int, Tensor, torch.device]:
-    """(model, scale, input tensor, device) from the shared arguments; raises one of USER_ERRORS."""
+    """(model, scale, input tensor, device) from the shared arguments; raises one of USER_ERRORS.
+    The output file's format is checked first, so a bad name fails before the computation."""
+    check_image_writer(args.output)
     device = resolve_device(args.device)
     model, scale = load_model(args.model, device, allow_random_init=True)
     image, _, _ = read_image(args.image)

@@ -6,15 +6,21 @@ Images keep their format, bit depth (16-bit stays 16-bit) and colour layout:
   and reattached. A constant alpha is simply extended.
 - gray image, 3-channel model: the gray plane is replicated to RGB, and the output's channel mean
   is written back as gray.
-- RGB image, 1-channel model (trained on luminance): the model upscales Y of YCrCb, chroma is
-  upscaled bicubically, and the result is converted back to RGB.
+- 1-channel model (trained on luminance, BasicSR's `color: y`): the model upscales Y in BasicSR's
+  range (BT.601, as its datasets compute it), chroma is upscaled bicubically; RGB comes back as RGB,
+  gray as gray.
+- JPEG/TIFF/WebP EXIF orientation is applied on reading, so outputs are stored upright (metadata,
+  the ICC profile included, is not copied to the output).
 Outputs keep the input's name (plus --suffix) and format; a folder is read non-recursively. A file
 that cannot be read or processed is reported on one line and the rest continue; the exit status is
-1 when any file failed, 2 when nothing could start (bad model, device or input path).
+1 when any file failed, 2 when nothing could start (bad model, device, input path or output folder,
+or a folder without images). With an option file as the model, its `tile:` section
+(tile_size, tile_pad) is the default for --tile and --tile-overlap.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List
@@ -25,10 +31,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hat_basicsr.cli.common import (ImageError, SourceError, load_model, read_image, report_error, resolve_device,
-                                    write_image)
+from hat_basicsr.cli.common import (ImageError, SourceError, instantiate, read_image, report_error, resolve_device,
+                                    resolve_source, upscale_luma, write_image)
+from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 from hat_basicsr.utils.acceleration import autocast_context
-from hat_basicsr.utils.tiling import tiled_forward
+from hat_basicsr.utils.files import OutputError, ensure_folder
+from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
 from hat_basicsr.utils.weights import CheckpointError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
@@ -44,8 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
     parser.add_argument('--param-key', default='auto', help='checkpoint entry to load (default: params_ema, '
                         'then params)')
-    parser.add_argument('--tile', type=int, default=0, help='tile side in input pixels; 0 = whole image')
-    parser.add_argument('--tile-overlap', type=int, default=16, help='context around each tile (pixels)')
+    parser.add_argument('--tile', type=int, help="tile side in input pixels; 0 = whole image (default: the option "
+                        "file's tile_size, else 0)")
+    parser.add_argument('--tile-overlap', type=int, help='context around each tile in input pixels (default: the '
+                        f"option file's tile_pad, else {DEFAULT_TILE_PAD})")
     parser.add_argument('--bf16', action='store_true', help='run under bfloat16 autocast')
     parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
     parser.add_argument('--alpha', choices=('model', 'bicubic'), default='model',
@@ -58,9 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def list_inputs(source: Path) -> List[Path]:
     if source.is_file():
         return [source]
-    if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    raise SourceError(f'input not found: {source}')
+    if not source.is_dir():
+        raise SourceError(f'input not found: {source}')
+    images = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SourceError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in folder {source}')
+    return images
 
 
 def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, tile_overlap: int,
@@ -80,15 +93,12 @@ def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, t
 def upscale_planes(image: np.ndarray, model_channels: int, run_model: Runner) -> np.ndarray:
     """Upscale a gray (HxWx1) or RGB (HxWx3) image with a 1- or 3-channel model (see module doc)."""
     channels = image.shape[2]
-    if channels == model_channels:
+    if channels == model_channels == 3:
         return run_model(image)
     if channels == 1 and model_channels == 3:
         return run_model(np.repeat(image, 3, axis=2)).mean(axis=2, keepdims=True)
-    if channels == 3 and model_channels == 1:
-        ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
-        luma = run_model(ycrcb[..., :1])
-        chroma = cv2.resize(ycrcb[..., 1:], (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_CUBIC)
-        return np.clip(cv2.cvtColor(np.concatenate([luma, chroma], axis=2), cv2.COLOR_YCrCb2RGB), 0, 1)
+    if model_channels == 1:
+        return upscale_luma(image, run_model)
     raise ImageError(f'a {model_channels}-channel model cannot process {channels}-channel images')
 
 
@@ -126,17 +136,31 @@ def model_channels(model: nn.Module) -> int:
     return channels
 
 
+def check_suffix(suffix: str) -> None:
+    if '/' in suffix or os.sep in suffix:
+        raise SourceError(f'--suffix {suffix!r} contains a path separator; outputs go into the output folder')
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        if (args.tile or 0) < 0 or (args.tile_overlap or 0) < 0:
+            raise SourceError('--tile and --tile-overlap must be >= 0')
+        check_suffix(args.suffix)
         inputs = list_inputs(args.input)
+        ensure_folder(args.output)
         device = resolve_device(args.device)
-        model, scale = load_model(args.model, device, args.param_key)
-    except (SourceError, CheckpointError) as error:
+        spec = resolve_source(args.model, args.param_key)
+        model = instantiate(spec, args.model, device)
+    except (SourceError, CheckpointError, OutputError) as error:
         return report_error('upscale', error)
-    if args.tile < 0 or args.tile_overlap < 0:
-        return report_error('upscale', SourceError('--tile and --tile-overlap must be >= 0'))
+    tile_defaults = spec.tile or {'tile_size': 0, 'tile_pad': DEFAULT_TILE_PAD}
+    tile = tile_defaults['tile_size'] if args.tile is None else args.tile
+    overlap = tile_defaults['tile_pad'] if args.tile_overlap is None else args.tile_overlap
+    warning = off_grid_warning(tile, overlap, getattr(model, 'window_size', None)) if tile else None
+    if warning:
+        tqdm.write(f'hat-basicsr upscale: warning: {warning}', file=sys.stderr)
     channels = model_channels(model)
-    run_model = make_runner(model, scale, device, args.tile, args.tile_overlap, args.bf16)
+    run_model = make_runner(model, spec.scale, device, tile, overlap, args.bf16)
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line reports replace its noise
     failed: List[Path] = []
     skipped = 0
@@ -146,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            process(source, target, channels, scale, run_model, args.alpha)
-        except ImageError as error:
+            process(source, target, channels, spec.scale, run_model, args.alpha)
+        except (ImageError, OutputError) as error:
             failed.append(source)
             tqdm.write(f'hat-basicsr upscale: failed: {error}', file=sys.stderr)
         except (RuntimeError, ValueError) as error:  # the model refusing or failing on this image

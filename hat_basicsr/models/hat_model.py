@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -15,9 +15,12 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
+from PIL import Image
+
 from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
+from hat_basicsr.utils.files import remove_stale_temporaries
 from hat_basicsr.utils.registration import register_once
-from hat_basicsr.utils.tiling import tiled_forward
+from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
 from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights, read_checkpoint
 
 # Context (in LR pixels) each tile reads beyond its core when `tile_pad` is not given. Measured on
@@ -33,7 +36,7 @@ class OptionError(ValueError):
     """An option file value HATModel cannot use."""
 
 
-def _tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
+def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
     """Validate `tile: {tile_size, tile_pad}`; None (whole-image inference) when absent."""
     tile = opt.get('tile')
     if tile is None:
@@ -49,6 +52,32 @@ def _tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
         raise OptionError(f'tile.tile_pad must be a non-negative integer (LR pixels), got {pad!r}')
     return {'tile_size': size, 'tile_pad': pad}
+
+
+def _image_size(path: Any) -> Optional[Tuple[int, int]]:
+    """(width, height) from the file's header; None for what is not an image file (an LMDB key)."""
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def check_pair_scale(dataset: Any, scale: int) -> None:
+    """Outside training BasicSR's PairedImageDataset crops the GT to scale x LQ without a word, so
+    LQ images made for another scale would be scored against a corner of their GT. An OptionError
+    names the first such pair (datasets of files only; LMDB keys are not checked)."""
+    for pair in getattr(dataset, 'paths', None) or []:
+        if not isinstance(pair, Mapping) or 'gt_path' not in pair or 'lq_path' not in pair:
+            return
+        gt, lq = _image_size(pair['gt_path']), _image_size(pair['lq_path'])
+        if gt is None or lq is None:
+            continue
+        if not all(low * scale <= high < (low + 1) * scale for high, low in zip(gt, lq)):
+            raise OptionError(f"{pair['lq_path']} ({lq[0]}x{lq[1]}) is not the x{scale} LQ of {pair['gt_path']} "
+                              f'({gt[0]}x{gt[1]}): check dataroot_lq and scale')
 
 
 def _plain(value: Any) -> Any:
@@ -75,18 +104,25 @@ class HATModel(SRModel):
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['num_gpu'] != 0 and not torch.cuda.is_available():
             raise OptionError(f"num_gpu: {opt['num_gpu']} but CUDA is not available; use num_gpu: 0 or auto for CPU")
-        self.tile = _tile_options(opt)
+        self.tile = tile_options(opt)
         try:
             self.acceleration = AccelerationOptions.from_dict(opt.get('acceleration'))
         except ValueError as error:
             raise OptionError(str(error)) from error
         super().__init__(opt)
-        window = self.get_bare_model(self.net_g).window_size
-        if self.tile is not None and (self.tile['tile_size'] % window or self.tile['tile_pad'] % window):
-            get_root_logger().warning(
-                f'tile_size {self.tile["tile_size"]} / tile_pad {self.tile["tile_pad"]} are not multiples of '
-                f'window_size {window}: tiles then pad themselves differently from the whole image, so the '
-                'output differs more from whole-image inference near the bottom/right borders.')
+        upscale = getattr(self.get_bare_model(self.net_g), 'upscale', opt['scale'])
+        if upscale != opt['scale']:
+            raise OptionError(f"network_g upscales by {upscale} but the option file's scale is {opt['scale']}")
+        if self.is_train and opt.get('rank', 0) == 0:
+            for folder in ('models', 'training_states'):
+                for path in remove_stale_temporaries(opt['path'][folder]):
+                    get_root_logger().info(f'Removed {path}, left by a save that was killed.')
+        self._checked_datasets: set = set()
+        if self.tile is not None:
+            warning = off_grid_warning(self.tile['tile_size'], self.tile['tile_pad'],
+                                       self.get_bare_model(self.net_g).window_size)
+            if warning:
+                get_root_logger().warning(warning)
 
     def get_bare_model(self, net: nn.Module) -> nn.Module:
         """Also unwrap torch.compile (`_orig_mod`), in any order with DDP/DataParallel, so EMA
@@ -113,6 +149,22 @@ class HATModel(SRModel):
         optimizer and EMA updates are not autocast ops, so weights stay float32."""
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
+
+    def model_ema(self, decay: float = 0.999) -> None:
+        """BasicSR's EMA update writes through `.data`, which leaves the parameters' version counters
+        (what HAT's attention-bias caches are keyed on) unchanged: drop the EMA network's caches, or
+        validation would keep using the biases of its first run."""
+        super().model_ema(decay)
+        clear_caches = getattr(self.get_bare_model(self.net_g_ema), 'clear_caches', None)
+        if clear_caches is not None:
+            clear_caches()
+
+    def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
+        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""
+        if id(dataloader.dataset) not in self._checked_datasets:
+            check_pair_scale(dataloader.dataset, self.opt['scale'])
+            self._checked_datasets.add(id(dataloader.dataset))
+        super().validation(dataloader, current_iter, tb_logger, save_img)
 
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True,
                      param_key: Optional[str] = 'params') -> None:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Mapping, Optional
 
 from torch import Tensor
 
-from hat_basicsr.utils.weights import CheckpointError
+from hat_basicsr.utils.weights import CheckpointError, is_safetensors
 
 METADATA_KEY = 'hat_basicsr.network_g'
 NUM_FEAT = 64
@@ -128,7 +128,7 @@ def infer_hat_options(state_dict: Mapping[str, Tensor]) -> Dict:
 
 def read_metadata_options(path: str | Path) -> Optional[Dict]:
     """The network options stored in a safetensors file's metadata by `hat-basicsr convert`, if any."""
-    if Path(path).suffix != '.safetensors':
+    if not is_safetensors(path):
         return None
     from safetensors import safe_open
     try:

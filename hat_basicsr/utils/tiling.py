@@ -2,7 +2,7 @@
 by the tile while the output has no seams."""
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -35,6 +35,15 @@ def _ramp(start: int, end: int, length: int, overlap: int, scale: int) -> Tensor
         tail = weights[-band:]
         weights[-band:] = torch.minimum(tail, ramp.flip(0)[-tail.numel():])
     return weights
+
+
+def off_grid_warning(tile_size: int, tile_overlap: int, window_size: Optional[int]) -> Optional[str]:
+    """Why tiles that are not multiples of the window change the output, or None when they are."""
+    if not window_size or (tile_size % window_size == 0 and tile_overlap % window_size == 0):
+        return None
+    return (f'tile size {tile_size} / tile overlap {tile_overlap} are not multiples of window_size {window_size}: '
+            'tiles then pad themselves differently from the whole image, so the output differs more from '
+            'whole-image inference near the bottom/right borders.')
 
 
 def tiled_forward(net: Callable[[Tensor], Tensor], lq: Tensor, scale: int, tile_size: int, tile_overlap: int = 16,

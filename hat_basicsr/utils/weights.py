@@ -10,15 +10,17 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from hat_basicsr.utils.files import atomic_write
+
 PARAM_KEYS = ('params_ema', 'params', 'state_dict')
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+SAFETENSORS_SUFFIXES = ('.safetensors', '.sft')
 # Buffers derived from the hyperparameters alone; a checkpoint without them still loads.
 DERIVED_BUFFERS = ('relative_position_index_SA', 'relative_position_index_OCA')
 MAX_LISTED = 12
@@ -42,8 +44,10 @@ def read_checkpoint(source: Source) -> Mapping:
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
+    if path.stat().st_size == 0:
+        raise CheckpointError(f'checkpoint {path} is empty (0 bytes)')
     try:
-        if path.suffix == '.safetensors':
+        if is_safetensors(path):
             from safetensors.torch import load_file
             return load_file(str(path), device='cpu')
         return torch.load(path, map_location='cpu', weights_only=True)
@@ -56,6 +60,10 @@ def read_checkpoint(source: Source) -> Mapping:
                               'it is refused because loading it could run code') from error
     except Exception as error:
         raise CheckpointError(f'cannot read checkpoint {path}: {type(error).__name__}: {error}') from error
+
+
+def is_safetensors(path: Union[str, os.PathLike]) -> bool:
+    return Path(path).suffix.lower() in SAFETENSORS_SUFFIXES
 
 
 def strip_wrapper_prefixes(key: str) -> str:
@@ -72,6 +80,9 @@ def strip_wrapper_prefixes(key: str) -> str:
 def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = 'auto') -> Dict[str, Tensor]:
     """Pick the weights out of a checkpoint: `param_key`, or with 'auto' the first of
     params_ema / params / state_dict present, or the mapping itself when it is a flat state dict."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f'checkpoint holds a {type(checkpoint).__name__}, not a state dict or a BasicSR '
+                              'checkpoint')
     if param_key in (None, '', 'auto'):
         nested = [key for key in PARAM_KEYS if isinstance(checkpoint.get(key), Mapping)]
         state = checkpoint[nested[0]] if nested else checkpoint
@@ -79,6 +90,8 @@ def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = 'auto') -
         state = checkpoint[param_key]
     else:
         raise CheckpointError(f"checkpoint has no '{param_key}' entry; it has: {sorted(checkpoint)[:MAX_LISTED]}")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint entry '{param_key}' holds a {type(state).__name__}, not a state dict")
     not_tensors = [key for key, value in state.items() if not isinstance(value, Tensor)]
     if not state or not_tensors:
         raise CheckpointError('checkpoint holds no state dict (entries that are not tensors: '
@@ -116,12 +129,13 @@ def load_weights(model: nn.Module, source: Source, strict: bool = True,
     problems = [_listing(title, items) for title, items in
                 (('missing keys', missing), ('unexpected keys', unexpected), ('shape differences', mismatched))
                 if items]
-    name = source if not isinstance(source, Mapping) else 'the given state dict'
+    name = f'checkpoint {source}' if not isinstance(source, Mapping) else 'the state dict'
     if problems and strict:
         raise CheckpointMismatchError(
-            f'checkpoint {name} does not fit {type(model).__name__}:\n  ' + '\n  '.join(problems) +
+            f'{name} does not fit {type(model).__name__}:\n  ' + '\n  '.join(problems) +
             '\n  (the hyperparameters differ: check embed_dim, depths, num_heads, window_size, upscale, in_chans; '
-            'use strict_load: false to load only the matching weights)')
+            'to load only the matching weights set path.strict_load_g: false in the option file, or pass '
+            'strict=False)')
     if problems:
         logger.warning(f'loading {name} non-strictly; skipped:\n  ' + '\n  '.join(problems))
     fitting = {key: value for key, value in state.items()
@@ -131,17 +145,5 @@ def load_weights(model: nn.Module, source: Source, strict: bool = True,
 
 
 def atomic_save(obj, path: Union[str, os.PathLike]) -> None:
-    """torch.save to a temporary file beside `path`, then rename: a kill never leaves a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save that never leaves a half-written file (see atomic_write)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))

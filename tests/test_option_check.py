@@ -1,0 +1,93 @@
+"""Option files are checked, before BasicSR acts on them, for what BasicSR would silently misread;
+the train/test entry points report bad options, data and checkpoints in one line."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_python, train_options, write_options
+
+from hat_basicsr.train import error_summary, main as train_main, option_file_argument
+from hat_basicsr.utils.option_check import OptionFileError, check_options
+
+OPTIONS = Path(__file__).resolve().parents[1] / 'options'
+
+
+@pytest.mark.parametrize('path', sorted(OPTIONS.rglob('*.yml')), ids=lambda p: str(p.relative_to(OPTIONS)))
+def test_shipped_option_files_pass_without_warnings(path):
+    opt = yaml.safe_load(path.read_text())
+    assert check_options(opt, str(path), is_train=path.relative_to(OPTIONS).parts[0] == 'train') == []
+
+
+def test_an_exponent_without_a_dot_is_refused_with_the_fix(sr_data):
+    opt = train_options(sr_data, 'lr')
+    opt['train']['optim_g']['lr'] = '2e-4'  # what YAML 1.1 makes of `lr: 2e-4`
+    with pytest.raises(OptionFileError, match=r"train\.optim_g\.lr: '2e-4' is read as a string .* 2\.0e-4"):
+        check_options(opt, 'x.yml', is_train=True)
+
+
+@pytest.mark.parametrize('key, suggestion', [('pretrained_network_g', 'pretrain_network_g'),
+                                             ('strict_loads', 'strict_load_g'), ('my_folder', None)])
+def test_unknown_path_entries_are_refused(sr_data, key, suggestion):
+    opt = train_options(sr_data, 'paths')
+    opt['path'][key] = 'weights/net.pth'
+    with pytest.raises(OptionFileError, match=f'unknown entry path.{key}') as error:
+        check_options(opt, 'x.yml', is_train=True)
+    assert (f"did you mean '{suggestion}'" in str(error.value)) == (suggestion is not None)
+
+
+def test_testing_without_weights_is_refused(sr_data):
+    opt = train_options(sr_data, 'test')
+    with pytest.raises(OptionFileError, match='randomly initialised'):
+        check_options(opt, 'x.yml', is_train=False)
+    opt['path']['pretrain_network_g'] = 'net.pth'
+    assert check_options(opt, 'x.yml', is_train=False) == []
+
+
+def test_unknown_train_entries_are_warned_about(sr_data):
+    opt = train_options(sr_data, 'ema')
+    opt['train']['ema_decy'] = opt['train'].pop('ema_decay')
+    opt['train']['my_custom_weight'] = 0.5
+    warnings = check_options(opt, 'x.yml', is_train=True)
+    assert len(warnings) == 2
+    assert "train.ema_decy is not read" in warnings[0] and "did you mean 'ema_decay'" in warnings[0]
+    assert 'my_custom_weight' in warnings[1] and 'did you mean' not in warnings[1]
+
+
+def test_option_file_argument_forms():
+    assert option_file_argument(['-opt', 'a.yml', '--auto_resume']) == 'a.yml'
+    assert option_file_argument(['--debug', '-opt=b.yml']) == 'b.yml'
+    assert option_file_argument(['--auto_resume']) is None
+
+
+def test_worker_errors_are_summarised_to_their_message():
+    class CorruptImage(RuntimeError):
+        pass
+
+    error = CorruptImage('Caught CorruptImage in DataLoader worker process 0.\nOriginal Traceback (most recent '
+                         'call last):\n  File "x.py", line 1\nCorruptImage: cannot decode data/a.png\n')
+    assert error_summary(error) == 'cannot decode data/a.png'
+    assert error_summary(ValueError('plain')) == 'plain'
+
+
+def test_train_refuses_a_misspelled_path_entry_before_creating_anything(sr_data, tmp_path, monkeypatch, capsys):
+    opt = train_options(sr_data, 'misspelled')
+    opt['path']['pretrained_network_g'] = 'weights/HAT_SRx2.pth'
+    options = write_options(tmp_path / 'opt.yml', opt)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_status:
+        train_main(['-opt', str(options)])
+    assert 'unknown entry path.pretrained_network_g' in str(exit_status.value.code)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['opt.yml']
+
+
+def test_train_reports_a_bad_network_argument_in_one_line(sr_data, tmp_path):
+    opt = copy.deepcopy(train_options(sr_data, 'bad_arg'))
+    opt['network_g']['embed_dims'] = opt['network_g'].pop('embed_dim')
+    options = write_options(tmp_path / 'opt.yml', opt)
+    proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "hat_basicsr.train: error: TypeError: HAT got unexpected arguments: ['embed_dims']"
