@@ -11,13 +11,15 @@ import os
 import re
 import sys
 import types
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
 PATCH_MARK = '_hat_basicsr_fix'
 STATE_FILE = re.compile(r'(\d+)\.state')
 logger = logging.getLogger('basicsr')
+# LMDB environments opened through BasicSR's LmdbBackend: real path -> (pid of the opener, environment).
+_lmdb_environments: Dict[str, Tuple[int, Any]] = {}
 
 
 def _provide_torchvision_functional_tensor() -> None:
@@ -121,13 +123,51 @@ def _fix_cuda_prefetcher(original: type) -> Callable:
     return cuda_prefetcher
 
 
+def shared_lmdb_environment(path: str, **options: Any) -> Any:
+    """The process's one environment for the LMDB at `path` (opened with `options` the first time).
+
+    One inherited over fork is closed and reopened: LMDB forbids using an environment in a child
+    process, and py-lmdb would otherwise refuse the reopening."""
+    import lmdb
+    key = os.path.realpath(path)
+    owner, environment = _lmdb_environments.get(key, (None, None))
+    if environment is not None and owner == os.getpid():
+        return environment
+    if environment is not None:
+        environment.close()
+    environment = lmdb.open(path, **options)
+    _lmdb_environments[key] = (os.getpid(), environment)
+    return environment
+
+
+def _fix_lmdb_backend(_original: Callable) -> Callable:
+    """py-lmdb >= 3.0 refuses to open an environment that is already open in the process, and a
+    DataLoader worker forked after its parent opened one inherits that refusal. BasicSR's
+    LmdbBackend opens an environment per FileClient, so two datasets on one LMDB (ImageNet training
+    and validation on the same database) fail with lmdb.Error. Here environments are shared per
+    path within a process (shared_lmdb_environment)."""
+
+    def __init__(self, db_paths: Any, client_keys: Any = 'default', readonly: bool = True, lock: bool = False,
+                 readahead: bool = False, **kwargs: Any) -> None:
+        client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
+        self.db_paths = [str(path) for path in (db_paths if isinstance(db_paths, (list, tuple)) else [db_paths])]
+        if len(client_keys) != len(self.db_paths):
+            raise ValueError(f'LMDB backend: {len(client_keys)} client_keys for {len(self.db_paths)} db_paths')
+        self._client = {key: shared_lmdb_environment(path, readonly=readonly, lock=lock, readahead=readahead,
+                                                     **kwargs) for key, path in zip(client_keys, self.db_paths)}
+
+    return __init__
+
+
 def apply() -> None:
     _provide_torchvision_functional_tensor()
     import basicsr  # noqa: F401  (imports every module patched below)
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
+    from basicsr.utils.file_client import LmdbBackend
     train = importlib.import_module('basicsr.train')
     _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
     _patch(BaseModel, 'model_to_device', _fix_model_to_device)
     _patch(train, 'load_resume_state', _fix_load_resume_state)
     _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
+    _patch(LmdbBackend, '__init__', _fix_lmdb_backend)

@@ -178,3 +178,45 @@ def test_basicsr_train_and_test_paths_use_no_removed_numpy_aliases():
     hits = [f'{name}:{number}: {line.strip()}' for name in modules
             for number, line in enumerate((root / name).read_text().splitlines(), 1) if removed.search(line)]
     assert not hits, hits
+
+
+@pytest.fixture
+def tiny_lmdb(tmp_path):
+    import cv2
+    import numpy as np
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), np.random.default_rng(0).integers(0, 256, (48, 48, 3), np.uint8))
+    make_lmdb_from_imgs(str(folder), str(tmp_path / 'db.lmdb'), ['a.png'], ['a'])
+    return str(tmp_path / 'db.lmdb')
+
+
+def test_py_lmdb_refuses_to_open_an_environment_twice(tiny_lmdb):
+    """Why the LmdbBackend fix exists (py-lmdb >= 3.0)."""
+    import lmdb
+    first = lmdb.open(tiny_lmdb, readonly=True, lock=False)
+    try:
+        with pytest.raises(lmdb.Error, match='already open'):
+            lmdb.open(tiny_lmdb, readonly=True, lock=False)
+    finally:
+        first.close()
+
+
+def _read_in_child(path: str, results) -> None:
+    from basicsr.utils import FileClient
+    results.put(FileClient('lmdb', db_paths=path).get('a'))
+
+
+def test_two_lmdb_file_clients_on_one_database_and_a_forked_worker(tiny_lmdb):
+    import multiprocessing
+    from basicsr.utils import FileClient
+    train, val = (FileClient('lmdb', db_paths=tiny_lmdb) for _ in range(2))
+    assert train.get('a') == val.get('a') and len(train.get('a')) > 0
+    context = multiprocessing.get_context('fork')  # how DataLoader workers start on Linux
+    results = context.Queue()
+    worker = context.Process(target=_read_in_child, args=(tiny_lmdb, results))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0 and results.get(timeout=5) == train.get('a')
+    assert val.get('a') == train.get('a')  # the parent's environment is untouched by the child
