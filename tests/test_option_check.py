@@ -9,8 +9,9 @@ import pytest
 import yaml
 from conftest import run_python, train_options, write_options
 
-from hat_basicsr.train import error_summary, main as train_main, option_file_argument
-from hat_basicsr.utils.option_check import OptionFileError, check_options
+from hat_basicsr.train import main as train_main
+from hat_basicsr.utils.option_check import OptionFileError, check_options, option_file_argument
+from hat_basicsr.utils.user_errors import user_error_message
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 
@@ -63,13 +64,34 @@ def test_option_file_argument_forms():
 
 
 def test_worker_errors_are_summarised_to_their_message():
-    class CorruptImage(RuntimeError):
+    class CorruptImage(OSError):
         pass
 
     error = CorruptImage('Caught CorruptImage in DataLoader worker process 0.\nOriginal Traceback (most recent '
                          'call last):\n  File "x.py", line 1\nCorruptImage: cannot decode data/a.png\n')
-    assert error_summary(error) == 'cannot decode data/a.png'
-    assert error_summary(ValueError('plain')) == 'plain'
+    assert user_error_message(error) == 'CorruptImage: cannot decode data/a.png'
+    assert user_error_message(ValueError('plain')) == 'ValueError: plain'
+    assert user_error_message(NameError('a bug')) is None
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_corrupt_image_in_a_paired_folder_is_reported_in_one_line(sr_data, tmp_path, workers):
+    import shutil
+    folders = {name: tmp_path / name for name in ('HR', 'LR')}
+    for name, folder in folders.items():
+        shutil.copytree(sr_data[f'train_{name.lower()}'], folder)
+    broken = sorted(folders['LR'].iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:300])
+    dataset = {'type': 'PairedImageDataset', 'dataroot_gt': str(folders['HR']), 'dataroot_lq': str(folders['LR']),
+               'io_backend': {'type': 'disk'}}
+    opt = train_options(sr_data, f'corrupt{workers}', val_freq=None, train_dataset=dataset)
+    opt['datasets']['train'].update(num_worker_per_gpu=workers, use_hflip=False, use_rot=False, batch_size_per_gpu=4)
+    options = write_options(tmp_path / 'opt.yml', opt)
+    proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert last.startswith('hat_basicsr.train: error: cannot decode an image of the dataset')
+    assert (f'lq_path {broken}' in last) if workers == 0 else ('set num_worker_per_gpu: 0' in last)
 
 
 def test_train_refuses_a_misspelled_path_entry_before_creating_anything(sr_data, tmp_path, monkeypatch, capsys):

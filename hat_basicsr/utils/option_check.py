@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Iterator, List, Mapping, Tuple
+import sys
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = ('experiments_root', 'results_root', 'models', 'training_states', 'log', 'visualization',
@@ -64,3 +67,27 @@ def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
     train = (opt.get('train') or {}) if is_train else {}
     return [f'{source}: train.{key} is not read by BasicSR or hat_basicsr{_suggestion(str(key), TRAIN_KEYS)}; '
             'it has no effect unless a custom model reads it' for key in train if key not in TRAIN_KEYS]
+
+
+def option_file_argument(args: Sequence[str]) -> Optional[str]:
+    """The value of BasicSR's -opt argument, if given."""
+    for index, arg in enumerate(args):
+        if arg == '-opt' and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith('-opt='):
+            return arg.split('=', 1)[1]
+    return None
+
+
+def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None:
+    """check_options on the -opt file (an unreadable file is left to BasicSR to report)."""
+    from basicsr.utils.options import ordered_yaml
+    path = option_file_argument(args)
+    try:
+        with open(path, encoding='utf-8') as stream:
+            opt = yaml.load(stream, Loader=ordered_yaml()[0])
+    except (TypeError, OSError, yaml.YAMLError):
+        return
+    if isinstance(opt, dict):
+        for warning in check_options(opt, path, is_train):
+            print(f'{prog}: warning: {warning}', file=sys.stderr)
