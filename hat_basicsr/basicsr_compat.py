@@ -111,13 +111,16 @@ def _fix_load_resume_state(_original: Callable) -> Callable:
 
 def _fix_cuda_prefetcher(original: type) -> Callable:
     """`prefetch_mode: cuda` builds CUDAPrefetcher, which creates a torch.cuda.Stream and fails
-    without a GPU (or with num_gpu: 0). It falls back to the CPU prefetcher with a warning."""
+    without a GPU (or with num_gpu: 0). It falls back to the CPU prefetcher with a warning; the
+    pin_memory that train_pipeline then insists on is only the CUDA prefetcher's concern, so the
+    fallback marks it set (the data loader is already built by then)."""
     from basicsr.data.prefetch_dataloader import CPUPrefetcher
 
     def cuda_prefetcher(loader: Any, opt: Dict[str, Any]) -> Any:
         if torch.cuda.is_available() and opt['num_gpu'] != 0:
             return original(loader, opt)
         logger.warning('prefetch_mode: cuda needs a GPU (num_gpu != 0); using the CPU prefetcher instead.')
+        opt['datasets']['train']['pin_memory'] = True
         return CPUPrefetcher(loader)
 
     return cuda_prefetcher

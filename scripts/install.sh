@@ -12,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-EXTRAS=${HAT_EXTRAS:-test}
+EXTRAS=${HAT_EXTRAS-test}  # HAT_EXTRAS="" installs no extras
 
 "$PYTHON" -m pip install --upgrade pip setuptools wheel cython
-"$PYTHON" -m pip install -e ".[${EXTRAS}]"
+"$PYTHON" -m pip install -e ".${EXTRAS:+[$EXTRAS]}"
 "$PYTHON" -m pip install --no-deps --no-build-isolation "basicsr==1.4.2"
 "$PYTHON" -c "import hat_basicsr, basicsr, torchvision; print('hat_basicsr', hat_basicsr.__version__, '| basicsr', basicsr.__version__, '| torch', __import__('torch').__version__)"

@@ -150,7 +150,7 @@ def test_cuda_prefetch_mode_falls_back_to_cpu_with_a_warning(caplog):
     import basicsr.train
     batches = [{'lq': torch.zeros(1)}, {'lq': torch.ones(1)}]
     with caplog.at_level('WARNING', logger='basicsr'):
-        prefetcher = basicsr.train.CUDAPrefetcher(batches, {'num_gpu': 0})
+        prefetcher = basicsr.train.CUDAPrefetcher(batches, {'num_gpu': 0, 'datasets': {'train': {}}})
     assert 'CPU prefetcher' in caplog.text
     assert [prefetcher.next(), prefetcher.next(), prefetcher.next()] == [*batches, None]
     prefetcher.reset()

@@ -61,6 +61,14 @@ def test_train_from_lmdb(sr_data, tmp_path, dataset_type):
     assert (run / 'models' / 'net_g_2.pth').is_file()
 
 
+def test_cuda_prefetch_mode_trains_on_cpu_without_pin_memory(sr_data, tmp_path):
+    opt = train_options(sr_data, 'cuda_prefetch', total_iter=2, checkpoint_freq=2, val_freq=None)
+    opt['datasets']['train']['prefetch_mode'] = 'cuda'
+    run = _train(tmp_path, opt)
+    assert 'using the CPU prefetcher instead' in read_log(run, 'train_cuda_prefetch')
+    assert (run / 'models' / 'net_g_2.pth').is_file()
+
+
 def _val_loader(sr_data):
     from basicsr.data import build_dataloader, build_dataset
     dataset_opt = val_dataset(sr_data)

@@ -13,9 +13,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import Tensor, nn
-
 from PIL import Image
+from torch import Tensor, nn
 
 from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
 from hat_basicsr.utils.files import remove_stale_temporaries
