@@ -333,3 +333,11 @@ def test_luminance_models_get_y_as_basicsr_computes_it():
     for image in (rgb, rgb[..., :1]):
         expected = rgb2ycbcr(np.repeat(image, 3 // image.shape[2], axis=2), y_only=True)
         assert torch.equal(model_input(image, 1)[0], torch.from_numpy(expected))
+
+
+def test_cli_truncated_image_is_reported_without_opencv_noise(photo, edsr_options, tmp_path, capfd):
+    truncated = tmp_path / 'cut.png'
+    truncated.write_bytes(photo.read_bytes()[:200])
+    status = cli_main(['features', str(truncated), '-m', str(edsr_options), '-o', str(tmp_path / 'f.png')])
+    error = capfd.readouterr().err
+    assert status == 2 and error.count('\n') == 1 and 'cut.png' in error and 'WARN' not in error

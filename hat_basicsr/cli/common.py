@@ -224,6 +224,11 @@ def read_image(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, Optional[np.n
     return np.ascontiguousarray(color), alpha, bit_depth
 
 
+def silence_opencv() -> None:
+    """Our one-line reports replace OpenCV's own log lines about files it cannot decode."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def exif_orientation(data: np.ndarray) -> int:
     """The EXIF orientation (1-8) of an encoded image; 1 (as stored) when it has none."""
     try:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from hat_basicsr.analysis.lam import (DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS, Box, BoxError, check_box,
                                       local_attribution_map, save_lam_panel)
 from hat_basicsr.analysis.visual import check_image_writer
-from hat_basicsr.cli.common import ImageError, SourceError, load_model, luma, read_image, report_error, resolve_device
+from hat_basicsr.cli.common import (ImageError, SourceError, load_model, luma, read_image, report_error, resolve_device,
+                                    silence_opencv)
 from hat_basicsr.cli.upscale import model_channels
 from hat_basicsr.utils.files import OutputError
 from hat_basicsr.utils.weights import CheckpointError
@@ -96,6 +97,7 @@ def load_inputs(args: argparse.Namespace) -> Tuple[nn.Module, int, Tensor, torch
     check_image_writer(args.output)
     device = resolve_device(args.device)
     model, scale = load_model(args.model, device, allow_random_init=True)
+    silence_opencv()
     image, _, _ = read_image(args.image)
     return model, scale, model_input(image, model_channels(model)), device
 

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hat_basicsr.cli.common import (ImageError, SourceError, instantiate, read_image, report_error, resolve_device,
-                                    resolve_source, upscale_luma, write_image)
+                                    resolve_source, silence_opencv, upscale_luma, write_image)
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 from hat_basicsr.utils.acceleration import autocast_context
 from hat_basicsr.utils.files import OutputError, ensure_folder
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(f'hat-basicsr upscale: warning: {warning}', file=sys.stderr)
     channels = model_channels(model)
     run_model = make_runner(model, spec.scale, device, tile, overlap, args.bf16)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line reports replace its noise
+    silence_opencv()
     failed: List[Path] = []
     skipped = 0
     for source in tqdm(inputs, desc='upscale', unit='image'):
