@@ -248,9 +248,11 @@ def relative_bias(owner: nn.Module, table: Tensor, rpi: Tensor) -> Tensor:
 
     The cache key carries the table's version counter, so loading weights or an optimizer step
     invalidates it; writes through `.data` (BasicSR's EMA update) leave the counter alone, so code
-    that writes weights that way must call HAT.clear_caches (HATModel does). `index_select` rather than indexing: its backward is an `index_add_`, which
-    on CPU takes a third of the time of indexing's accumulating `index_put_`. It takes no negative
-    indices, which the OCA index holds (see relative_position_index_oca), hence the modulo.
+    that writes weights that way must call HAT.clear_caches (HATModel does).
+
+    `index_select` rather than indexing: its backward is an `index_add_`, which on CPU takes a third
+    of the time of indexing's accumulating `index_put_`. It takes no negative indices, which the OCA
+    index holds (see relative_position_index_oca), hence the modulo.
     """
     gathered = lambda: rearrange(table.index_select(0, rpi.reshape(-1) % table.shape[0]), '(q k) h -> h q k',
                                  q=rpi.shape[0])

@@ -171,11 +171,15 @@ def load_model(source: Union[str, os.PathLike], device: Union[str, torch.device]
     return instantiate(spec, source, device, allow_random_init), spec.scale
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A gray (HxWx1) image replicated to RGB; RGB as it is."""
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
 def luma(image: np.ndarray) -> np.ndarray:
     """Y (HxWx1) of a gray or RGB float image, in the range BasicSR's `color: y` datasets train
     1-channel models on (ITU-R BT.601, 16/255..235/255), not OpenCV's full-range YCrCb."""
-    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-    return rgb2ycbcr(rgb, y_only=True)[..., None]
+    return rgb2ycbcr(as_rgb(image), y_only=True)[..., None]
 
 
 def upscale_luma(image: np.ndarray, run_model: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -183,8 +187,7 @@ def upscale_luma(image: np.ndarray, run_model: Callable[[np.ndarray], np.ndarray
 
     The output has the input's channels; gray stays gray (its chroma is neutral).
     """
-    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-    ycbcr = rgb2ycbcr(rgb)
+    ycbcr = rgb2ycbcr(as_rgb(image))
     y = run_model(ycbcr[..., :1])
     chroma = cv2.resize(ycbcr[..., 1:], (y.shape[1], y.shape[0]), interpolation=cv2.INTER_CUBIC)
     result = np.clip(ycbcr2rgb(np.concatenate([y, chroma], axis=2)), 0, 1)

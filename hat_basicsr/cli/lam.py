@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from hat_basicsr.analysis.lam import (DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS, Box, BoxError, check_box,
                                       local_attribution_map, save_lam_panel)
 from hat_basicsr.analysis.visual import check_image_writer
-from hat_basicsr.cli.common import (ImageError, SourceError, load_model, luma, read_image, report_error, resolve_device,
-                                    silence_opencv)
+from hat_basicsr.cli.common import (ImageError, SourceError, as_rgb, load_model, luma, read_image, report_error,
+                                    resolve_device, silence_opencv)
 from hat_basicsr.cli.upscale import model_channels
 from hat_basicsr.utils.files import OutputError
 from hat_basicsr.utils.weights import CheckpointError
@@ -83,7 +83,7 @@ def model_input(image: np.ndarray, channels: int) -> Tensor:
     """HxWxC float image -> (channels, H, W) tensor: gray is replicated for RGB models; 1-channel
     models get luminance as BasicSR's `color: y` datasets compute it."""
     if image.shape[2] == 1 and channels == 3:
-        image = np.repeat(image, 3, axis=2)
+        image = as_rgb(image)
     elif channels == 1:
         image = luma(image)
     elif image.shape[2] != channels:

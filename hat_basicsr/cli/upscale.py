@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hat_basicsr.cli.common import (ImageError, SourceError, instantiate, read_image, report_error, resolve_device,
-                                    resolve_source, silence_opencv, upscale_luma, write_image)
+from hat_basicsr.cli.common import (ImageError, SourceError, as_rgb, instantiate, read_image, report_error,
+                                    resolve_device, resolve_source, silence_opencv, upscale_luma, write_image)
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 from hat_basicsr.utils.acceleration import autocast_context
 from hat_basicsr.utils.files import OutputError, ensure_folder
@@ -96,7 +96,7 @@ def upscale_planes(image: np.ndarray, model_channels: int, run_model: Runner) ->
     if channels == model_channels == 3:
         return run_model(image)
     if channels == 1 and model_channels == 3:
-        return run_model(np.repeat(image, 3, axis=2)).mean(axis=2, keepdims=True)
+        return run_model(as_rgb(image)).mean(axis=2, keepdims=True)
     if model_channels == 1:
         return upscale_luma(image, run_model)
     raise ImageError(f'a {model_channels}-channel model cannot process {channels}-channel images')
