@@ -241,3 +241,25 @@ def test_reconstruction_is_not_stripped_when_autograd_records():
     whole = model(lq)
     assert calls == [(1, 3, 64, 64)] and whole.requires_grad
     assert (whole - stripped).abs().max() < 1e-5
+
+
+def test_forward_keeps_no_state_that_can_go_stale():
+    """Nothing derived from the weights survives a forward: writes through `.data` (BasicSR's EMA),
+    fused optimizer steps and inference-mode calls cannot leave stale or unusable tensors behind."""
+    torch.manual_seed(0)
+    model = HAT(**fixture_options('hat_tiny_x4_w8')).eval()
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        before = model(lq)
+    table = model.layers[0].residual_group.blocks[1].attn.relative_position_bias_table
+    table.data.add_(torch.randn_like(table) * 10)  # no version-counter bump
+    with torch.no_grad():
+        after = model(lq)
+    reference = HAT(**fixture_options('hat_tiny_x4_w8'), attn_impl='reference').eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert (after - before).abs().max() > 1e-3 and torch.allclose(after, reference(lq), atol=1e-5)
+    model.requires_grad_(False)  # what LAM does after an inference-mode upscale
+    pixels = lq.clone().requires_grad_(True)
+    (gradient, ) = torch.autograd.grad(model(pixels).sum(), pixels)
+    assert gradient.abs().sum() > 0

@@ -200,3 +200,19 @@ def test_bad_options_are_named(image_folder: Path, tmp_path: Path):
         build_dataset(dataset_opt(image_folder, gt_size=33))
     with pytest.raises(ValueError, match='no images'):
         build_dataset(dataset_opt(tmp_path))
+
+
+def test_validation_never_substitutes_a_corrupt_image(tmp_path: Path):
+    write_images(tmp_path, [(64, 64), (64, 80)])
+    (tmp_path / 'broken.png').write_bytes(b'garbage')
+    dataset = build_dataset(dataset_opt(tmp_path, skip_corrupt=True, phase='val'))
+    with pytest.raises(CorruptImageError, match='broken.png'):
+        dataset[dataset.paths.index(str(tmp_path / 'broken.png'))]
+
+
+@pytest.mark.parametrize('size', [(7, 10), (1, 1)])
+def test_validation_image_too_small_for_the_scale_is_named(tmp_path: Path, size):
+    write_images(tmp_path, [size])
+    dataset = build_dataset(dataset_opt(tmp_path, phase='val', scale=4))
+    with pytest.raises(ValueError, match=r'too small for x4: the LQ needs at least 2 pixels a side'):
+        dataset[0]

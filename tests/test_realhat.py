@@ -21,7 +21,7 @@ from basicsr.models import build_model
 from basicsr.utils import set_random_seed
 from hat_basicsr.models.hat_model import OptionError
 from hat_basicsr.models.realhat_gan_model import RealHATGANModel
-from hat_basicsr.models.realhat_mse_model import VGG19_URL, MissingVGGWeightsError, RealHATMSEModel
+from hat_basicsr.models.realhat_mse_model import MissingVGGWeightsError, RealHATMSEModel, vgg_weights_url
 from hat_basicsr.test import main as run_test_cli
 from torchvision.models import vgg19
 
@@ -295,7 +295,8 @@ def test_missing_vgg19_weights_error(photos: Dict[str, Path], tmp_path: Path, mo
         build_model(_options(GAN_YML, photos, tmp_path))
     assert isinstance(error.value, FileNotFoundError)  # the train CLI prints it without a traceback
     message = str(error.value)
-    assert expected in message and VGG19_URL in message and str(tmp_path / expected) in message
+    assert expected in message and vgg_weights_url('vgg19') in message and str(tmp_path / expected) in message
+    assert vgg_weights_url('vgg19').endswith('/vgg19-dcbb9e9d.pth')
 
 
 def test_missing_degradation_options_are_named(photos: Dict[str, Path], tmp_path: Path) -> None:
@@ -322,3 +323,37 @@ def test_tiled_inference_on_real_photo(mse_run: Dict[str, Any], photos: Dict[str
     mse_run['model'].validation(_loader(mse_run['opt'], 'val'), 'whole', None, save_img=True)
     whole = cv2.imread(str(Path(mse_run['opt']['path']['visualization']) / 'cat' / 'cat_whole.png'))
     assert np.abs(result.astype(float) - whole.astype(float)).mean() < 8  # tiles blend into the same picture
+
+
+def test_gan_applies_acceleration_to_the_generator_and_its_ema_only(photos: Dict[str, Path], tmp_path: Path) -> None:
+    set_random_seed(0)
+    opt = _options(GAN_YML, photos, tmp_path, acceleration={'attn_impl': 'reference', 'use_checkpoint': True,
+                                                            'bf16': True})
+    del opt['train']['perceptual_opt']
+    model = build_model(opt)  # the discriminator has no attention to switch
+    assert model.net_g.attn_impl == model.net_g_ema.attn_impl == 'reference'
+    autocast_seen = []
+    model.net_g.register_forward_hook(lambda *_: autocast_seen.append(torch.is_autocast_enabled('cpu')))
+    _train(model, opt, 1)
+    assert autocast_seen == [True]  # bf16 reaches the generator's training forward
+    assert all(np.isfinite(value) for value in model.log_dict.values())
+
+
+def test_gan_without_its_discriminator_options_is_refused(photos: Dict[str, Path], tmp_path: Path) -> None:
+    opt = _options(GAN_YML, photos, tmp_path)
+    del opt['train']['gan_opt'], opt['train']['optim_d']
+    with pytest.raises(OptionError, match=r"train option\(s\) \['optim_d', 'gan_opt'\]"):
+        build_model(opt)
+
+
+def test_perceptual_loss_of_another_vgg_needs_its_own_weights(photos: Dict[str, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no experiments/pretrained_models/vgg19 here
+    torch_home = tmp_path / 'torch_home'
+    (torch_home / 'hub' / 'checkpoints').mkdir(parents=True)
+    (torch_home / 'hub' / 'checkpoints' / 'vgg19-dcbb9e9d.pth').write_bytes(b'only vgg19 is cached')
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    opt = _options(GAN_YML, photos, tmp_path)
+    opt['train']['perceptual_opt'].update(vgg_type='vgg16', layer_weights={'conv5_3': 1.0})
+    with pytest.raises(MissingVGGWeightsError, match=r'ImageNet vgg16 weights.*vgg16-397923af\.pth'):
+        build_model(opt)

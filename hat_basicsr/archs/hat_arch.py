@@ -2,8 +2,7 @@
 
 Module names follow the paper's figure (HAT -> RHAG -> HAB / OCAB -> CAB, WindowAttention) and the
 state-dict layout of the authors' release, so released checkpoints load unchanged. Unlike the
-release, the network pads any input size itself, caches its relative-position biases instead of
-rebuilding them in every forward, and runs attention through torch's fused
+release, the network pads any input size itself and runs attention through torch's fused
 `scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`).
 
 Shifted blocks never build a (num_windows, heads, N, N) bias-plus-mask tensor: after the cyclic
@@ -14,7 +13,7 @@ with the bias alone, the seam windows with the bias plus their mask.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -221,7 +220,6 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=.02)
-        self._bias_cache: Dict[tuple, Tensor] = {}
         self.attn_impl = ATTN_IMPLS[0]
 
     def forward(self, x: Tensor, rpi: Tensor, masks: Optional[Tensor] = None) -> Tensor:
@@ -230,7 +228,7 @@ class WindowAttention(nn.Module):
         Regions are split before the qkv projection, so only one region's q, k, v exist at a time
         and, being slices of its own projection, need no copies to reach the attention kernel.
         """
-        bias = relative_bias(self, self.relative_position_bias_table, rpi)
+        bias = relative_bias(self.relative_position_bias_table, rpi)
         dropout_p = self.attn_drop if self.training else 0.0
 
         def attend(region: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -243,27 +241,19 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(over_seam_regions(x, masks, attend)))
 
 
-def relative_bias(owner: nn.Module, table: Tensor, rpi: Tensor) -> Tensor:
-    """Gather a bias table into (heads, Nq, Nk); cached while the table is frozen (inference).
+def relative_bias(table: Tensor, rpi: Tensor) -> Tensor:
+    """Gather a (positions, heads) bias table into a contiguous (heads, Nq, Nk) additive mask.
 
-    The cache key carries the table's version counter, so loading weights or an optimizer step
-    invalidates it; writes through `.data` (BasicSR's EMA update) leave the counter alone, so code
-    that writes weights that way must call HAT.clear_caches (HATModel does).
-
-    `index_select` rather than indexing: its backward is an `index_add_`, which on CPU takes a third
-    of the time of indexing's accumulating `index_put_`. It takes no negative indices, which the OCA
-    index holds (see relative_position_index_oca), hence the modulo.
+    Gathered in every forward (about 1 % of a CPU forward at 64x64, less on GPU) rather than
+    cached: a cache keyed on the table cannot see every way weights change (writes through `.data`
+    as in BasicSR's EMA update, fused optimizer steps, memory freed and reused at the same address)
+    and served stale biases. Gathering along the table's transpose gives the (heads, Nq, Nk) layout
+    directly, contiguous as the fused kernels want their mask. `index_select` rather than indexing:
+    its backward is an `index_add_`, a third of the CPU time of indexing's accumulating
+    `index_put_`. It takes no negative indices, which the OCA index holds (see
+    relative_position_index_oca), hence the modulo.
     """
-    gathered = lambda: rearrange(table.index_select(0, rpi.reshape(-1) % table.shape[0]), '(q k) h -> h q k',
-                                 q=rpi.shape[0])
-    if (table.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
-        return gathered()
-    key = (table.data_ptr(), table._version, rpi.data_ptr(), rpi.shape, table.device, table.dtype)
-    cache = owner._bias_cache
-    if key not in cache:
-        cache.clear()
-        cache[key] = gathered()
-    return cache[key]
+    return table.t().index_select(1, rpi.reshape(-1) % table.shape[0]).view(-1, *rpi.shape)
 
 
 class HAB(nn.Module):
@@ -320,7 +310,6 @@ class OCAB(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self._bias_cache: Dict[tuple, Tensor] = {}
         self.attn_impl = ATTN_IMPLS[0]
 
     def forward(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
@@ -348,7 +337,7 @@ class OCAB(nn.Module):
         k, v = rearrange(kv.unfold(1, overlap, size).unfold(2, overlap, size),
                          'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d', two=2, h=self.num_heads)
         del kv
-        bias = relative_bias(self, self.relative_position_bias_table, rpi_oca)
+        bias = relative_bias(self.relative_position_bias_table, rpi_oca)
         out = attention(q, k, v, bias[None], self.scale, 0.0, self.attn_impl)
         return rearrange(out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size,
                          nw=x_size[1] // size, wh=size)
@@ -599,17 +588,6 @@ class HAT(nn.Module):
         for module in self.modules():
             if isinstance(module, (WindowAttention, OCAB)):
                 module.attn_impl = attn_impl
-
-    def _apply(self, fn, *args, **kwargs):
-        # Moving or casting the model makes every cached tensor stale.
-        self.clear_caches()
-        return super()._apply(fn, *args, **kwargs)
-
-    def clear_caches(self) -> None:
-        """Drop the cached attention biases; needed after changing weights through `.data`."""
-        for module in self.modules():
-            if hasattr(module, '_bias_cache'):
-                module._bias_cache.clear()
 
     def _refuse_float16(self, x: Tensor) -> None:
         """HAT's activations leave float16's range (peers mark fp16 unsupported): fail loudly instead

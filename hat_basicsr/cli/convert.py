@@ -8,8 +8,8 @@ with the two relative-position index buffers that spandrel's HAT detection requi
   `hat_basicsr.network_g` (our loader uses them; spandrel ignores them);
 - .pth: BasicSR layout `{KEY: state_dict}` with KEY = --pth-key (default params_ema, as the
   released HAT weights; BasicSR option files then need `param_key_g: params_ema`).
-Options that no tensor records (conv_scale, img_range, and img_size, which turns the shifted windows
-off when it is not larger than the window) come from the release's defaults, from the source's
+Options that no tensor records (conv_scale, img_range, qk_scale, and img_size, which turns the shifted
+windows off when it is not larger than the window) come from the release's defaults, from the source's
 metadata, or from `--options` (the training option file, whose network_g wins); they are stored
 only in safetensors metadata. When they differ from the release's values a warning says that
 loaders reading only the weights (spandrel, chaiNNer, ComfyUI, or any loader of a .pth) will
@@ -58,7 +58,7 @@ def portability_warnings(options: Dict) -> List[str]:
     """Options that change the output but that loaders reading only the weights cannot recover."""
     warnings = [f'{key}={options[key]} is not recorded by any tensor; loaders that read only the weights '
                 f'(spandrel/chaiNNer/ComfyUI, or a .pth anywhere) assume {key}={UNOBSERVABLE_DEFAULTS[key]}'
-                for key in ('conv_scale', 'img_range') if options.get(key, UNOBSERVABLE_DEFAULTS[key])
+                for key in ('conv_scale', 'img_range', 'qk_scale') if options.get(key, UNOBSERVABLE_DEFAULTS[key])
                 != UNOBSERVABLE_DEFAULTS[key]]
     size = options.get('img_size', UNOBSERVABLE_DEFAULTS['img_size'])
     if not options.get('ape') and min(size if isinstance(size, (list, tuple)) else [size]) <= options['window_size']:

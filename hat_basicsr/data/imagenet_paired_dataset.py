@@ -106,8 +106,9 @@ class ImageNetPairedDataset(data.Dataset):
         use_hflip, use_rot (bool): flips and 90-degree rotations (training).
         color (str, optional): 'y' for the Y channel only.
         mean, std (list, optional): normalisation, as in PairedImageDataset.
-        skip_corrupt (bool): on an unreadable image, log a warning naming it and return another
-            random sample instead of raising. Default False.
+        skip_corrupt (bool): in training, on an unreadable image, log a warning naming it and
+            return another random sample instead of raising. Default False. Validation and test
+            always raise: a substitute would be scored twice and change between validations.
 
     Training: modcrop to scale; an image with a side shorter than gt_size is first enlarged
     (bicubic, aspect kept, shorter side = gt_size); an LR position is drawn uniformly as
@@ -177,7 +178,7 @@ class ImageNetPairedDataset(data.Dataset):
                 img_gt = self._read_gt(gt_path)
                 break
             except CorruptImageError as err:
-                if not self.skip_corrupt:
+                if not (self.skip_corrupt and self.is_train):
                     raise
                 get_root_logger().warning(f'skip_corrupt: {err} Using another random sample.')
                 gt_path = self.paths[random.randrange(len(self.paths))]
@@ -189,6 +190,9 @@ class ImageNetPairedDataset(data.Dataset):
             img_gt, img_lq = self._train_pair(img_gt)
         else:
             img_gt = mod_crop(img_gt, self.scale)
+            if min(img_gt.shape[:2]) < 2 * self.scale:
+                raise ValueError(f'{gt_path} ({img_gt.shape[1]}x{img_gt.shape[0]} after cropping to a multiple of '
+                                 f'{self.scale}) is too small for x{self.scale}: the LQ needs at least 2 pixels a side')
             img_lq = imresize(img_gt, 1 / self.scale)
         img_lq = quantize(img_lq)
 

@@ -134,11 +134,17 @@ class HATModel(SRModel):
             net = unwrapped
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
-        """Apply the acceleration options to the bare network before BasicSR moves and wraps it."""
-        return super().model_to_device(apply_acceleration(net, self.acceleration))
+        """Apply the acceleration options to the generator before BasicSR moves and wraps it (a GAN's
+        discriminator, already bound to `net_d` when it gets here, is left as it is)."""
+        if net is not getattr(self, 'net_d', None):
+            net = apply_acceleration(net, self.acceleration)
+        return super().model_to_device(net)
 
     def init_training_settings(self) -> None:
         super().init_training_settings()
+        self._accelerate_ema()
+
+    def _accelerate_ema(self) -> None:
         if hasattr(self, 'net_g_ema'):
             apply_acceleration(self.net_g_ema, self.acceleration)
 
@@ -148,15 +154,6 @@ class HATModel(SRModel):
         optimizer and EMA updates are not autocast ops, so weights stay float32."""
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
-
-    def model_ema(self, decay: float = 0.999) -> None:
-        """BasicSR's EMA update writes through `.data`, which leaves the parameters' version counters
-        (what HAT's attention-bias caches are keyed on) unchanged: drop the EMA network's caches, or
-        validation would keep using the biases of its first run."""
-        super().model_ema(decay)
-        clear_caches = getattr(self.get_bare_model(self.net_g_ema), 'clear_caches', None)
-        if clear_caches is not None:
-            clear_caches()
 
     def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
         """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""

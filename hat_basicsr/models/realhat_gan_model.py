@@ -15,6 +15,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from hat_basicsr.models.hat_model import HATModel
 from hat_basicsr.models.realhat_mse_model import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
+from hat_basicsr.utils.acceleration import autocast_context
 from hat_basicsr.utils.registration import register_once
 
 # Which losses compare against the USM-sharpened GT; RealESRGANModel reads all three every step.
@@ -32,7 +33,20 @@ class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['is_train']:
             synthetic = opt.get('high_order_degradation', True)
-            require_options(opt, (DEGRADATION_OPTIONS if synthetic else ()) + USM_TARGET_OPTIONS, type(self).__name__)
+            require_options(opt, (DEGRADATION_OPTIONS if synthetic else ()) + USM_TARGET_OPTIONS + ('network_d', ),
+                            type(self).__name__)
+            require_options(opt['train'], ('optim_d', 'gan_opt'), type(self).__name__, section='train')
         # Skip RealESRGANModel.__init__ (its .cuda() calls); SRGANModel, HATModel, SRModel still run.
         super(RealESRGANModel, self).__init__(opt)
         self._build_degradation_tools(opt)
+
+    # RealESRGANModel's step and SRGANModel's training set-up come before HATModel's in the MRO and
+    # do not chain to them, so HATModel's bf16 autocast and EMA acceleration are applied here.
+
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        self._accelerate_ema()
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        with autocast_context(self.device, self.acceleration.bf16):
+            super().optimize_parameters(current_iter)

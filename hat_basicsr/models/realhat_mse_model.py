@@ -27,41 +27,55 @@ DEGRADATION_OPTIONS = (
     'resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range', 'gray_noise_prob',
     'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2', 'gaussian_noise_prob2', 'noise_range2',
     'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2', 'gt_size')
-VGG19_FILE = 'vgg19-dcbb9e9d.pth'
-VGG19_URL = f'https://download.pytorch.org/models/{VGG19_FILE}'
 
 
 class MissingVGGWeightsError(FileNotFoundError):
     """The perceptual loss needs ImageNet VGG19 weights that are not on this machine."""
 
 
-def require_options(opt: Dict[str, Any], names: Iterable[str], model: str) -> None:
-    """Fail at construction, naming every missing key, instead of a KeyError mid-iteration."""
+def require_options(opt: Dict[str, Any], names: Iterable[str], model: str, section: str = 'top-level') -> None:
+    """Fail at construction, naming every missing key, instead of an error mid-iteration."""
     missing = [name for name in names if name not in opt]
     if missing:
-        raise OptionError(f'{model} needs the top-level option(s) {missing}: Real-ESRGAN degradation and USM '
-                          'settings, as in options/train/Real-HAT_MSE_SRx4.yml and Real-HAT_GAN_SRx4.yml')
+        raise OptionError(f'{model} needs the {section} option(s) {missing}, as in '
+                          'options/train/Real-HAT_MSE_SRx4.yml and Real-HAT_GAN_SRx4.yml')
+
+
+def vgg_weights_url(vgg_type: str) -> str:
+    """Where torchvision downloads the ImageNet weights of `vgg_type` (vgg19 -> .../vgg19-dcbb9e9d.pth)."""
+    from torchvision.models import get_model_weights
+    return get_model_weights(vgg_type).IMAGENET1K_V1.url
 
 
 def require_vgg_weights(train_opt: Dict[str, Any]) -> None:
-    """With `perceptual_opt`, make sure BasicSR's VGGFeatureExtractor finds VGG19 weights locally.
+    """With `perceptual_opt`, make sure BasicSR's VGGFeatureExtractor finds its VGG weights locally.
 
-    BasicSR reads `basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH` (relative to the working directory)
-    and otherwise asks torchvision, which reads its hub cache or downloads. Without either file
-    and without network access that download fails deep in torchvision; this says what to do.
+    BasicSR loads `basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH` (relative to the working directory,
+    VGG19 weights) into whatever `vgg_type` says when that file exists, and otherwise asks
+    torchvision, which reads its hub cache or downloads. Without the file and without network
+    access the download fails deep in torchvision; this says what to do.
     """
-    if not train_opt.get('perceptual_opt'):
+    perceptual = train_opt.get('perceptual_opt')
+    if not perceptual:
         return
+    vgg_type = perceptual.get('vgg_type', 'vgg19')
     local = vgg_arch.VGG_PRETRAIN_PATH
-    cached = os.path.join(torch.hub.get_dir(), 'checkpoints', VGG19_FILE)
-    if os.path.isfile(local) or os.path.isfile(cached):
+    if os.path.isfile(local):
+        if vgg_type == 'vgg19':
+            return
+        raise OptionError(f"perceptual_opt.vgg_type is {vgg_type}, but BasicSR loads '{local}' (VGG19 weights) into "
+                          'any VGG when that file exists: use vgg_type: vgg19, or move the file away')
+    url = vgg_weights_url(vgg_type)
+    cached = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url))
+    if os.path.isfile(cached):
         return
+    where = (f"'{local}' (relative to the working directory, here {os.path.abspath(local)}), else "
+             if vgg_type == 'vgg19' else '')
     raise MissingVGGWeightsError(
-        f"perceptual_opt needs ImageNet VGG19 weights: BasicSR loads '{local}' (relative to the working "
-        f'directory, here {os.path.abspath(local)}), else torchvision\'s cache {cached}; neither exists and '
-        f'nothing is downloaded at run time. Download {VGG19_URL} on a machine with internet access and put it '
-        f"at '{local}' (run from the folder that holds experiments/), or remove perceptual_opt from the "
-        'train options.')
+        f'perceptual_opt needs ImageNet {vgg_type} weights: BasicSR loads {where}torchvision\'s cache {cached}; '
+        f'none exists and nothing is downloaded at run time. Download {url} on a machine with internet access '
+        f"and put it at '{local if vgg_type == 'vgg19' else cached}', or remove perceptual_opt from the train "
+        'options.')
 
 
 class ContiguousDiffJPEG(DiffJPEG):

@@ -65,10 +65,13 @@ def apply_acceleration(net: nn.Module, opt: Union[AccelerationOptions, Mapping[s
     `autocast_context`.
     """
     opt = opt if isinstance(opt, AccelerationOptions) else AccelerationOptions.from_dict(opt)
-    if opt.attn_impl is not None:
-        net.set_attn_impl(opt.attn_impl)
-    if opt.use_checkpoint is not None:
-        net.set_grad_checkpointing(opt.use_checkpoint)
+    for option, method in (('attn_impl', 'set_attn_impl'), ('use_checkpoint', 'set_grad_checkpointing')):
+        value = getattr(opt, option)
+        if value is None:
+            continue
+        if not hasattr(net, method):
+            raise ValueError(f'acceleration.{option} applies to HAT; {type(net).__name__} has no {method}()')
+        getattr(net, method)(value)
     if opt.channels_last:
         net.to(memory_format=torch.channels_last)
     if opt.compile:

@@ -3,7 +3,7 @@
 A HAT checkpoint (BasicSR-trained, released, or a flat spandrel-style state dict) stores no
 options, but every architectural choice leaves a trace in a tensor shape: this module reads them
 back, so a `.pth` or `.safetensors` file is enough to rebuild the network. Options that shape no
-tensor (conv_scale, img_range, drop rates, and img_size unless ape) get the release's values; a
+tensor (conv_scale, img_range, qk_scale, drop rates, and img_size unless ape) get the release's values; a
 safetensors file written by `hat-basicsr convert` carries the exact options in its metadata.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ REQUIRED_KEYS = (
     BLOCK0 + 'attn.qkv.weight', BLOCK0 + 'conv_block.cab.0.weight', BLOCK0 + 'conv_block.cab.3.attention.1.weight',
     BLOCK0 + 'mlp.fc1.weight', OCAB0 + 'relative_position_bias_table', OCAB0 + 'qkv.weight')
 # Options the weights cannot reveal; the release's values (those of every released option file).
-UNOBSERVABLE_DEFAULTS = {'conv_scale': 0.01, 'img_range': 1.0, 'img_size': 64}
+UNOBSERVABLE_DEFAULTS = {'conv_scale': 0.01, 'img_range': 1.0, 'img_size': 64, 'qk_scale': None}
 
 
 def _count(state_dict: Mapping[str, Tensor], prefix: str) -> int:
