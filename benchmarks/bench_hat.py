@@ -238,8 +238,8 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> List[Row]
             results = run_interleaved(inference_steps(model, modes, x), device, args.warmup, args.reps,
                                       [m.name for m in modes if m.compiled])
             rows += [Row(variant, shape, name, secs, peak, flops / 1e12) for name, (secs, peak) in results.items()]
-            rows += [Row(variant, shape, name, tflop=flops / 1e12, note='skipped on CPU: inductor compile of HAT '
-                          'takes many minutes on 2 cores (--cpu-compile runs it)') for name in skipped_compiled]
+            rows += [Row(variant, shape, name, tflop=flops / 1e12, note='skipped on CPU: no faster than eager there, '
+                          'see section cpu-compiled-64 (--cpu-compile runs it)') for name in skipped_compiled]
             print_rows(rows[-len(args.modes):])
         del model
     return rows
