@@ -422,9 +422,6 @@ def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: i
     for arg, values in dict(depths=depths, num_heads=num_heads).items():
         if not isinstance(values, (list, tuple)) or not all(map(is_int, values)):
             fail(arg, f'{values!r} must be a list of integers, one per RHAG')
-    for arg, value in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
-        if value < 1:
-            fail(arg, f'{value} must be >= 1 (it divides embed_dim)')
     for arg, value in dict(img_range=img_range, mlp_ratio=mlp_ratio).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             fail(arg, f'{value!r} must be a positive number')
@@ -440,10 +437,11 @@ def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: i
     for heads in num_heads:
         if heads < 1 or embed_dim % heads:
             fail('num_heads', f'embed_dim={embed_dim} is not divisible by num_heads entry {heads}')
-    if embed_dim // compress_ratio < 1:
-        fail('compress_ratio', f'{compress_ratio} leaves no channels of embed_dim={embed_dim}')
-    if embed_dim // squeeze_factor < 1:
-        fail('squeeze_factor', f'{squeeze_factor} leaves no channels of embed_dim={embed_dim}')
+    for arg, divisor in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
+        if divisor < 1:
+            fail(arg, f'{divisor} must be >= 1 (it divides embed_dim)')
+        if embed_dim // divisor < 1:
+            fail(arg, f'{divisor} leaves no channels of embed_dim={embed_dim}')
     extra = int(overlap_ratio * window_size)
     if overlap_ratio < 0 or extra % 2:
         fail('overlap_ratio', f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
