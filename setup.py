@@ -15,6 +15,8 @@ BASICSR_RUNTIME = [
     'requests', 'scikit-image', 'scipy', 'tensorboard', 'torch>=2.6', 'torchvision>=0.21', 'tqdm',
     'yapf'
 ]
+# ONNX export (torch's dynamo exporter needs onnxscript) and the onnxruntime backend of `upscale`.
+ONNX = ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.2']
 
 setup(
     name='hat-basicsr',
@@ -26,7 +28,8 @@ setup(
     packages=find_packages(include=['hat_basicsr', 'hat_basicsr.*']),
     install_requires=BASICSR_RUNTIME + ['einops>=0.7', 'safetensors>=0.4'],
     extras_require={
-        'test': ['pytest>=8', 'spandrel==0.4.2'],
+        'onnx': ONNX,
+        'test': ['pytest>=8', 'spandrel==0.4.2'] + ONNX,
     },
     entry_points={'console_scripts': ['hat-basicsr=hat_basicsr.cli:main']},
     classifiers=[

@@ -14,7 +14,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 EXTRAS=${HAT_EXTRAS-test}  # HAT_EXTRAS="" installs no extras
 
-"$PYTHON" -m pip install --upgrade pip setuptools wheel cython
-"$PYTHON" -m pip install -e ".${EXTRAS:+[$EXTRAS]}"
-"$PYTHON" -m pip install --no-deps --no-build-isolation "basicsr==1.4.2"
+# Pinned to the versions the suite was last run with (requirements/constraints.txt), so a fresh
+# machine installs what was tested, not whatever the index serves that day. HAT_CONSTRAINTS=""
+# resolves the newest releases within setup.py's ranges instead.
+CONSTRAINTS=${HAT_CONSTRAINTS-requirements/constraints.txt}
+PIP=("$PYTHON" -m pip install ${CONSTRAINTS:+-c "$CONSTRAINTS"})
+
+"${PIP[@]}" --upgrade pip setuptools wheel cython
+"${PIP[@]}" -e ".${EXTRAS:+[$EXTRAS]}"
+"${PIP[@]}" --no-deps --no-build-isolation "basicsr==1.4.2"
 "$PYTHON" -c "import hat_basicsr, basicsr, torchvision; print('hat_basicsr', hat_basicsr.__version__, '| basicsr', basicsr.__version__, '| torch', __import__('torch').__version__)"
