@@ -89,6 +89,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_int(value: Any) -> bool:
+    """An int as YAML writes it (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def is_integer(value: Any) -> bool:
     """An integral number: BasicSR reads iteration counts and frequencies written `!!float 5e3`."""
     return is_number(value) and float(value).is_integer()
@@ -97,9 +102,8 @@ def is_integer(value: Any) -> bool:
 class _Checker:
     """Refusals name the option file, the option path, the value and what is expected."""
 
-    def __init__(self, source: str, opt: Mapping):
+    def __init__(self, source: str):
         self.source = source
-        self.opt = opt
 
     def refuse(self, path: str, value: Any, expected: str) -> None:
         raise OptionFileError(f'{self.source}: {path}: got {value!r}, expected {expected}')
@@ -187,13 +191,13 @@ def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
         check.refuse('name', name, 'a non-empty string')
     check.registered(opt, '', MODEL_REGISTRY, 'model', key='model_type')
     scale = check.require(opt, '', 'scale', 'the upscaling factor (an integer)')
-    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+    if not is_int(scale) or scale < 1:
         check.refuse('scale', scale, 'a positive integer')
     num_gpu = check.require(opt, '', 'num_gpu', "auto, or the number of GPUs (0 for CPU)")
-    if num_gpu != 'auto' and not (isinstance(num_gpu, int) and not isinstance(num_gpu, bool) and num_gpu >= 0):
+    if num_gpu != 'auto' and not (is_int(num_gpu) and num_gpu >= 0):
         check.refuse('num_gpu', num_gpu, "'auto' or an integer >= 0 (0: CPU)")
     seed = opt.get('manual_seed')
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
+    if seed is not None and not is_int(seed):
         check.refuse('manual_seed', seed, 'an integer')
     if 'gt_size' in opt:  # the Real-HAT models crop their synthesised pairs to it
         _check_gt_size(check, opt['gt_size'], 'gt_size', scale)
@@ -226,7 +230,8 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     if backend_type not in IO_BACKENDS:
         check.refuse(f'{path}.io_backend.type', backend_type, f'one of {list(IO_BACKENDS)}')
     required = DATASET_REQUIRED.get(kind, {})
-    for key in required.get('all', ()) + required.get(phase, ()):
+    disk_only = ('meta_info',) if kind == 'RealESRGANDataset' and backend_type == 'disk' else ()
+    for key in required.get('all', ()) + required.get(phase, ()) + disk_only:
         if key not in dataset:
             check.missing(f'{path}.{key}', _missing_dataset_key_hint(kind, key, dataset))
     for key in ('dataroot_gt', 'dataroot_lq'):
@@ -259,9 +264,7 @@ def _missing_dataset_key_hint(kind: str, key: str, dataset: Mapping) -> str:
 
 
 def _check_training(check: _Checker, opt: Mapping) -> None:
-    from basicsr.models import lr_scheduler
     from basicsr.utils.registry import LOSS_REGISTRY
-    import torch
     train = opt['train']
     check.integer(check.require(train, 'train', 'total_iter', 'the number of iterations to train'),
                   'train.total_iter', 1)
@@ -273,19 +276,31 @@ def _check_training(check: _Checker, opt: Mapping) -> None:
                                                'for no EMA')
     for key in ('optim_g', 'optim_d'):
         if key == 'optim_g' or key in train:
-            optimizer = check.mapping(check.require(train, 'train', key, 'e.g. {type: Adam, lr: 2.0e-4}'),
-                                      f'train.{key}', 'optimizer options')
-            kind = check.require(optimizer, f'train.{key}', 'type', f'one of {list(OPTIMIZERS)}')
-            if kind not in OPTIMIZERS:
-                check.refuse(f'train.{key}.type', kind, f"one of {list(OPTIMIZERS)} (what BasicSR 1.4.2 builds)")
-            check.number(check.require(optimizer, f'train.{key}', 'lr', 'the learning rate'), f'train.{key}.lr',
-                         positive=True)
-            check.arguments(optimizer, f'train.{key}', getattr(torch.optim, kind), skip=('params',))
-            betas = optimizer.get('betas', [0.9, 0.999])
-            if not isinstance(betas, list) or len(betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in betas):
-                check.refuse(f'train.{key}.betas', betas, 'two numbers in [0, 1)')
-            if optimizer.get('weight_decay', 0) < 0:
-                check.refuse(f'train.{key}.weight_decay', optimizer['weight_decay'], 'a number >= 0')
+            _check_optimizer(check, check.require(train, 'train', key, 'e.g. {type: Adam, lr: 2.0e-4}'), f'train.{key}')
+    _check_scheduler(check, train)
+    for key in LOSS_KEYS:
+        if train.get(key):
+            loss = check.mapping(train[key], f'train.{key}', 'loss options')
+            check.arguments(loss, f'train.{key}', check.registered(loss, f'train.{key}', LOSS_REGISTRY, 'loss'))
+
+
+def _check_optimizer(check: _Checker, optimizer: Any, path: str) -> None:
+    import torch
+    optimizer = check.mapping(optimizer, path, 'optimizer options')
+    kind = check.require(optimizer, path, 'type', f'one of {list(OPTIMIZERS)}')
+    if kind not in OPTIMIZERS:
+        check.refuse(f'{path}.type', kind, f'one of {list(OPTIMIZERS)} (what BasicSR 1.4.2 builds)')
+    check.number(check.require(optimizer, path, 'lr', 'the learning rate'), f'{path}.lr', positive=True)
+    check.arguments(optimizer, path, getattr(torch.optim, kind), skip=('params',))
+    betas = optimizer.get('betas', [0.9, 0.999])
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        check.refuse(f'{path}.betas', betas, 'two numbers in [0, 1)')
+    if optimizer.get('weight_decay', 0) < 0:
+        check.refuse(f'{path}.weight_decay', optimizer['weight_decay'], 'a number >= 0')
+
+
+def _check_scheduler(check: _Checker, train: Mapping) -> None:
+    from basicsr.models import lr_scheduler
     scheduler = check.mapping(check.require(train, 'train', 'scheduler', 'e.g. {type: MultiStepLR, milestones: '
                                                                          '[250000], gamma: 0.5}'),
                               'train.scheduler', 'scheduler options')
@@ -303,10 +318,6 @@ def _check_training(check: _Checker, opt: Mapping) -> None:
     counted = 'periods' if kind == 'CosineAnnealingRestartLR' else 'restarts'
     if len(weights) != len(scheduler.get(counted, [0])):
         check.refuse('train.scheduler.restart_weights', weights, f'one weight for each of {counted}')
-    for key in LOSS_KEYS:
-        if train.get(key):
-            loss = check.mapping(train[key], f'train.{key}', 'loss options')
-            check.arguments(loss, f'train.{key}', check.registered(loss, f'train.{key}', LOSS_REGISTRY, 'loss'))
 
 
 def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
@@ -343,7 +354,7 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
         holds = repr(type(opt).__name__) if opt else 'nothing'
         raise OptionFileError(f'{source}: the option file holds {holds}; expected a mapping of options (name, '
                               'model_type, scale, datasets, network_g, ...)')
-    check = _Checker(source, opt)
+    check = _Checker(source)
     _check_top_level(check, opt, is_train)
     datasets = check.mapping(check.require(opt, '', 'datasets', 'the datasets to train or test on'), 'datasets',
                              'datasets (train, val, test_1, ...)')
@@ -363,16 +374,9 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
     _check_validation(check, opt, is_train)
 
 
-def _first_image(folder: str) -> Optional[str]:
-    """Some image file under `folder` (searched depth first, stopping at the first), or None."""
-    for entry in sorted(os.scandir(folder), key=lambda e: (e.is_dir(), e.name)):
-        if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
-            return entry.path
-        if entry.is_dir():
-            found = _first_image(entry.path)
-            if found:
-                return found
-    return None
+def _has_images(folder: str) -> bool:
+    """Whether some image file lies under `folder` (the walk stops at the first folder holding one)."""
+    return any(name.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for name in files)
 
 
 def _first_entry(list_file: str) -> Optional[str]:
@@ -384,11 +388,13 @@ def check_data(opt: Mapping, source: str) -> None:
     """Dataset folders, LMDBs and list files must exist and hold something: an empty one makes
     BasicSR divide by a zero epoch length. Relative paths are taken from the current directory,
     as BasicSR takes them."""
-    check = _Checker(source, opt)
+    check = _Checker(source)
     for phase_key, dataset in opt['datasets'].items():
         path = f'datasets.{phase_key}'
-        kind = dataset['type']
-        lmdb = dataset['io_backend']['type'] == 'lmdb'
+        kind, backend = dataset['type'], dataset['io_backend']['type']
+        if backend == 'memcached':  # paths are keys of a server
+            continue
+        lmdb = backend == 'lmdb'
         lists = [] if lmdb else [key for key in META_INFO_KEYS.get(kind, ()) if dataset.get(key) is not None]
         for key in lists[:1]:
             list_file = str(dataset[key])
@@ -396,8 +402,6 @@ def check_data(opt: Mapping, source: str) -> None:
                 check.refuse(f'{path}.{key}', list_file, 'an existing list file (one image path per line)')
             if _first_entry(list_file) is None:
                 check.refuse(f'{path}.{key}', list_file, 'a list file naming at least one image; it is empty')
-        if kind == 'RealESRGANDataset' and not lmdb and not lists:
-            check.missing(f'{path}.meta_info', _missing_dataset_key_hint(kind, 'meta_info', dataset))
         for key in ('dataroot_gt', 'dataroot_lq'):
             root = dataset.get(key)
             if root is None or (kind == 'ImageNetPairedDataset' and key == 'dataroot_lq'):
@@ -412,7 +416,7 @@ def check_data(opt: Mapping, source: str) -> None:
                                                         "BasicSR's make_lmdb_from_imgs writes)")
                 if _first_entry(meta) is None:
                     check.refuse(f'{path}.{key}', root, 'an LMDB with at least one key; its meta_info.txt is empty')
-            elif not lists and _first_image(root) is None:
+            elif not lists and not _has_images(root):
                 check.refuse(f'{path}.{key}', root, f'a folder with images ({", ".join(IMAGE_EXTENSIONS)}); '
                                                     'it has none')
 
