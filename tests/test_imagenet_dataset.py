@@ -14,7 +14,7 @@ from basicsr.data import build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
 from hat_basicsr.data.imagenet_paired_dataset import (KERNEL_REACH_LR, LAYOUT_BLOCK_LR, CorruptImageError,
-                                                      crop_pair, enlarge_to_fit, lq_window, quantize)
+                                                      DatasetError, crop_pair, enlarge_to_fit, lq_window, quantize)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -101,8 +101,11 @@ def test_folder_meta_info_and_lmdb_give_the_same_samples(image_folder: Path, tmp
 
     from_folder = samples(dataset_opt(image_folder))
     from_meta = samples(dataset_opt(image_folder, meta_info=str(meta)))
+    # the release's option files: BasicSR's key meta_info_file, and dataroot_lq set to the GT folder
+    from_release_keys = samples(dataset_opt(image_folder, meta_info_file=str(meta), dataroot_lq=str(image_folder)))
     from_lmdb = samples(dataset_opt(lmdb_path, io_backend={'type': 'lmdb'}))
-    for a, b, c in zip(from_folder, from_meta, from_lmdb):
+    for a, b, c, d in zip(from_folder, from_meta, from_lmdb, from_release_keys):
+        assert all(torch.equal(b[key], d[key]) for key in ('gt', 'lq')) and b['gt_path'] == d['gt_path']
         assert a['gt'].shape == (3, 32, 32) and a['lq'].shape == (3, 16, 16)
         for key in ('gt', 'lq'):
             assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key])
@@ -194,11 +197,11 @@ def test_skip_corrupt_gives_up_on_an_all_corrupt_dataset(tmp_path: Path):
 
 
 def test_bad_options_are_named(image_folder: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match="'meta_info'"):
-        build_dataset(dataset_opt(image_folder, meta_info_file='x.txt'))
-    with pytest.raises(ValueError, match='multiple of scale'):
+    with pytest.raises(DatasetError, match=r"meta_info and meta_info_file name different list files \['x.txt', 'y"):
+        build_dataset(dataset_opt(image_folder, meta_info='x.txt', meta_info_file='y.txt'))
+    with pytest.raises(DatasetError, match='multiple of scale'):
         build_dataset(dataset_opt(image_folder, gt_size=33))
-    with pytest.raises(ValueError, match='no images'):
+    with pytest.raises(DatasetError, match='no images'):
         build_dataset(dataset_opt(tmp_path))
 
 
@@ -214,5 +217,5 @@ def test_validation_never_substitutes_a_corrupt_image(tmp_path: Path):
 def test_validation_image_too_small_for_the_scale_is_named(tmp_path: Path, size):
     write_images(tmp_path, [size])
     dataset = build_dataset(dataset_opt(tmp_path, phase='val', scale=4))
-    with pytest.raises(ValueError, match=r'too small for x4: the LQ needs at least 2 pixels a side'):
+    with pytest.raises(DatasetError, match=r'too small for x4: the LQ needs at least 2 pixels a side'):
         dataset[0]

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import run_python, train_options, write_options
 
+from hat_basicsr.data.imagenet_paired_dataset import CorruptImageError
+from hat_basicsr.models.hat_model import OptionError
 from hat_basicsr.train import main as train_main
 from hat_basicsr.utils.option_check import OptionFileError, check_options, option_file_argument
 from hat_basicsr.utils.user_errors import user_error_message
@@ -64,27 +66,31 @@ def test_option_file_argument_forms():
 
 
 def test_worker_errors_are_summarised_to_their_message():
-    class CorruptImage(OSError):
-        pass
-
-    error = CorruptImage('Caught CorruptImage in DataLoader worker process 0.\nOriginal Traceback (most recent '
-                         'call last):\n  File "x.py", line 1\nCorruptImage: cannot decode data/a.png\n')
-    assert user_error_message(error) == 'CorruptImage: cannot decode data/a.png'
-    assert user_error_message(ValueError('plain')) == 'ValueError: plain'
-    assert user_error_message(NameError('a bug')) is None
+    error = CorruptImageError('Caught CorruptImageError in DataLoader worker process 0.\nOriginal Traceback (most '
+                              'recent call last):\n  File "x.py", line 1\n'
+                              'CorruptImageError: cannot decode data/a.png\n')
+    assert user_error_message(error) == 'CorruptImageError: cannot decode data/a.png'
+    assert user_error_message(OptionError('tile.tile_size: ...')) == 'OptionError: tile.tile_size: ...'
 
 
-@pytest.mark.parametrize('workers', [0, 1])
-def test_a_corrupt_image_in_a_paired_folder_is_reported_in_one_line(sr_data, tmp_path, workers):
+@pytest.mark.parametrize('error', [ValueError('plain'), KeyError('dataroot_gt'), TypeError('a bug'),
+                                   ZeroDivisionError('division by zero'), AssertionError(), NameError('a bug'),
+                                   OSError('not a missing file')])
+def test_other_errors_keep_their_traceback(error):
+    assert user_error_message(error) is None
+
+
+@pytest.mark.parametrize('damage, workers', [('truncated', 0), ('truncated', 1), ('empty', 0), ('empty', 1)])
+def test_a_corrupt_image_in_a_paired_folder_is_reported_in_one_line(sr_data, tmp_path, damage, workers):
     import shutil
     folders = {name: tmp_path / name for name in ('HR', 'LR')}
     for name, folder in folders.items():
         shutil.copytree(sr_data[f'train_{name.lower()}'], folder)
     broken = sorted(folders['LR'].iterdir())[0]
-    broken.write_bytes(broken.read_bytes()[:300])
+    broken.write_bytes(broken.read_bytes()[:300] if damage == 'truncated' else b'')
     dataset = {'type': 'PairedImageDataset', 'dataroot_gt': str(folders['HR']), 'dataroot_lq': str(folders['LR']),
                'io_backend': {'type': 'disk'}}
-    opt = train_options(sr_data, f'corrupt{workers}', val_freq=None, train_dataset=dataset)
+    opt = train_options(sr_data, f'{damage}{workers}', val_freq=None, train_dataset=dataset)
     opt['datasets']['train'].update(num_worker_per_gpu=workers, use_hflip=False, use_rot=False, batch_size_per_gpu=4)
     options = write_options(tmp_path / 'opt.yml', opt)
     proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path, check=False)

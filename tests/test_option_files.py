@@ -54,8 +54,8 @@ DATASET_KEYS = {
                             'std'}),
     'SingleImageDataset': ({'dataroot_lq', 'io_backend'}, {'meta_info_file', 'color', 'mean', 'std'}),
     'ImageNetPairedDataset': ({'dataroot_gt', 'io_backend'},
-                              {'meta_info', 'gt_size', 'use_hflip', 'use_rot', 'color', 'mean', 'std',
-                               'skip_corrupt'}),
+                              {'meta_info', 'meta_info_file', 'gt_size', 'use_hflip', 'use_rot', 'color', 'mean',
+                               'std', 'skip_corrupt'}),
 }
 TRAIN_ONLY_KEYS = {'gt_size', 'use_hflip', 'use_rot'}
 BENCHMARKS = ['Set5', 'Set14', 'Urban100', 'BSD100', 'Manga109']

@@ -43,6 +43,10 @@ class CorruptImageError(RuntimeError):
     """An image could not be read or decoded; the message names the file."""
 
 
+class DatasetError(ValueError):
+    """Options or an image the dataset cannot use; the message names the option or the file."""
+
+
 def lq_window(start: int, size: int, length: int) -> Tuple[int, int]:
     """LR-pixel range [lo, hi) to resize so that LR pixels [start, start + size) come out exactly.
 
@@ -99,7 +103,9 @@ class ImageNetPairedDataset(data.Dataset):
         dataroot_gt (str): image folder (scanned recursively, sorted), or an LMDB made by
             basicsr's `make_lmdb_from_imgs` when `io_backend.type` is `lmdb`.
         meta_info (str, optional): list file, one path relative to dataroot_gt per line (first
-            whitespace-separated token); disk backend only.
+            whitespace-separated token); disk backend only. `meta_info_file` (the key of the
+            release's option files and of BasicSR's PairedImageDataset) is read the same way.
+        dataroot_lq: ignored (the release's files set it to dataroot_gt); the LQ is computed.
         io_backend (dict): `{type: disk}` or `{type: lmdb}`.
         scale (int), phase (str): filled in by BasicSR.
         gt_size (int): training GT patch size, a multiple of scale.
@@ -120,13 +126,14 @@ class ImageNetPairedDataset(data.Dataset):
     def __init__(self, opt: Dict):
         super().__init__()
         self.opt = opt
-        if 'meta_info_file' in opt:
-            raise ValueError("ImageNetPairedDataset reads its list file from option 'meta_info', "
-                             "not 'meta_info_file'.")
+        lists = {opt[key] for key in ('meta_info', 'meta_info_file') if opt.get(key)}
+        if len(lists) > 1:
+            raise DatasetError(f'meta_info and meta_info_file name different list files {sorted(lists)}; give one.')
+        self.meta_info = lists.pop() if lists else None
         self.scale = int(opt['scale'])
         self.is_train = opt['phase'] == 'train'
         if self.is_train and opt['gt_size'] % self.scale:
-            raise ValueError(f"gt_size {opt['gt_size']} must be a multiple of scale {self.scale}.")
+            raise DatasetError(f"gt_size {opt['gt_size']} must be a multiple of scale {self.scale}.")
         self.mean = opt.get('mean')
         self.std = opt.get('std')
         self.skip_corrupt = bool(opt.get('skip_corrupt', False))
@@ -135,22 +142,22 @@ class ImageNetPairedDataset(data.Dataset):
         self.gt_folder = str(opt['dataroot_gt'])
         self.paths = self._list_paths()
         if not self.paths:
-            raise ValueError(f'ImageNetPairedDataset found no images under {self.gt_folder}.')
+            raise DatasetError(f'ImageNetPairedDataset found no images under {self.gt_folder}.')
 
     def _list_paths(self) -> List[str]:
         if self.io_backend_opt['type'] == 'lmdb':
-            if self.opt.get('meta_info'):
-                raise ValueError("Option 'meta_info' applies to the disk backend; an LMDB lists its "
-                                 'keys in its own meta_info.txt.')
+            if self.meta_info:
+                raise DatasetError("Option 'meta_info' applies to the disk backend; an LMDB lists its "
+                                   'keys in its own meta_info.txt.')
             self.io_backend_opt['db_paths'] = [self.gt_folder]
             self.io_backend_opt['client_keys'] = ['gt']
             return paths_from_lmdb(self.gt_folder)
-        if self.opt.get('meta_info'):
-            with open(self.opt['meta_info']) as fin:
+        if self.meta_info:
+            with open(self.meta_info) as fin:
                 names = [line.split()[0] for line in fin if line.strip()]
             return [os.path.join(self.gt_folder, name) for name in names]
         if not os.path.isdir(self.gt_folder):
-            raise FileNotFoundError(f'dataroot_gt {self.gt_folder} is not a folder.')
+            raise DatasetError(f'dataroot_gt {self.gt_folder} is not a folder.')
         names = (p for p in scandir(self.gt_folder, recursive=True) if p.lower().endswith(IMAGE_EXTENSIONS))
         return [os.path.join(self.gt_folder, name) for name in sorted(names)]
 
@@ -191,7 +198,7 @@ class ImageNetPairedDataset(data.Dataset):
         else:
             img_gt = mod_crop(img_gt, self.scale)
             if min(img_gt.shape[:2]) < 2 * self.scale:
-                raise ValueError(f'{gt_path} ({img_gt.shape[1]}x{img_gt.shape[0]} after cropping to a multiple of '
+                raise DatasetError(f'{gt_path} ({img_gt.shape[1]}x{img_gt.shape[0]} after cropping to a multiple of '
                                  f'{self.scale}) is too small for x{self.scale}: the LQ needs at least 2 pixels a side')
             img_lq = imresize(img_gt, 1 / self.scale)
         img_lq = quantize(img_lq)

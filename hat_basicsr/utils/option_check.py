@@ -1,4 +1,11 @@
-"""Checks of an option file for what BasicSR would silently misread, run before BasicSR acts on it.
+"""Checks of an option file, run before BasicSR acts on it.
+
+BasicSR reads option values where it first needs them, so a bad one surfaces as a Python error
+that names no option (`ZeroDivisionError` for `val_freq: 0`, `KeyError: 'dataroot_gt'`, a cv2
+assertion for `gt_size: 0`) or is accepted without a word (`ema_decay: 2` averages the weights
+into NaN, `milestones: soon` becomes Counter('soon')). Here every value BasicSR and hat_basicsr
+read is checked up front and refused with an OptionFileError naming the option path, the value
+and what is expected. Beyond that:
 
 BasicSR turns every `path:` entry it does not know into a folder (a misspelled
 `pretrained_network_g` trains from scratch and creates a folder named like the weights file),
@@ -8,11 +15,16 @@ ignores misspelled `train:` entries (`ema_decy` turns EMA off), and YAML 1.1 rea
 from __future__ import annotations
 
 import difflib
+import inspect
+import math
+import os
 import re
 import sys
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
+
+from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = ('experiments_root', 'results_root', 'models', 'training_states', 'log', 'visualization',
@@ -23,12 +35,36 @@ TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'optim_g', 'optim_d', 's
               'perceptual_opt', 'gan_opt', 'ldl_opt', 'feature_matching_opt', 'net_d_iters', 'net_d_init_iters',
               'net_d_reg_every', 'net_g_reg_every', 'mixing_prob', 'path_batch_shrink', 'path_reg_weight',
               'dcn_lr_mul', 'flow_lr_mul', 'fix_flow', 'lr_flow', 'tsa_iter')
+LOSS_KEYS = tuple(key for key in TRAIN_KEYS if key.endswith('_opt'))
 # What YAML 1.1 leaves a string although it reads as a number: an exponent without a dot (2e-4).
 DOTLESS_EXPONENT = re.compile(r'^[+-]?\d+[eE][+-]?\d+$')
 
+# BasicSR 1.4.2's BaseModel.get_optimizer builds only Adam; setup_schedulers knows these names.
+OPTIMIZERS = ('Adam',)
+SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
+              'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
+IO_BACKENDS = ('disk', 'lmdb', 'memcached')
+PREFETCH_MODES = (None, 'cpu', 'cuda')
+
+# Keys each dataset class reads without a default ([phase]: only in that phase), and the
+# datasets that crop gt_size patches in training.
+REALESRGAN_KERNEL_KEYS = ('blur_kernel_size', 'kernel_list', 'kernel_prob', 'blur_sigma', 'betag_range',
+                          'betap_range', 'sinc_prob', 'blur_kernel_size2', 'kernel_list2', 'kernel_prob2',
+                          'blur_sigma2', 'betag_range2', 'betap_range2', 'sinc_prob2', 'final_sinc_prob')
+DATASET_REQUIRED = {
+    'PairedImageDataset': {'all': ('dataroot_gt', 'dataroot_lq'), 'train': ('gt_size', 'use_hflip', 'use_rot')},
+    'SingleImageDataset': {'all': ('dataroot_lq',)},
+    'ImageNetPairedDataset': {'all': ('dataroot_gt',), 'train': ('gt_size',)},
+    'RealESRGANDataset': {'all': ('dataroot_gt', 'use_hflip', 'use_rot') + REALESRGAN_KERNEL_KEYS},
+}
+CROPPING_DATASETS = ('PairedImageDataset', 'ImageNetPairedDataset')
+# List-file keys per dataset, disk backend (an LMDB lists its keys in its own meta_info.txt).
+META_INFO_KEYS = {'PairedImageDataset': ('meta_info_file',), 'SingleImageDataset': ('meta_info_file',),
+                  'ImageNetPairedDataset': ('meta_info', 'meta_info_file'), 'RealESRGANDataset': ('meta_info',)}
+
 
 class OptionFileError(ValueError):
-    """An option file entry that BasicSR would misread."""
+    """An option file entry that BasicSR would misread or cannot use; the message names it."""
 
 
 def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
@@ -43,19 +79,358 @@ def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
         yield prefix[:-1], node
 
 
-def _suggestion(key: str, known: Tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+def _suggestion(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     return f' (did you mean {close[0]!r}?)' if close else ''
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float (YAML's `!!float 1e4` included), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    """An int as YAML writes it (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_integer(value: Any) -> bool:
+    """An integral number: BasicSR reads iteration counts and frequencies written `!!float 5e3`."""
+    return is_number(value) and float(value).is_integer()
+
+
+class _Checker:
+    """Refusals name the option file, the option path, the value and what is expected."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def refuse(self, path: str, value: Any, expected: str) -> None:
+        raise OptionFileError(f'{self.source}: {path}: got {value!r}, expected {expected}')
+
+    def missing(self, path: str, why: str) -> None:
+        raise OptionFileError(f'{self.source}: {path} is missing; {why}')
+
+    def require(self, node: Mapping, path: str, key: str, why: str) -> Any:
+        if key not in node:
+            self.missing(f'{path}.{key}' if path else key, why)
+        return node[key]
+
+    def mapping(self, value: Any, path: str, what: str) -> Mapping:
+        if not isinstance(value, Mapping):
+            self.refuse(path, value, f'a mapping of {what}')
+        return value
+
+    def integer(self, value: Any, path: str, minimum: int) -> None:
+        if not is_integer(value) or value < minimum:
+            self.refuse(path, value, 'a positive integer' if minimum == 1 else f'an integer >= {minimum}')
+
+    def number(self, value: Any, path: str, positive: bool = False) -> None:
+        if not is_number(value) or (positive and value <= 0):
+            self.refuse(path, value, 'a positive number' if positive else 'a number')
+
+    def integers(self, value: Any, path: str, minimum: int) -> None:
+        if not isinstance(value, list) or not all(is_integer(item) and item >= minimum for item in value):
+            self.refuse(path, value, f'a list of integers >= {minimum} (iterations)')
+
+    def numbers(self, value: Any, path: str) -> None:
+        if not isinstance(value, list) or not all(is_number(item) for item in value):
+            self.refuse(path, value, 'a list of numbers')
+
+    def boolean(self, value: Any, path: str) -> None:
+        if not isinstance(value, bool):
+            self.refuse(path, value, 'true or false')
+
+    def registered(self, node: Mapping, path: str, registry: Any, kind: str, key: str = 'type') -> Any:
+        """The class `node[key]` names in a BasicSR registry."""
+        name = self.require(node, path, key, f'it names the {kind} to build')
+        # Registry.get's fallback: names registered twice (RealESRGANDataset) also hold NAME_basicsr.
+        found = None
+        if isinstance(name, str):
+            found = registry._obj_map.get(name) or registry._obj_map.get(f'{name}_basicsr')
+        if found is None:
+            known = list(registry._obj_map)
+            self.refuse(f'{path}.{key}' if path else key, name,
+                        f"the name of a registered {kind} (No object named {name!r} in BasicSR's {kind} registry"
+                        f'{_suggestion(str(name), known)})')
+        return found
+
+    def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
+        """Keys of `node` (besides type) must be parameters of `target`; a value must have the type
+        of the parameter's default (number, bool, str, list for a tuple) where it has one."""
+        parameters = {name: parameter for name, parameter in inspect.signature(target).parameters.items()
+                      if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and name not in skip}
+        takes_more = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+        for key, value in node.items():
+            if key == 'type':
+                continue
+            where = f'{path}.{key}'
+            if key not in parameters:
+                if takes_more:
+                    continue
+                raise OptionFileError(f'{self.source}: {where} is not an option of {node.get("type")}'
+                                      f'{_suggestion(str(key), list(parameters))}; it takes {sorted(parameters)}')
+            default = parameters[key].default
+            if isinstance(default, bool):
+                self.boolean(value, where)
+            elif isinstance(default, (int, float)):
+                self.number(value, where)
+            elif isinstance(default, str) and not isinstance(value, str):
+                self.refuse(where, value, 'a string')
+            elif isinstance(default, tuple):
+                self.numbers(value, where)
+        for name, parameter in parameters.items():
+            if parameter.default is parameter.empty and name not in node:
+                self.missing(f'{path}.{name}', f'{node.get("type")} needs it')
+
+
+def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
+    from basicsr.utils.registry import MODEL_REGISTRY
+    name = check.require(opt, '', 'name', 'it names the experiment and its folders')
+    if not isinstance(name, str) or not name:
+        check.refuse('name', name, 'a non-empty string')
+    check.registered(opt, '', MODEL_REGISTRY, 'model', key='model_type')
+    scale = check.require(opt, '', 'scale', 'the upscaling factor (an integer)')
+    if not is_int(scale) or scale < 1:
+        check.refuse('scale', scale, 'a positive integer')
+    num_gpu = check.require(opt, '', 'num_gpu', "auto, or the number of GPUs (0 for CPU)")
+    if num_gpu != 'auto' and not (is_int(num_gpu) and num_gpu >= 0):
+        check.refuse('num_gpu', num_gpu, "'auto' or an integer >= 0 (0: CPU)")
+    seed = opt.get('manual_seed')
+    if seed is not None and not is_int(seed):
+        check.refuse('manual_seed', seed, 'an integer')
+    if 'gt_size' in opt:  # the Real-HAT models crop their synthesised pairs to it
+        _check_gt_size(check, opt['gt_size'], 'gt_size', scale)
+    check.mapping(check.require(opt, '', 'path', 'BasicSR reads its folders and weights from it'), 'path',
+                  'paths')
+    for section in ('train', 'logger') if is_train else ('val',):
+        check.mapping(check.require(opt, '', section, f'{"training" if is_train else "testing"} reads it'),
+                      section, 'options')
+
+
+def _check_gt_size(check: _Checker, gt_size: Any, path: str, scale: int) -> None:
+    if not is_integer(gt_size) or gt_size <= 0 or gt_size % scale:
+        check.refuse(path, gt_size, f'a positive integer multiple of scale {scale} (the GT patch size)')
+
+
+def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool, scale: int) -> None:
+    from basicsr.utils.registry import DATASET_REGISTRY
+    path = f'datasets.{phase_key}'
+    phase = phase_key.split('_')[0]
+    allowed = phase_key == 'train' or phase == 'val' if is_train else phase in ('train', 'val', 'test')
+    if not allowed:
+        check.refuse(path, phase_key, 'a dataset named train, val or val_<N>' if is_train
+                     else 'a dataset named test[_<N>] or val[_<N>]')
+    dataset = check.mapping(dataset, path, 'dataset options')
+    check.require(dataset, path, 'name', 'BasicSR logs datasets by name')
+    kind = check.registered(dataset, path, DATASET_REGISTRY, 'dataset').__name__
+    backend = check.mapping(check.require(dataset, path, 'io_backend', 'e.g. {type: disk} or {type: lmdb}'),
+                            f'{path}.io_backend', 'io_backend options')
+    backend_type = check.require(backend, f'{path}.io_backend', 'type', f'one of {list(IO_BACKENDS)}')
+    if backend_type not in IO_BACKENDS:
+        check.refuse(f'{path}.io_backend.type', backend_type, f'one of {list(IO_BACKENDS)}')
+    required = DATASET_REQUIRED.get(kind, {})
+    disk_only = ('meta_info',) if kind == 'RealESRGANDataset' and backend_type == 'disk' else ()
+    for key in required.get('all', ()) + required.get(phase, ()) + disk_only:
+        if key not in dataset:
+            check.missing(f'{path}.{key}', _missing_dataset_key_hint(kind, key, dataset))
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        root = dataset.get(key)
+        if root is not None and not isinstance(root, str):
+            check.refuse(f'{path}.{key}', root, 'a folder path')
+        if root is not None and backend_type == 'lmdb' and not root.endswith('.lmdb'):
+            check.refuse(f'{path}.{key}', root, 'an LMDB folder whose name ends with .lmdb')
+    if phase == 'train':
+        if 'gt_size' in dataset and kind in CROPPING_DATASETS:
+            _check_gt_size(check, dataset['gt_size'], f'{path}.gt_size', scale)
+        check.integer(check.require(dataset, path, 'batch_size_per_gpu', 'the training batch per GPU'),
+                      f'{path}.batch_size_per_gpu', 1)
+        check.integer(check.require(dataset, path, 'num_worker_per_gpu', 'DataLoader workers per GPU (0: none)'),
+                      f'{path}.num_worker_per_gpu', 0)
+        if 'dataset_enlarge_ratio' in dataset:
+            check.integer(dataset['dataset_enlarge_ratio'], f'{path}.dataset_enlarge_ratio', 1)
+        if dataset.get('prefetch_mode') not in PREFETCH_MODES:
+            check.refuse(f'{path}.prefetch_mode', dataset['prefetch_mode'], '~ (none), cpu or cuda')
+    for key in ('use_hflip', 'use_rot', 'use_shuffle'):
+        if key in dataset:
+            check.boolean(dataset[key], f'{path}.{key}')
+
+
+def _missing_dataset_key_hint(kind: str, key: str, dataset: Mapping) -> str:
+    if kind == 'RealESRGANDataset' and key == 'meta_info' and 'meta_info_file' in dataset:
+        return ("RealESRGANDataset reads its list of images from meta_info, not meta_info_file "
+                "(PairedImageDataset's key): rename meta_info_file to meta_info")
+    return f'{kind} needs it'
+
+
+def _check_training(check: _Checker, opt: Mapping) -> None:
+    from basicsr.utils.registry import LOSS_REGISTRY
+    train = opt['train']
+    check.integer(check.require(train, 'train', 'total_iter', 'the number of iterations to train'),
+                  'train.total_iter', 1)
+    if 'warmup_iter' in train:
+        check.integer(train['warmup_iter'], 'train.warmup_iter', -1)
+    decay = train.get('ema_decay', 0)
+    if not is_number(decay) or not 0 <= decay <= 1:
+        check.refuse('train.ema_decay', decay, 'a number in (0, 1] (the weight of the old EMA weights), or 0 '
+                                               'for no EMA')
+    for key in ('optim_g', 'optim_d'):
+        if key == 'optim_g' or key in train:
+            _check_optimizer(check, check.require(train, 'train', key, 'e.g. {type: Adam, lr: 2.0e-4}'), f'train.{key}')
+    _check_scheduler(check, train)
+    for key in LOSS_KEYS:
+        if train.get(key):
+            loss = check.mapping(train[key], f'train.{key}', 'loss options')
+            check.arguments(loss, f'train.{key}', check.registered(loss, f'train.{key}', LOSS_REGISTRY, 'loss'))
+
+
+def _check_optimizer(check: _Checker, optimizer: Any, path: str) -> None:
+    import torch
+    optimizer = check.mapping(optimizer, path, 'optimizer options')
+    kind = check.require(optimizer, path, 'type', f'one of {list(OPTIMIZERS)}')
+    if kind not in OPTIMIZERS:
+        check.refuse(f'{path}.type', kind, f'one of {list(OPTIMIZERS)} (what BasicSR 1.4.2 builds)')
+    check.number(check.require(optimizer, path, 'lr', 'the learning rate'), f'{path}.lr', positive=True)
+    check.arguments(optimizer, path, getattr(torch.optim, kind), skip=('params',))
+    betas = optimizer.get('betas', [0.9, 0.999])
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        check.refuse(f'{path}.betas', betas, 'two numbers in [0, 1)')
+    if optimizer.get('weight_decay', 0) < 0:
+        check.refuse(f'{path}.weight_decay', optimizer['weight_decay'], 'a number >= 0')
+
+
+def _check_scheduler(check: _Checker, train: Mapping) -> None:
+    from basicsr.models import lr_scheduler
+    scheduler = check.mapping(check.require(train, 'train', 'scheduler', 'e.g. {type: MultiStepLR, milestones: '
+                                                                         '[250000], gamma: 0.5}'),
+                              'train.scheduler', 'scheduler options')
+    kind = check.require(scheduler, 'train.scheduler', 'type', f'one of {list(SCHEDULERS)}')
+    if kind not in SCHEDULERS:
+        check.refuse('train.scheduler.type', kind, f'one of {list(SCHEDULERS)}')
+    for key, minimum in (('milestones', 0), ('restarts', 0), ('periods', 1)):
+        if key in scheduler:
+            check.integers(scheduler[key], f'train.scheduler.{key}', minimum)
+    check.arguments(scheduler, 'train.scheduler', getattr(lr_scheduler, SCHEDULERS[kind]),
+                    skip=('optimizer', 'last_epoch'))
+    if scheduler.get('gamma', 0.1) <= 0:
+        check.refuse('train.scheduler.gamma', scheduler['gamma'], 'a positive number')
+    weights = scheduler.get('restart_weights', [1])
+    counted = 'periods' if kind == 'CosineAnnealingRestartLR' else 'restarts'
+    if len(weights) != len(scheduler.get(counted, [0])):
+        check.refuse('train.scheduler.restart_weights', weights, f'one weight for each of {counted}')
+
+
+def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
+    from basicsr.utils.registry import METRIC_REGISTRY
+    val = opt.get('val')
+    if val is None:
+        return
+    val = check.mapping(val, 'val', 'validation options')
+    if is_train:
+        check.integer(check.require(val, 'val', 'val_freq', 'validate every val_freq iterations'), 'val.val_freq', 1)
+    check.boolean(check.require(val, 'val', 'save_img', 'whether to save the super-resolved images'), 'val.save_img')
+    metrics = val.get('metrics') or {}
+    for name, metric in check.mapping(metrics, 'val.metrics', 'metrics').items():
+        metric = check.mapping(metric, f'val.metrics.{name}', 'metric options')
+        check.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')
+        if 'crop_border' in metric:
+            check.integer(metric['crop_border'], f'val.metrics.{name}.crop_border', 0)
+
+
+def _check_logger(check: _Checker, opt: Mapping) -> None:
+    logger = opt['logger']
+    for key, why in (('print_freq', 'log every print_freq iterations'),
+                     ('save_checkpoint_freq', 'save a checkpoint every save_checkpoint_freq iterations')):
+        check.integer(check.require(logger, 'logger', key, why), f'logger.{key}', 1)
+    if 'use_tb_logger' in logger:
+        check.boolean(logger['use_tb_logger'], 'logger.use_tb_logger')
+
+
+def validate_options(opt: Any, source: str, is_train: bool) -> None:
+    """Raise OptionFileError for the first value BasicSR or hat_basicsr cannot use (without looking
+    at the data: see check_data)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    if not isinstance(opt, Mapping) or not opt:
+        holds = repr(type(opt).__name__) if opt else 'nothing'
+        raise OptionFileError(f'{source}: the option file holds {holds}; expected a mapping of options (name, '
+                              'model_type, scale, datasets, network_g, ...)')
+    check = _Checker(source)
+    _check_top_level(check, opt, is_train)
+    datasets = check.mapping(check.require(opt, '', 'datasets', 'the datasets to train or test on'), 'datasets',
+                             'datasets (train, val, test_1, ...)')
+    if not datasets:
+        check.refuse('datasets', datasets, 'at least one dataset')
+    if is_train and 'train' not in datasets:
+        check.missing('datasets.train', 'training needs a train dataset')
+    for phase_key, dataset in datasets.items():
+        _check_dataset(check, str(phase_key), dataset, is_train, opt['scale'])
+    for key in ('network_g', 'network_d'):
+        if key == 'network_g' or key in opt:
+            network = check.mapping(check.require(opt, '', key, 'the network to build'), key, 'network options')
+            check.registered(network, key, ARCH_REGISTRY, 'arch')
+    if is_train:
+        _check_training(check, opt)
+        _check_logger(check, opt)
+    _check_validation(check, opt, is_train)
+
+
+def _has_images(folder: str) -> bool:
+    """Whether some image file lies under `folder` (the walk stops at the first folder holding one)."""
+    return any(name.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for name in files)
+
+
+def _first_entry(list_file: str) -> Optional[str]:
+    with open(list_file, encoding='utf-8') as lines:
+        return next((line for line in lines if line.strip()), None)
+
+
+def check_data(opt: Mapping, source: str) -> None:
+    """Dataset folders, LMDBs and list files must exist and hold something: an empty one makes
+    BasicSR divide by a zero epoch length. Relative paths are taken from the current directory,
+    as BasicSR takes them."""
+    check = _Checker(source)
+    for phase_key, dataset in opt['datasets'].items():
+        path = f'datasets.{phase_key}'
+        kind, backend = dataset['type'], dataset['io_backend']['type']
+        if backend == 'memcached':  # paths are keys of a server
+            continue
+        lmdb = backend == 'lmdb'
+        lists = [] if lmdb else [key for key in META_INFO_KEYS.get(kind, ()) if dataset.get(key) is not None]
+        for key in lists[:1]:
+            list_file = str(dataset[key])
+            if not os.path.isfile(list_file):
+                check.refuse(f'{path}.{key}', list_file, 'an existing list file (one image path per line)')
+            if _first_entry(list_file) is None:
+                check.refuse(f'{path}.{key}', list_file, 'a list file naming at least one image; it is empty')
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            root = dataset.get(key)
+            if root is None or (kind == 'ImageNetPairedDataset' and key == 'dataroot_lq'):
+                continue
+            root = os.path.expanduser(root)
+            if not os.path.isdir(root):
+                check.refuse(f'{path}.{key}', root, 'an existing folder' + (' (an LMDB)' if lmdb else ' of images'))
+            if lmdb:
+                meta = os.path.join(root, 'meta_info.txt')
+                if not os.path.isfile(os.path.join(root, 'data.mdb')) or not os.path.isfile(meta):
+                    check.refuse(f'{path}.{key}', root, 'an LMDB folder with data.mdb and meta_info.txt (as '
+                                                        "BasicSR's make_lmdb_from_imgs writes)")
+                if _first_entry(meta) is None:
+                    check.refuse(f'{path}.{key}', root, 'an LMDB with at least one key; its meta_info.txt is empty')
+            elif not lists and not _has_images(root):
+                check.refuse(f'{path}.{key}', root, f'a folder with images ({", ".join(IMAGE_EXTENSIONS)}); '
+                                                    'it has none')
+
+
 def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
-    """Raise OptionFileError for entries BasicSR would misread; return warnings for unknown `train:`
-    entries (a custom model may read them, so they are not refused)."""
-    for key, value in _entries(opt):
-        if isinstance(value, str) and DOTLESS_EXPONENT.match(value.strip()):
-            raise OptionFileError(f'{source}: {key}: {value!r} is read as a string by YAML; write it with a dot '
-                                  f'(e.g. {value.lower().replace("e", ".0e", 1)})')
-    paths = opt.get('path') or {}
+    """Raise OptionFileError for entries BasicSR would misread or cannot use; return warnings for
+    unknown `train:` entries (a custom model may read them, so they are not refused)."""
+    if isinstance(opt, Mapping):
+        for key, value in _entries(opt):
+            if isinstance(value, str) and DOTLESS_EXPONENT.match(value.strip()):
+                raise OptionFileError(f'{source}: {key}: {value!r} is read as a string by YAML; write it with a '
+                                      f'dot (e.g. {value.lower().replace("e", ".0e", 1)})')
+    validate_options(opt, source, is_train)
+    paths = opt['path']
     known_paths = PATH_KEYS + ('pretrain_network_g', 'strict_load_g', 'param_key_g')
     for key in paths:
         if key not in PATH_KEYS and not PATH_NETWORK_KEY.match(str(key)):
@@ -64,7 +439,7 @@ def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
     if not is_train and 'network_g' in opt and not paths.get('pretrain_network_g'):
         raise OptionFileError(f'{source}: path.pretrain_network_g is not set: testing would score a randomly '
                               'initialised network')
-    train = (opt.get('train') or {}) if is_train else {}
+    train = opt['train'] if is_train else {}
     return [f'{source}: train.{key} is not read by BasicSR or hat_basicsr{_suggestion(str(key), TRAIN_KEYS)}; '
             'it has no effect unless a custom model reads it' for key in train if key not in TRAIN_KEYS]
 
@@ -79,15 +454,56 @@ def option_file_argument(args: Sequence[str]) -> Optional[str]:
     return None
 
 
-def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None:
-    """check_options on the -opt file (an unreadable file is left to BasicSR to report)."""
+def forced_entries(args: Sequence[str]) -> List[str]:
+    """The `key:key=value` entries of BasicSR's --force_yml argument."""
+    if '--force_yml' not in args:
+        return []
+    entries = []
+    for arg in args[args.index('--force_yml') + 1:]:
+        if arg.startswith('-'):
+            break
+        entries.append(arg)
+    return entries
+
+
+def apply_forced(opt: Dict, entries: Sequence[str], source: str) -> None:
+    """Apply --force_yml entries as BasicSR's parse_options will (an existing parent key is needed)."""
+    from basicsr.utils.options import _postprocess_yml_value
+    for entry in entries:
+        keys, separator, value = entry.partition('=')
+        *parents, leaf = [key.strip() for key in keys.split(':')]
+        node = opt
+        for depth, key in enumerate(parents):
+            if not separator or not isinstance(node, Mapping) or key not in node:
+                raise OptionFileError(f'--force_yml {entry}: {source} has no option {":".join(parents[:depth + 1])}; '
+                                      'expected key:key=value on existing options')
+            node = node[key]
+        if not separator or not isinstance(node, dict):
+            raise OptionFileError(f'--force_yml {entry}: expected key:key=value on existing options')
+        node[leaf] = _postprocess_yml_value(value.strip())
+
+
+def load_option_file(path: str) -> Any:
+    """The option file as BasicSR loads it; OptionFileError for a missing file or invalid YAML."""
     from basicsr.utils.options import ordered_yaml
-    path = option_file_argument(args)
     try:
         with open(path, encoding='utf-8') as stream:
-            opt = yaml.load(stream, Loader=ordered_yaml()[0])
-    except (TypeError, OSError, yaml.YAMLError):
+            return yaml.load(stream, Loader=ordered_yaml()[0])
+    except OSError as error:
+        raise OptionFileError(f'cannot read option file {path}: {error.strerror or error}') from error
+    except yaml.YAMLError as error:
+        raise OptionFileError(f'{path} is not valid YAML: ' + ' '.join(str(error).split())) from error
+
+
+def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None:
+    """check_options and check_data on the -opt file with the --force_yml entries applied (no -opt
+    is left to BasicSR's argument parser to report)."""
+    path = option_file_argument(args)
+    if path is None:
         return
+    opt = load_option_file(path)
     if isinstance(opt, dict):
-        for warning in check_options(opt, path, is_train):
-            print(f'{prog}: warning: {warning}', file=sys.stderr)
+        apply_forced(opt, forced_entries(args), path)
+    for warning in check_options(opt, path, is_train):
+        print(f'{prog}: warning: {warning}', file=sys.stderr)
+    check_data(opt, path)
