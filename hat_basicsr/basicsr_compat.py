@@ -84,26 +84,52 @@ def _fix_load_resume_state(_original: Callable) -> Callable:
     """basicsr.train.load_resume_state calls torch.cuda.current_device() (fails on CPU) to map the
     state onto the GPU, and auto-resume looks in `experiments/<name>` relative to the working
     directory instead of the run's own `training_states` folder (under root_path), so a run
-    started elsewhere never resumes. Here: the run's folder, CPU map_location (optimizers move
-    their state to the parameters' device on load), weights_only=True, and a clear error."""
+    started elsewhere never resumes; it also stops when the newest state is unreadable (a state
+    truncated by a full disk or a copy), though older ones are there. Here: the run's folder, the
+    newest state that loads (a warning names each one skipped), CPU map_location (optimizers move
+    their state to the parameters' device on load), weights_only=True, and a clear error.
+
+    train_pipeline calls this first after parsing the options and before it creates or archives
+    the experiment folder (make_exp_dirs), so this is also where the run takes the experiment's
+    lock (hat_basicsr.utils.run_lock): BasicSR lets two runs with one name destroy each other."""
     from basicsr.utils import check_resume
+    from hat_basicsr.utils.run_lock import hold_experiment
     from hat_basicsr.utils.weights import CheckpointError
 
-    def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        path = opt['path'].get('resume_state')
-        if opt['auto_resume']:
-            state_dir = opt['path']['training_states']
-            iters = [int(match.group(1)) for match in map(STATE_FILE.fullmatch, sorted(os.listdir(state_dir)))
-                     if match] if os.path.isdir(state_dir) else []
-            path = os.path.join(state_dir, f'{max(iters)}.state') if iters else None
-            opt['path']['resume_state'] = path
-        if path is None:
-            return None
+    def load_state(path: str) -> Dict[str, Any]:
         try:
             state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as error:
             raise CheckpointError(f'cannot load training state {path}: {type(error).__name__}: {error}') from error
-        check_resume(opt, state['iter'])
+        if not isinstance(state, dict) or not {'epoch', 'iter', 'optimizers', 'schedulers'} <= state.keys():
+            raise CheckpointError(f'{path} is not a BasicSR training state (no epoch/iter/optimizers/schedulers)')
+        return state
+
+    def newest_loadable_state(state_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+        iters = [int(match.group(1)) for match in map(STATE_FILE.fullmatch, os.listdir(state_dir)) if match] \
+            if os.path.isdir(state_dir) else []
+        skipped = []
+        for iteration in sorted(iters, reverse=True):
+            path = os.path.join(state_dir, f'{iteration}.state')
+            try:
+                return path, load_state(path)
+            except CheckpointError as error:
+                logger.warning(f'{error}; resuming from an older training state instead.')
+                skipped.append(path)
+        if skipped:
+            raise CheckpointError(f'no training state in {state_dir} loads ({len(skipped)} tried, newest '
+                                  f'{skipped[0]}); move them away to start afresh')
+        return None, None
+
+    def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        hold_experiment(opt)
+        if opt['auto_resume']:
+            opt['path']['resume_state'], state = newest_loadable_state(opt['path']['training_states'])
+        else:
+            path = opt['path'].get('resume_state')
+            state = None if path is None else load_state(path)
+        if state is not None:
+            check_resume(opt, state['iter'])
         return state
 
     return load_resume_state

@@ -100,8 +100,9 @@ def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
 
 
 def _resume_opt(tmp_path: Path, auto_resume: bool = True) -> dict:
-    return {'auto_resume': auto_resume, 'network_g': {},
-            'path': {'training_states': str(tmp_path / 'run' / 'training_states'),
+    return {'auto_resume': auto_resume, 'network_g': {}, 'name': 'run', 'rank': 0, 'dist': False,
+            'path': {'experiments_root': str(tmp_path / 'run'),
+                     'training_states': str(tmp_path / 'run' / 'training_states'),
                      'models': str(tmp_path / 'run' / 'models'), 'resume_state': None}}
 
 

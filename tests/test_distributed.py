@@ -1,5 +1,5 @@
 """torchrun with two CPU processes (gloo) trains through hat_basicsr.train, and DDP keeps both
-ranks' parameters identical."""
+ranks' parameters identical; the ranks share one experiment lock."""
 from __future__ import annotations
 
 import os
@@ -53,6 +53,8 @@ def test_torchrun_two_cpu_ranks_stay_identical(sr_data, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
             proc.wait()
     assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
+    assert 'ExperimentInUseError' not in stderr, 'a rank refused the lock of its own run'
+    assert not (tmp_path / 'experiments' / 'ddp_run.lock').exists(), 'the lock outlived the run'
 
     log = read_log(tmp_path / 'experiments' / 'ddp_run', 'train')
     assert 'World size (gpu number): 2' in log and 'Validation tiny_val' in log

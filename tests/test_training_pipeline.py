@@ -136,9 +136,13 @@ def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
         proc.wait()
     saved = max(int(p.stem) for p in states.iterdir() if p.suffix == '.state')
     assert saved >= 2 and saved % 2 == 0
+    lock = tmp_path / 'experiments' / 'killed_run.lock'
+    assert str(proc.pid) in lock.read_text(), 'kill -9 leaves the lock file behind'
 
-    run_python(['-m', 'hat_basicsr.train', '-opt', str(options), '--auto_resume',
-                '--force_yml', f'train:total_iter={saved + 2}'], cwd=tmp_path)
+    resumed = run_python(['-m', 'hat_basicsr.train', '-opt', str(options), '--auto_resume',
+                          '--force_yml', f'train:total_iter={saved + 2}'], cwd=tmp_path)
+    assert f'Took over the stale lock {lock} of a run that no longer runs (pid {proc.pid} ' in resumed.stderr
+    assert not lock.exists()
     log = read_log(tmp_path / 'experiments' / 'killed_run', 'train')
     assert 'Resuming training from epoch: ' in log and f'iter: {saved}.' in log
     assert f'iter:{saved + 2:>8d},' in log

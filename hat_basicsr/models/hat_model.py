@@ -1,8 +1,11 @@
 """HATModel: BasicSR's SRModel (losses, EMA, optimizers, schedulers, validation, metrics) with
 tiled inference, CPU support, weights loaded through hat_basicsr.utils.weights and checkpoints
-that a kill cannot corrupt and that resume with torch.load(weights_only=True)."""
+that a kill cannot corrupt and that resume with torch.load(weights_only=True); a SIGTERM stops it
+at the next iteration boundary with a saved state, and a non-finite loss or weights stop it before
+anything non-finite is saved."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -20,6 +23,7 @@ from hat_basicsr.utils.acceleration import AccelerationOptions, apply_accelerati
 from hat_basicsr.utils.files import remove_stale_temporaries
 from hat_basicsr.utils.registration import register_once
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
+from hat_basicsr.utils.training_stop import NonFiniteTrainingError, TrainingStopped, progress
 from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights, read_checkpoint
 
 # Context (in LR pixels) each tile reads beyond its core when `tile_pad` is not given. Measured on
@@ -93,6 +97,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _newest_state() -> str:
+    if progress.saved_iteration is None:
+        return 'no training state saved yet'
+    return f'newest training state: iteration {progress.saved_iteration}'
+
+
 @register_once(MODEL_REGISTRY)
 class HATModel(SRModel):
     """SRModel for HAT. Padding to the window size is the network's own job (HAT pads any input
@@ -154,6 +164,53 @@ class HATModel(SRModel):
         optimizer and EMA updates are not autocast ops, so weights stay float32."""
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
+        self.stop_on_non_finite_loss(current_iter)
+
+    def stop_on_non_finite_loss(self, current_iter: int) -> None:
+        """Raise NonFiniteTrainingError when a logged loss of this step is NaN or infinite (the
+        losses are already Python floats, so checking costs nothing); call after each step."""
+        non_finite = [f'{name} = {value}' for name, value in self.log_dict.items() if not math.isfinite(value)]
+        if non_finite:
+            raise NonFiniteTrainingError(f'training diverged at iteration {current_iter}: {", ".join(non_finite)}; '
+                                         f'stopped without saving it ({_newest_state()}); lower the learning rate '
+                                         'or check the data and the loss options')
+
+    def resume_training(self, resume_state: Dict[str, Any]) -> None:
+        super().resume_training(resume_state)
+        progress.epoch = resume_state['epoch']
+        progress.iteration = progress.saved_iteration = resume_state['iter']
+
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        """BasicSR's loop calls this first in every iteration, before anything of it has changed:
+        the boundary where a stop requested by SIGTERM saves the finished iteration and raises
+        TrainingStopped."""
+        if self._stop_requested():
+            self._stop_after(current_iter - 1)
+        progress.iteration = current_iter
+        super().update_learning_rate(current_iter, warmup_iter)
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGTERM: torchrun signals each rank at its own moment, and all must
+        stop at the same boundary or the others would wait for it in the next collective."""
+        requested = progress.stop_requested
+        if self.opt['dist']:
+            flag = torch.tensor(float(requested), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+        return requested
+
+    def _stop_after(self, finished_iter: int) -> None:
+        """Save models and training state of `finished_iter` (unless saved already) and raise
+        TrainingStopped. The epoch saved is the newest BasicSR reported: on resume it only seeds
+        the sampler's shuffle and BasicSR restarts that epoch, and a lower one never ends a run
+        early."""
+        if finished_iter == 0:
+            raise TrainingStopped('stopped by SIGTERM before the first iteration; nothing to save')
+        if progress.saved_iteration != finished_iter:
+            self.save(progress.epoch, finished_iter)
+        state = os.path.join(self.opt['path']['training_states'], f'{finished_iter}.state')
+        raise TrainingStopped(f'stopped by SIGTERM after iteration {finished_iter}; saved {state}; '
+                              'resume with --auto_resume')
 
     def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
         """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""
@@ -209,7 +266,15 @@ class HATModel(SRModel):
         checkpoint = {key: {name: tensor.detach().cpu() for name, tensor in self.get_bare_model(n).state_dict().items()}
                       for n, key in zip(nets, keys)}
         label = 'latest' if current_iter == -1 else current_iter
-        atomic_save(checkpoint, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+        path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        non_finite = [f'{key}.{name}' for key, params in checkpoint.items() for name, tensor in params.items()
+                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        if non_finite:
+            iteration = progress.iteration if current_iter == -1 else current_iter
+            raise NonFiniteTrainingError(f'training diverged at iteration {iteration}: non-finite weights in '
+                                         f'{len(non_finite)} tensor(s) of {net_label} (first: {non_finite[0]}); '
+                                         f'{path} not written ({_newest_state()})')
+        atomic_save(checkpoint, path)
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
@@ -220,3 +285,4 @@ class HATModel(SRModel):
                  'optimizers': [optimizer.state_dict() for optimizer in self.optimizers],
                  'schedulers': [scheduler.state_dict() for scheduler in self.schedulers]}
         atomic_save(_plain(state), os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        progress.epoch, progress.saved_iteration = epoch, current_iter

@@ -41,7 +41,8 @@ class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
         self._build_degradation_tools(opt)
 
     # RealESRGANModel's step and SRGANModel's training set-up come before HATModel's in the MRO and
-    # do not chain to them, so HATModel's bf16 autocast and EMA acceleration are applied here.
+    # do not chain to them, so HATModel's bf16 autocast, EMA acceleration and non-finite loss check
+    # are applied here.
 
     def init_training_settings(self) -> None:
         super().init_training_settings()
@@ -50,3 +51,4 @@ class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
     def optimize_parameters(self, current_iter: int) -> None:
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
+        self.stop_on_non_finite_loss(current_iter)
