@@ -1,11 +1,16 @@
 """`hat-basicsr upscale` on real photo crops in every supported format, depth and layout."""
 import os
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import subprocess_env
+from filesystems import tmpfs
 from skimage import data
 
 from PIL import Image, ImageOps
@@ -240,6 +245,7 @@ def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, cap
     ('suffix', 'path separator'),
     ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
     ('negative-tile', '--tile and --tile-overlap must be >= 0'),
+    ('max-pixels', '--max-pixels must be positive'),
 ])
 def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd):
     source, output, model = workspace['inputs'] / 'old.bmp', tmp_path / 'out', str(workspace['checkpoint'])
@@ -256,6 +262,8 @@ def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspa
         (tmp_path / 'x3.yml').write_text(yaml.safe_dump({'scale': 3, 'network_g': {'type': 'HAT', **TINY},
                                                           'path': {'pretrain_network_g': model}}))
         model = str(tmp_path / 'x3.yml')
+    elif problem == 'max-pixels':
+        extra = ['--max-pixels', '0']
     else:
         extra = ['--tile', '-8']
     status = run_command(upscale.add_parser, ['upscale', str(source), '-o', str(output), '-m', model, *extra])
@@ -287,3 +295,86 @@ def test_outputs_get_the_permissions_of_the_umask(workspace, tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / 'old.bmp').stat().st_mode & 0o777 == 0o644
+
+
+def failure_lines(capfd):
+    return [line for line in capfd.readouterr().err.splitlines() if 'failed:' in line]
+
+
+def test_non_finite_weights_are_refused_before_any_image(workspace, tmp_path, capfd):
+    checkpoint = torch.load(workspace['checkpoint'], weights_only=True)
+    checkpoint['params_ema']['conv_last.weight'][0, 0, 0, 0] = float('nan')
+    torch.save(checkpoint, tmp_path / 'diverged.pth')
+    status = run_command(upscale.add_parser, ['upscale', str(workspace['inputs']), '-o', str(tmp_path / 'out'), '-m',
+                                              str(tmp_path / 'diverged.pth')])
+    error = capfd.readouterr().err
+    assert status == 2 and error.count('\n') == 1
+    assert f'{tmp_path / "diverged.pth"}: tensor conv_last.weight holds NaN or infinite values' in error
+    assert not any((tmp_path / 'out').iterdir())
+
+
+def test_non_finite_output_fails_each_image_and_writes_nothing(workspace, tmp_path, capfd):
+    checkpoint = torch.load(workspace['checkpoint'], weights_only=True)
+    checkpoint['params_ema']['conv_last.weight'].fill_(3e38)  # finite weights whose outputs overflow
+    torch.save(checkpoint, tmp_path / 'overflowing.pth')
+    sources = [workspace['inputs'] / name for name in ('old.bmp', 'scan.tif')]
+    for source in sources:
+        (tmp_path / 'in').mkdir(exist_ok=True)
+        (tmp_path / 'in' / source.name).write_bytes(source.read_bytes())
+    status = run_command(upscale.add_parser, ['upscale', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '-m',
+                                              str(tmp_path / 'overflowing.pth')])
+    failures = failure_lines(capfd)
+    assert status == 1 and len(failures) == 2
+    assert all('NaN or infinite values; nothing written' in line for line in failures)
+    assert not any((tmp_path / 'out').iterdir())
+
+
+def test_image_over_the_pixel_limit_fails_alone_before_decoding(workspace, tmp_path, capfd):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    # A real 14000x14000 PNG: within OpenCV's decoding limit, above PIL's decompression-bomb limit.
+    ok, encoded = cv2.imencode('.png', np.zeros((14000, 14000), np.uint8), [cv2.IMWRITE_PNG_BILEVEL, 1])
+    (folder / 'huge.png').write_bytes(encoded.tobytes())
+    (folder / 'old.bmp').write_bytes((workspace['inputs'] / 'old.bmp').read_bytes())
+    arguments = ['upscale', str(folder), '-o', str(tmp_path / 'out'), '-m', str(workspace['checkpoint'])]
+    assert run_command(upscale.add_parser, arguments) == 1
+    assert failure_lines(capfd) == [f'hat-basicsr upscale: failed: {folder / "huge.png"}: 14000x14000 is 196,000,000 '
+                                    'pixels, more than the limit of 100,000,000 (--max-pixels)']
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['old.bmp']
+
+    (folder / 'huge.png').unlink()
+    cv2.imwrite(str(folder / 'small.png'), bgr(data.coffee(), 0, 0, size=(16, 16)))
+    assert run_command(upscale.add_parser, [*arguments, '--max-pixels', '400']) == 1  # old.bmp has 20x24 = 480
+    assert failure_lines(capfd) == [f'hat-basicsr upscale: failed: {folder / "old.bmp"}: 24x20 is 480 pixels, '
+                                    'more than the limit of 400 (--max-pixels)']
+    assert read_image(tmp_path / 'out' / 'small.png')[0].shape == (32, 32, 3)
+
+
+def test_next_run_removes_the_temporary_files_of_a_killed_run(workspace, tmp_path):
+    output = tmp_path / 'out'
+    output.mkdir()
+    others = output / '.other.png.0123abcd.tmp'  # another run's output, perhaps being written now
+    others.write_bytes(b'not ours')
+    source = workspace['inputs'] / 'old.bmp'
+    arguments = ['upscale', str(source), '-o', str(output), '-m', str(workspace['checkpoint'])]
+    # Killed (SIGKILL) after writing its output's temporary file, before renaming it.
+    killed = subprocess.run([sys.executable, '-c', 'import os, signal, sys\n'
+                             'os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n'
+                             'from hat_basicsr.cli import main\n'
+                             'main(sys.argv[1:])', *arguments], env=subprocess_env(), capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    left = [path for path in output.iterdir() if path.name.startswith('.old.bmp.')]
+    assert len(left) == 1 and left[0].stat().st_size > 0
+    assert run_command(upscale.add_parser, arguments) == 0
+    assert sorted(p.name for p in output.iterdir()) == [others.name, 'old.bmp']
+
+
+def test_read_only_output_folder_is_refused_before_the_model_is_read(workspace, tmp_path, capfd):
+    # Root writes through permission bits, so the folder is a read-only mount, which refuses root too.
+    with tmpfs(tmp_path / 'read-only', size=64 * 1024, read_only=True) as output:
+        for model in (str(workspace['checkpoint']), str(tmp_path / 'no-such-model.pth')):
+            status = run_command(upscale.add_parser, ['upscale', str(workspace['inputs'] / 'old.bmp'), '-o',
+                                                      str(output), '-m', model])
+            error = capfd.readouterr().err
+            assert status == 2
+            assert error == f'hat-basicsr upscale: error: cannot write into folder {output}: Read-only file system\n'

@@ -1,15 +1,17 @@
 """`hat-basicsr convert`, safe loading, and interoperability with spandrel 0.4.2 (chaiNNer, ComfyUI)."""
 import json
+import os
 
 import pytest
 import spandrel
 import torch
 import yaml
+from filesystems import simulate_full_disk, tmpfs
 from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 from safetensors import safe_open
 
 from hat_basicsr import HAT
-from hat_basicsr.cli import convert
+from hat_basicsr.cli import convert, info
 from hat_basicsr.cli.common import load_model, run_command
 from hat_basicsr.utils.hat_config import METADATA_KEY, infer_hat_options
 
@@ -190,3 +192,59 @@ def test_convert_into_an_unusable_folder_exits_2(tmp_path, capsys):
     assert run_command(convert.add_parser, ['convert', str(source), str(source / 'out.pth')]) == 2
     error = capsys.readouterr().err
     assert error.count('\n') == 1 and 'cannot create folder' in error and 'Traceback' not in error
+
+
+def converted_source(tmp_path):
+    _, checkpoint = trained_like(CONFIGS['x2'])
+    source = tmp_path / 'source.pth'
+    torch.save(checkpoint, source)
+    return source
+
+
+def assert_one_line_and_nothing_written(capsys, target, reason):
+    error = capsys.readouterr().err
+    assert error == f'hat-basicsr convert: error: cannot write {target}: {reason}\n'
+    assert list(target.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize('name', ['net.pth', 'net.safetensors'])
+def test_convert_onto_a_full_filesystem_is_one_line_and_leaves_no_file(name, tmp_path, capsys):
+    source = converted_source(tmp_path)
+    with tmpfs(tmp_path / 'disk', size=64 * 1024) as disk:
+        # Given file names, torch.save raises "RuntimeError: [enforce fail ...]" and safetensors a SafetensorError.
+        assert run_command(convert.add_parser, ['convert', str(source), str(disk / name)]) == 2
+        assert_one_line_and_nothing_written(capsys, disk / name, 'No space left on device')
+
+
+@pytest.mark.parametrize('name', ['net.pth', 'net.safetensors'])
+def test_convert_when_the_kernel_refuses_writes_is_one_line_and_leaves_no_file(name, tmp_path, capsys, monkeypatch):
+    source = converted_source(tmp_path)
+    (tmp_path / 'out').mkdir()
+    simulate_full_disk(monkeypatch)
+    assert run_command(convert.add_parser, ['convert', str(source), str(tmp_path / 'out' / name)]) == 2
+    assert_one_line_and_nothing_written(capsys, tmp_path / 'out' / name, 'No space left on device')
+
+
+@pytest.mark.parametrize('name', ['net.pth', 'net.safetensors'])
+def test_converted_files_get_the_permissions_of_the_umask(name, tmp_path):
+    source = converted_source(tmp_path)
+    previous = os.umask(0o027)
+    try:
+        assert run_command(convert.add_parser, ['convert', str(source), str(tmp_path / name)]) == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o640  # safetensors' own writer gives 0600
+
+
+@pytest.mark.parametrize('command', ['convert', 'info'])
+def test_non_finite_weights_are_refused_in_one_line(command, tmp_path, capsys):
+    _, checkpoint = trained_like(CONFIGS['x2'])
+    checkpoint['params_ema']['conv_first.weight'][0, 0, 1, 1] = float('nan')
+    source = tmp_path / 'diverged.pth'
+    torch.save(checkpoint, source)
+    target = tmp_path / 'out.safetensors'
+    arguments = [str(source), str(target)] if command == 'convert' else [str(source)]
+    assert run_command({'convert': convert, 'info': info}[command].add_parser, [command, *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and f'{source}: tensor conv_first.weight holds NaN or infinite values' in error
+    assert not target.exists()

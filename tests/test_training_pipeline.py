@@ -107,7 +107,7 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(sr_data, tmp_pat
         """Like a signal: not an Exception, so no `except Exception` may swallow it."""
 
     def save_half_then_die(obj, target, *args, **kwargs):
-        target.write_bytes(b'PK\x03\x04 half a checkpoint')
+        target.write(b'PK\x03\x04 half a checkpoint')
         raise Killed('killed while saving')
 
     monkeypatch.setattr(torch, 'save', save_half_then_die)

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from conftest import TINY_HAT, in_process_model
 from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 from safetensors.torch import save_file
 
@@ -158,7 +159,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     atomic_save({'params': {'w': torch.ones(2)}}, path)
 
     def failing_save(obj, target):
-        target.write_bytes(b'partial')
+        target.write(b'partial')
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, 'save', failing_save)
@@ -167,3 +168,28 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)['params']['w'], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ['net_g_latest.pth']
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(release_state, tmp_path, value, suffix):
+    state = {key: tensor.clone().contiguous() for key, tensor in release_state.items()}
+    state['layers.0.residual_group.blocks.0.attn.proj.weight'][3, 5] = value
+    path = tmp_path / f'diverged{suffix}'
+    if suffix == '.pth':
+        torch.save({'params_ema': state}, path)
+    else:
+        save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=rf'^{path}: tensor layers\.0\.residual_group\.blocks\.0\.attn\.proj'
+                                              r'\.weight holds NaN or infinite values'):
+        load_weights(HAT(**fixture_options(NAME)), path)
+
+
+def test_training_refuses_a_non_finite_pretrained_network(sr_data, tmp_path):
+    network = HAT(**{key: value for key, value in TINY_HAT.items() if key != 'type'}).state_dict()
+    network['conv_last.bias'][0] = float('nan')
+    path = tmp_path / 'pretrained.pth'
+    torch.save({'params': network}, path)
+    with pytest.raises(CheckpointError, match=f'^{path}: tensor conv_last.bias holds NaN or infinite values'):
+        in_process_model(sr_data, tmp_path, path={'pretrain_network_g': str(path), 'strict_load_g': True,
+                                                  'resume_state': None})

@@ -31,7 +31,7 @@ def write_png(path: Union[str, Path], rgb: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OutputError(f'{path}: OpenCV could not encode the image')
-    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    atomic_write(path, lambda stream: stream.write(encoded.tobytes()))
     return path
 
 

@@ -32,6 +32,9 @@ from hat_basicsr.utils.weights import CheckpointError, extract_state_dict, load_
 OPTION_SUFFIXES = ('.yml', '.yaml')
 HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
 ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95]}
+# Images larger than this are refused before decoding (upscale's --max-pixels); OpenCV cannot decode
+# more than 2**30 pixels in any case.
+DEFAULT_MAX_PIXELS = 100_000_000
 SAMPLE_MAX = {np.dtype(np.uint8): (8, 255.0), np.dtype(np.uint16): (16, 65535.0)}
 EXIF_ORIENTATION_TAG = 0x0112
 # EXIF orientation -> how to turn the stored (H, W, C) pixels upright (PIL's exif_transpose, in numpy).
@@ -194,11 +197,14 @@ def upscale_luma(image: np.ndarray, run_model: Callable[[np.ndarray], np.ndarray
     return result.mean(axis=2, keepdims=True) if image.shape[2] == 1 else result
 
 
-def read_image(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
     """(float32 HxWxC in [0, 1], C = 1 (gray) or 3 (RGB); alpha HxW or None; bits per sample 8 or 16).
 
     Any file OpenCV decodes; samples stay exact (IMREAD_UNCHANGED, no 8-bit conversion), and the
-    EXIF orientation, which IMREAD_UNCHANGED ignores, is applied so photos come out upright.
+    EXIF orientation, which IMREAD_UNCHANGED ignores, is applied so photos come out upright. Images
+    of more than `max_pixels` pixels are refused, from their header when PIL can parse it (before
+    anything is decoded), else after decoding.
     """
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
@@ -206,19 +212,21 @@ def read_image(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, Optional[np.n
         raise ImageError(f'{path}: cannot read ({error.strerror or error})') from error
     if data.size == 0:
         raise ImageError(f'{path}: empty file')
+    orientation = header_orientation(path, data, max_pixels)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
         raise ImageError(f'{path}: cannot decode ({error})') from error
     if image is None:
         raise ImageError(f'{path}: cannot decode (truncated or corrupt file, or not an image)')
+    check_pixels(path, image.shape[1], image.shape[0], max_pixels)
     if image.dtype not in SAMPLE_MAX:
         raise ImageError(f'{path}: unsupported sample type {image.dtype} (8- and 16-bit integers are supported)')
     bit_depth, peak = SAMPLE_MAX[image.dtype]
     image = image.astype(np.float32) / peak
     if image.ndim == 2:
         image = image[..., None]
-    image = UPRIGHT.get(exif_orientation(data), lambda a: a)(image)
+    image = UPRIGHT.get(orientation, lambda a: a)(image)
     channels = image.shape[2]
     if channels not in (1, 2, 3, 4):
         raise ImageError(f'{path}: {channels} channels are not supported')
@@ -232,13 +240,33 @@ def silence_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
-def exif_orientation(data: np.ndarray) -> int:
-    """The EXIF orientation (1-8) of an encoded image; 1 (as stored) when it has none."""
+def check_pixels(path: Union[str, os.PathLike], width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(f'{path}: {width}x{height} is {width * height:,} pixels, more than the limit of '
+                         f'{max_pixels:,} (--max-pixels)')
+
+
+def header_orientation(path: Union[str, os.PathLike], data: np.ndarray, max_pixels: int) -> int:
+    """The EXIF orientation (1-8) of an encoded image, 1 (as stored) when it has none or PIL cannot
+    parse its header; an ImageError when the header declares more than `max_pixels` pixels.
+
+    PIL's own decompression-bomb limit is lifted meanwhile: `max_pixels` replaces it, and PIL only
+    reads headers here (OpenCV decodes), except that PNG's EXIF lookup decodes, after the check.
+    """
+    unparsable = (UnidentifiedImageError, OSError, ValueError, SyntaxError)  # formats or headers PIL cannot parse
+    bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as image:
-            return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # formats or headers PIL cannot parse
+        header = Image.open(io.BytesIO(data.tobytes()))
+    except unparsable:
         return 1
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+    with header:
+        check_pixels(path, *header.size, max_pixels)
+        try:
+            return int(header.getexif().get(EXIF_ORIENTATION_TAG, 1))
+        except unparsable:
+            return 1
 
 
 def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int = 8,
@@ -265,7 +293,7 @@ def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int
         raise ImageError(f'{path}: cannot encode as {suffix} ({error})') from error
     if not ok:
         raise ImageError(f'{path}: cannot encode as {suffix}')
-    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    atomic_write(path, lambda stream: stream.write(encoded.tobytes()))
 
 
 def run_command(add_parser: Callable[[argparse._SubParsersAction], None], argv: Sequence[str]) -> int:

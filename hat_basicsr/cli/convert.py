@@ -69,9 +69,11 @@ def portability_warnings(options: Dict) -> List[str]:
 
 
 def save_safetensors(state: Dict[str, Tensor], options: Dict, path: Path) -> None:
-    from safetensors.torch import save_file
+    """Serialised in memory and written by atomic_write: safetensors' save_file would put its own
+    0600 file in place of our temporary one and report a full disk as an errno-less SafetensorError."""
+    from safetensors.torch import save
     metadata = {METADATA_KEY: json.dumps(options), 'format': 'pt'}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write(path, lambda stream: stream.write(save(state, metadata=metadata)))
 
 
 def convert(src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'params_ema',

@@ -12,9 +12,11 @@ Images keep their format, bit depth (16-bit stays 16-bit) and colour layout:
 - JPEG/TIFF/WebP EXIF orientation is applied on reading, so outputs are stored upright (metadata,
   the ICC profile included, is not copied to the output).
 Outputs keep the input's name (plus --suffix) and format; a folder is read non-recursively. A file
-that cannot be read or processed is reported on one line and the rest continue; the exit status is
-1 when any file failed, 2 when nothing could start (bad model, device, input path or output folder,
-or a folder without images). With an option file as the model, its `tile:` section
+that cannot be read or processed (over --max-pixels, or a model output with NaN or infinite values)
+is reported on one line and the rest continue; the exit status is 1 when any file failed, 2 when
+nothing could start (bad model, device, input path, an output folder that cannot be written, or a
+folder without images). Temporary files that a killed run left for this run's outputs are removed
+at the start. With an option file as the model, its `tile:` section
 (tile_size, tile_pad) is the default for --tile and --tile-overlap.
 """
 from __future__ import annotations
@@ -31,11 +33,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hat_basicsr.cli.common import (ImageError, SourceError, as_rgb, instantiate, read_image, report_error,
-                                    resolve_device, resolve_source, silence_opencv, upscale_luma, write_image)
+from hat_basicsr.cli.common import (DEFAULT_MAX_PIXELS, ImageError, SourceError, as_rgb, instantiate, read_image,
+                                    report_error, resolve_device, resolve_source, silence_opencv, upscale_luma,
+                                    write_image)
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 from hat_basicsr.utils.acceleration import autocast_context
-from hat_basicsr.utils.files import OutputError, ensure_folder
+from hat_basicsr.utils.files import OutputError, ensure_writable_folder, remove_stale_temporaries
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
 from hat_basicsr.utils.weights import CheckpointError
 
@@ -62,6 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help='how to upscale an alpha channel')
     parser.add_argument('--suffix', default='', help='appended to each output file name stem')
     parser.add_argument('--skip-existing', action='store_true', help='leave images whose output exists')
+    parser.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS, help='refuse input images of more '
+                        f'pixels (width x height), before decoding them (default: {DEFAULT_MAX_PIXELS:,})')
     parser.set_defaults(func=run)
 
 
@@ -85,6 +90,8 @@ def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, t
         with torch.inference_mode():
             with autocast_context(device, bf16):
                 sr = tiled_forward(model, lq, scale, tile, tile_overlap) if tile else model(lq)
+            if not torch.isfinite(sr).all():
+                raise ValueError('the model output holds NaN or infinite values; nothing written')
             return sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
     return run_model
@@ -115,10 +122,11 @@ def output_path(args: argparse.Namespace, source: Path) -> Path:
     return args.output / f'{source.stem}{args.suffix}{source.suffix}'
 
 
-def process(source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str) -> None:
+def process(source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str,
+            max_pixels: int) -> None:
     if target.resolve() == source.resolve():
         raise ImageError(f'{source}: output would overwrite the input (choose another folder or a --suffix)')
-    image, alpha, bit_depth = read_image(source)
+    image, alpha, bit_depth = read_image(source, max_pixels)
     result = upscale_planes(image, model_channels, run_model)
     if alpha is not None:
         alpha = upscale_alpha(alpha, model_channels, scale, run_model, alpha_mode)
@@ -145,9 +153,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if (args.tile or 0) < 0 or (args.tile_overlap or 0) < 0:
             raise SourceError('--tile and --tile-overlap must be >= 0')
+        if args.max_pixels < 1:
+            raise SourceError(f'--max-pixels must be positive, got {args.max_pixels}')
         check_suffix(args.suffix)
         inputs = list_inputs(args.input)
-        ensure_folder(args.output)
+        ensure_writable_folder(args.output)
+        remove_stale_temporaries(args.output, {output_path(args, source).name for source in inputs})
         device = resolve_device(args.device)
         spec = resolve_source(args.model, args.param_key)
         model = instantiate(spec, args.model, device)
@@ -170,11 +181,11 @@ def run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            process(source, target, channels, spec.scale, run_model, args.alpha)
+            process(source, target, channels, spec.scale, run_model, args.alpha, args.max_pixels)
         except (ImageError, OutputError) as error:
             failed.append(source)
             tqdm.write(f'hat-basicsr upscale: failed: {error}', file=sys.stderr)
-        except (RuntimeError, ValueError) as error:  # the model refusing or failing on this image
+        except (RuntimeError, ValueError, MemoryError) as error:  # the model refusing or failing on this image
             failed.append(source)
             tqdm.write(f'hat-basicsr upscale: failed: {source}: {error}', file=sys.stderr)
     done = len(inputs) - len(failed) - skipped

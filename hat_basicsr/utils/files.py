@@ -1,14 +1,15 @@
 """Writing files so that a kill, a crash or a full disk never leaves a half-written one behind."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Callable, List, Union
+from typing import BinaryIO, Callable, Collection, List, Optional, Union
 
 # atomic_write's temporary files: '.NAME.XXXXXXXX.tmp' beside NAME.
-TEMPORARY_NAME = re.compile(r'^\..+\.[0-9a-f]{8}\.tmp$')
+TEMPORARY_NAME = re.compile(r'^\.(?P<target>.+)\.[0-9a-f]{8}\.tmp$')
 
 
 class OutputError(ValueError):
@@ -25,35 +26,86 @@ def ensure_folder(path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def atomic_write(path: Union[str, os.PathLike], write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temporary file beside `path`, flush it to disk, then rename it over `path`.
+def temporary_path(path: Path) -> Path:
+    """A fresh name beside `path` that TEMPORARY_NAME matches."""
+    return path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
+
+
+def create_file(path: Path) -> int:
+    """A descriptor of a new file with the usual permissions (0666 less the umask; tempfile's 0600
+    would survive the rename and hide checkpoints and images from other users)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+
+def ensure_writable_folder(path: Union[str, os.PathLike]) -> Path:
+    """ensure_folder, then create and delete a probe file there: permission bits do not stop root,
+    but read-only mounts and immutable folders do, and only a write tells."""
+    folder = ensure_folder(path)
+    probe = temporary_path(folder / 'write-probe')
+    try:
+        os.close(create_file(probe))
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f'cannot write into folder {folder}: {error.strerror or error}') from error
+    return folder
+
+
+class RecordingFile(io.FileIO):
+    """A file that keeps the OSError of its last failed write: writers such as torch.save turn it
+    into an errno-less RuntimeError of their own, so the errno (ENOSPC) must be read from here."""
+
+    failure: Optional[OSError] = None
+
+    def write(self, data) -> Optional[int]:
+        try:
+            return super().write(data)
+        except OSError as error:
+            self.failure = error
+            raise
+
+
+def cannot_write(path: Path, error: OSError) -> OutputError:
+    return OutputError(f'cannot write {path}: {error.strerror or error}')
+
+
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> None:
+    """Let `write` fill a temporary file beside `path` (through the stream it is given), flush it to
+    disk, then rename it over `path`.
 
     Readers (a resumed training, `--skip-existing`) see the old file or the whole new one, never a
-    part. The temporary file is created with the usual permissions (0666 less the umask); tempfile's
-    0600 would survive the rename and hide checkpoints and images from other users.
+    part. Writing through our own stream keeps the permissions create_file gave, and lets a failed
+    write (a full disk: ENOSPC) become an OutputError naming `path` with the system's reason,
+    whatever `write` raised for it; the temporary file is removed whatever happens.
     """
     path = Path(path)
     ensure_folder(path.parent)
-    tmp = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')  # matches TEMPORARY_NAME
+    tmp = temporary_path(path)
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        write(tmp)
-        with open(tmp, 'rb') as stream:
-            os.fsync(stream.fileno())
+        with RecordingFile(create_file(tmp), 'w') as raw, io.BufferedWriter(raw) as stream:
+            try:
+                write(stream)
+            except Exception as error:
+                if raw.failure is None:
+                    raise
+                raise cannot_write(path, raw.failure) from error
+            stream.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
     except OSError as error:
-        raise OutputError(f'cannot write {path}: {error.strerror or error}') from error
+        raise cannot_write(path, error) from error
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> List[Path]:
+def remove_stale_temporaries(folder: Union[str, os.PathLike], targets: Optional[Collection[str]] = None) -> List[Path]:
     """Delete the temporary files that writes killed mid-way left in `folder` (they can be as large
-    as a checkpoint); call it only when nothing is writing there."""
+    as a checkpoint), only those for the file names `targets` when given; call it only when nothing
+    is writing those files."""
     folder = Path(folder)
-    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY_NAME.match(path.name)] \
-        if folder.is_dir() else []
+    matches = ((path, TEMPORARY_NAME.match(path.name)) for path in folder.iterdir()) if folder.is_dir() else ()
+    stale = [path for path, match in matches
+             if match and path.is_file() and (targets is None or match.group('target') in targets)]
     for path in stale:
         path.unlink()
     return stale

@@ -96,11 +96,23 @@ def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = 'auto') -
     if not state or not_tensors:
         raise CheckpointError('checkpoint holds no state dict (entries that are not tensors: '
                               f'{not_tensors[:MAX_LISTED]}; top-level keys: {sorted(checkpoint)[:MAX_LISTED]})')
+    non_finite = next((key for key, value in state.items()
+                       if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    if non_finite is not None:
+        raise CheckpointError(f'tensor {non_finite} holds NaN or infinite values (weights of a diverged '
+                              'training or a damaged file); they would give NaN or black images')
     return {strip_wrapper_prefixes(key): value for key, value in state.items()}
 
 
 def read_state_dict(source: Source, param_key: Optional[str] = 'auto') -> Dict[str, Tensor]:
-    return extract_state_dict(read_checkpoint(source), param_key)
+    """extract_state_dict of a file or a mapping; a file's problems are reported with its name."""
+    checkpoint = read_checkpoint(source)
+    try:
+        return extract_state_dict(checkpoint, param_key)
+    except CheckpointError as error:
+        if isinstance(source, Mapping):
+            raise
+        raise CheckpointError(f'{source}: {error}') from error
 
 
 def _listing(title: str, items: list) -> str:
@@ -145,5 +157,6 @@ def load_weights(model: nn.Module, source: Source, strict: bool = True,
 
 
 def atomic_save(obj, path: Union[str, os.PathLike]) -> None:
-    """torch.save that never leaves a half-written file (see atomic_write)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save that never leaves a half-written file (see atomic_write). It writes into a Python
+    stream: given a file name, torch's own writer reports a full disk as an errno-less RuntimeError."""
+    atomic_write(path, lambda stream: torch.save(obj, stream))
