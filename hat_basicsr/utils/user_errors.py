@@ -22,11 +22,13 @@ from hat_basicsr.models.hat_model import OptionError
 from hat_basicsr.models.realhat_mse_model import MissingVGGWeightsError
 from hat_basicsr.utils.files import OutputError
 from hat_basicsr.utils.option_check import OptionFileError
+from hat_basicsr.utils.run_lock import ExperimentInUseError
+from hat_basicsr.utils.training_stop import NonFiniteTrainingError
 from hat_basicsr.utils.weights import CheckpointError
 
 # Errors raised by this project for the user to fix (their messages name the option or file).
 PROJECT_ERRORS = (OptionFileError, OptionError, CheckpointError, OutputError, CorruptImageError, DatasetError,
-                  MissingVGGWeightsError, yaml.YAMLError)
+                  MissingVGGWeightsError, ExperimentInUseError, NonFiniteTrainingError, yaml.YAMLError)
 # BasicSR's own checks of dataset folders, list files and crop sizes: (module, function) -> the
 # exception types they raise with a message naming the folders, files or sizes.
 BASICSR_DATA_CHECKS = {
