@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 .PHONY: install demo test
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py scripts/install.sh requirements/constraints.txt
+$(VENV)/.installed: pyproject.toml scripts/install.sh requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	PYTHON=$(PY) bash scripts/install.sh
 	touch $@
