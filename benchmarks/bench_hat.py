@@ -36,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from report import cpu_model, replace_section
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -44,7 +45,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import hat_basicsr  # noqa: F401  (makes basicsr importable on today's torchvision)
 from hat_basicsr import HAT
 from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
-from report import cpu_model, replace_section
 
 COMMON = dict(upscale=4, window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64,
               img_range=1.0, upsampler='pixelshuffle', resi_connection='1conv')

@@ -15,12 +15,13 @@ from typing import Callable, Dict, List, Tuple
 import cv2
 import numpy as np
 import torch
+from report import cpu_model, replace_section
 
 import hat_basicsr  # noqa: F401  (makes basicsr importable)
+from hat_basicsr.data.imagenet_paired_dataset import crop_pair
+
 from basicsr.data.transforms import paired_random_crop
 from basicsr.utils.matlab_functions import imresize
-from hat_basicsr.data.imagenet_paired_dataset import crop_pair
-from report import cpu_model, replace_section
 
 RESULTS = Path(__file__).with_name('RESULTS_data.md')
 BEGIN, END = '<!-- bench_imagenet_lq: begin -->', '<!-- bench_imagenet_lq: end -->'

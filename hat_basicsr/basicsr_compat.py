@@ -92,9 +92,10 @@ def _fix_load_resume_state(_original: Callable) -> Callable:
     train_pipeline calls this first after parsing the options and before it creates or archives
     the experiment folder (make_exp_dirs), so this is also where the run takes the experiment's
     lock (hat_basicsr.utils.run_lock): BasicSR lets two runs with one name destroy each other."""
-    from basicsr.utils import check_resume
+    from hat_basicsr.errors import CheckpointError
     from hat_basicsr.utils.run_lock import hold_experiment
-    from hat_basicsr.utils.weights import CheckpointError
+
+    from basicsr.utils import check_resume
 
     def load_state(path: str) -> Dict[str, Any]:
         try:

@@ -19,10 +19,15 @@ if __name__ == '__main__' and not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import hat_basicsr  # noqa: E402,F401  (registers HAT into BasicSR and applies the compatibility fixes)
+from hat_basicsr.errors import TrainingStopped
 from hat_basicsr.utils import run_lock  # noqa: E402
 from hat_basicsr.utils.option_check import precheck_option_file  # noqa: E402
-from hat_basicsr.utils.training_stop import (SIGINT_EXIT_STATUS, SIGTERM_EXIT_STATUS, TrainingStopped,  # noqa: E402
-                                             interrupted_message, stop_on_sigterm)
+from hat_basicsr.utils.training_stop import (  # noqa: E402
+    SIGINT_EXIT_STATUS,
+    SIGTERM_EXIT_STATUS,
+    interrupted_message,
+    stop_on_sigterm,
+)
 from hat_basicsr.utils.user_errors import user_error_message  # noqa: E402
 
 LEGACY_LAUNCHER = ('{prog}: error: got --local-rank, which `python -m torch.distributed.launch` passes; '

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
+
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
 
@@ -145,6 +146,7 @@ def in_process_model(data: Dict[str, Path], workdir: Path, **overrides: Any):
 def trained_checkpoint(sr_data: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BasicSR checkpoint ({'params', 'params_ema'}) of the tiny HAT after 30 training iterations."""
     import torch
+
     from basicsr.data import build_dataloader, build_dataset
     workdir = tmp_path_factory.mktemp('trained')
     torch.manual_seed(0)

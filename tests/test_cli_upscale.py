@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import subprocess_env
-from filesystems import tmpfs
+from PIL import Image, ImageOps
 from skimage import data
 
-from PIL import Image, ImageOps
-
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
-from basicsr.utils.color_util import rgb2ycbcr
 from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
-from hat_basicsr.cli.common import SourceError, load_model, read_image, run_command
+from hat_basicsr.cli.common import load_model, read_image, run_command
+from hat_basicsr.errors import SourceError
+
+from basicsr.utils.color_util import rgb2ycbcr
+
+from conftest import subprocess_env
+from filesystems import tmpfs
 
 TINY = {'upscale': 2, 'embed_dim': 16, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2,
         'squeeze_factor': 4, 'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, subprocess_env
 
 import hat_basicsr  # noqa: F401
-from hat_basicsr.utils.weights import CheckpointError
+from hat_basicsr.errors import CheckpointError
+
+from conftest import REPO_ROOT, subprocess_env
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -185,6 +186,7 @@ def test_basicsr_train_and_test_paths_use_no_removed_numpy_aliases():
 def tiny_lmdb(tmp_path):
     import cv2
     import numpy as np
+
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     folder = tmp_path / 'images'
     folder.mkdir()
@@ -211,6 +213,7 @@ def _read_in_child(path: str, results) -> None:
 
 def test_two_lmdb_file_clients_on_one_database_and_a_forked_worker(tiny_lmdb):
     import multiprocessing
+
     from basicsr.utils import FileClient
     train, val = (FileClient('lmdb', db_paths=tiny_lmdb) for _ in range(2))
     assert train.get('a') == val.get('a') and len(train.get('a')) > 0

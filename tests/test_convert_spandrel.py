@@ -6,14 +6,15 @@ import pytest
 import spandrel
 import torch
 import yaml
-from filesystems import simulate_full_disk, tmpfs
-from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 from safetensors import safe_open
 
 from hat_basicsr import HAT
 from hat_basicsr.cli import convert, info
 from hat_basicsr.cli.common import load_model, run_command
 from hat_basicsr.utils.hat_config import METADATA_KEY, infer_hat_options
+
+from filesystems import simulate_full_disk, tmpfs
+from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 
 BASE = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2, 'squeeze_factor': 4,
         'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}

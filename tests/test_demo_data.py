@@ -13,10 +13,11 @@ import torch
 import yaml
 
 import hat_basicsr  # noqa: F401  (registers the datasets)
+from hat_basicsr.data.demo_data import PATCH_SIZE, SCALES, STAMP, VAL_PHOTOS, bicubic_lr, build_demo_data
+
 from basicsr.data import build_dataset
 from basicsr.utils import FileClient, imfrombytes
 from basicsr.utils.options import ordered_yaml
-from hat_basicsr.data.demo_data import PATCH_SIZE, SCALES, STAMP, VAL_PHOTOS, bicubic_lr, build_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_OPTIONS = sorted((REPO / 'options' / 'train' / 'demo').glob('*.yml'))

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_HAT, run_python, train_options, write_options
-from filesystems import simulate_full_disk, tmpfs
 
 from hat_basicsr import HAT
-from hat_basicsr.utils.files import OutputError
+from hat_basicsr.errors import OutputError
 from hat_basicsr.utils.weights import atomic_save
+
+from conftest import TINY_HAT, run_python, train_options, write_options
+from filesystems import simulate_full_disk, tmpfs
 
 SMALL, LARGE = {'params': {'w': torch.ones(16)}}, {'params': {'w': torch.zeros(256 * 1024)}}  # 64 B, 1 MiB
 

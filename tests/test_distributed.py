@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import torch
+
 from conftest import read_log, subprocess_env, train_options, write_options
 
 # Runs the real entry point (`-m hat_basicsr.train` as __main__) with one test-only addition: every

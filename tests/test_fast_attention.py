@@ -2,15 +2,26 @@
 torch.compile and the acceleration options."""
 import pytest
 import torch
-from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 from skimage import data
 from torch._dynamo.testing import CompileCounter
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.hat_arch import (attention, build_seam_masks, over_seam_regions, reference_attention,
-                                        sdpa_attention, shift_window_mask)
-from hat_basicsr.utils.acceleration import (AccelerationOptions, apply_acceleration, autocast_context,
-                                            compile_for_inference)
+from hat_basicsr.archs.hat_arch import (
+    attention,
+    build_seam_masks,
+    over_seam_regions,
+    reference_attention,
+    sdpa_attention,
+    shift_window_mask,
+)
+from hat_basicsr.utils.acceleration import (
+    AccelerationOptions,
+    apply_acceleration,
+    autocast_context,
+    compile_for_inference,
+)
+
+from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 
 # One unshifted and one shifted HAB plus an OCAB: every attention path, small enough to trace fast.
 TINY = dict(embed_dim=12, depths=[2], num_heads=[2], window_size=4, img_size=16, compress_ratio=3, squeeze_factor=4,

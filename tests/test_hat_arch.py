@@ -3,11 +3,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from basicsr.archs import build_network
-from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 
 from hat_basicsr import HAT
 from hat_basicsr.archs.hat_arch import pad_to_multiple
+
+from basicsr.archs import build_network
+
+from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 
 COMMON = dict(window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64, img_range=1.0,
               upsampler='pixelshuffle', resi_connection='1conv')

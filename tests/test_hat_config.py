@@ -3,13 +3,15 @@ import json
 
 import pytest
 import torch
-from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path
 from safetensors.torch import save_file
 
 from hat_basicsr import HAT
 from hat_basicsr.cli.common import load_model
+from hat_basicsr.errors import CheckpointError
 from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS, checkpoint_options, infer_hat_options
-from hat_basicsr.utils.weights import CheckpointError, read_state_dict
+from hat_basicsr.utils.weights import read_state_dict
+
+from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path
 
 COMMON = {'window_size': 16, 'overlap_ratio': 0.5, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
           'resi_connection': '1conv', 'in_chans': 3}

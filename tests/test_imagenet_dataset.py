@@ -10,11 +10,19 @@ import pytest
 import torch
 
 import hat_basicsr  # noqa: F401  (registers the dataset)
+from hat_basicsr.data.imagenet_paired_dataset import (
+    KERNEL_REACH_LR,
+    LAYOUT_BLOCK_LR,
+    crop_pair,
+    enlarge_to_fit,
+    lq_window,
+    quantize,
+)
+from hat_basicsr.errors import CorruptImageError, DatasetError
+
 from basicsr.data import build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
-from hat_basicsr.data.imagenet_paired_dataset import (KERNEL_REACH_LR, LAYOUT_BLOCK_LR, CorruptImageError,
-                                                      DatasetError, crop_pair, enlarge_to_fit, lq_window, quantize)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

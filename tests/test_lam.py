@@ -14,14 +14,28 @@ from skimage.data import astronaut
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
-from basicsr.utils.color_util import rgb2ycbcr
 from hat_basicsr import HAT
-from hat_basicsr.analysis import (Box, BoxError, blur_path, capture_stage_features, check_box, diffusion_index, gini,
-                                  gradient_detector, integrated_gradients, local_attribution_map, render_feature_grid,
-                                  render_lam_panel, save_lam_panel, stage_modules)
+from hat_basicsr.analysis import (
+    Box,
+    blur_path,
+    capture_stage_features,
+    check_box,
+    diffusion_index,
+    gini,
+    gradient_detector,
+    integrated_gradients,
+    local_attribution_map,
+    render_feature_grid,
+    render_lam_panel,
+    save_lam_panel,
+    stage_modules,
+)
 from hat_basicsr.analysis.visual import GAP, HEADER
 from hat_basicsr.cli import main as cli_main  # the `hat-basicsr` console script
 from hat_basicsr.cli.lam import model_input
+from hat_basicsr.errors import BoxError
+
+from basicsr.utils.color_util import rgb2ycbcr
 
 
 def smooth_image(size: int, seed: int = 0) -> Tensor:

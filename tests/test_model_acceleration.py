@@ -3,9 +3,9 @@ net_g and its EMA copy, bf16 training and inference run, bad options are named."
 import pytest
 import torch
 
-from conftest import in_process_model
+from hat_basicsr.errors import OptionError
 
-from hat_basicsr.models.hat_model import OptionError
+from conftest import in_process_model
 
 
 def _batch(scale: int = 2):

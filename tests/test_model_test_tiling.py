@@ -9,11 +9,12 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import SCALE, TINY_HAT, in_process_model, read_log, run_python, val_dataset, write_options
 from safetensors.torch import save_file
 
-from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD, OptionError
-from hat_basicsr.utils.weights import CheckpointMismatchError
+from hat_basicsr.errors import CheckpointMismatchError, OptionError
+from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
+
+from conftest import SCALE, TINY_HAT, in_process_model, read_log, run_python, val_dataset, write_options
 
 
 def _test_options(data, name: str, weights: Path, **network) -> dict:

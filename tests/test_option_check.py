@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_python, train_options, write_options
 
-from hat_basicsr.data.imagenet_paired_dataset import CorruptImageError
-from hat_basicsr.models.hat_model import OptionError
+from hat_basicsr.errors import CorruptImageError, OptionError, OptionFileError
 from hat_basicsr.train import main as train_main
-from hat_basicsr.utils.option_check import OptionFileError, check_options, option_file_argument
+from hat_basicsr.utils.option_check import check_options, option_file_argument
 from hat_basicsr.utils.user_errors import user_error_message
+
+from conftest import run_python, train_options, write_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 

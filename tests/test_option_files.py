@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import hat_basicsr  # noqa: F401  (registers HAT, HATModel, ImageNetPairedDataset)
+
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.options import ordered_yaml

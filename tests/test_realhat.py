@@ -13,17 +13,18 @@ import pytest
 import torch
 import yaml
 from torch.nn import functional as F
+from torchvision.models import vgg19
 
 import hat_basicsr  # noqa: F401  (registers HAT and the Real-HAT models)
+from hat_basicsr.errors import MissingVGGWeightsError, OptionError
+from hat_basicsr.models.realhat_gan_model import RealHATGANModel
+from hat_basicsr.models.realhat_mse_model import RealHATMSEModel, vgg_weights_url
+from hat_basicsr.test import main as run_test_cli
+
 from basicsr.archs import vgg_arch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 from basicsr.utils import set_random_seed
-from hat_basicsr.models.hat_model import OptionError
-from hat_basicsr.models.realhat_gan_model import RealHATGANModel
-from hat_basicsr.models.realhat_mse_model import MissingVGGWeightsError, RealHATMSEModel, vgg_weights_url
-from hat_basicsr.test import main as run_test_cli
-from torchvision.models import vgg19
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MSE_YML = REPO_ROOT / 'options' / 'train' / 'Real-HAT_MSE_SRx4.yml'

@@ -4,9 +4,11 @@ import sys
 import textwrap
 
 import pytest
-from basicsr.utils.registry import Registry
 
-from hat_basicsr.utils.registration import RegistryClashError, register_once
+from hat_basicsr.errors import RegistryClashError
+from hat_basicsr.utils.registration import register_once
+
+from basicsr.utils.registry import Registry
 
 HOST_OPTIONS = textwrap.dedent("""\
     network_g:

@@ -17,11 +17,11 @@ from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
-from conftest import in_process_model, read_log, run_python, subprocess_env, train_options, write_options
 
+from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError
 from hat_basicsr.utils import run_lock
-from hat_basicsr.utils.training_stop import NonFiniteTrainingError
-from hat_basicsr.utils.weights import CheckpointError
+
+from conftest import in_process_model, read_log, run_python, subprocess_env, train_options, write_options
 
 PROG = 'hat_basicsr.train'
 

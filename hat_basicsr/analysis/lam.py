@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from hat_basicsr.analysis.visual import colorize, labelled, resize, stack, to_uint8, write_png
+from hat_basicsr.errors import BoxError
 
 Detector = Callable[[Tensor], Tensor]
 DeviceLike = Union[str, torch.device]
@@ -40,10 +41,6 @@ class Box(NamedTuple):
     x: int
     y: int
     size: int = DEFAULT_BOX_SIZE
-
-
-class BoxError(ValueError):
-    """The target box cannot be analysed: it does not fit the SR output, or nothing is attributed."""
 
 
 def check_box(box: Box, sr_height: int, sr_width: int) -> None:

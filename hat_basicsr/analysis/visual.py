@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 from torch import Tensor
 
-from hat_basicsr.utils.files import OutputError, atomic_write
+from hat_basicsr.errors import OutputError
+from hat_basicsr.utils.files import atomic_write
 
 GAP = 4
 HEADER = 20

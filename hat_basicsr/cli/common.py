@@ -23,11 +23,13 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
-from basicsr.utils.color_util import rgb2ycbcr, ycbcr2rgb
-from hat_basicsr.models.hat_model import OptionError, tile_options
+from hat_basicsr.errors import CheckpointError, ImageError, OptionError, SourceError
+from hat_basicsr.models.hat_model import tile_options
 from hat_basicsr.utils.files import atomic_write
 from hat_basicsr.utils.hat_config import checkpoint_options
-from hat_basicsr.utils.weights import CheckpointError, extract_state_dict, load_weights, read_checkpoint
+from hat_basicsr.utils.weights import extract_state_dict, load_weights, read_checkpoint
+
+from basicsr.utils.color_util import rgb2ycbcr, ycbcr2rgb
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
 HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
@@ -47,14 +49,6 @@ UPRIGHT = {
     7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
     8: lambda a: np.rot90(a, 1),
 }
-
-
-class SourceError(ValueError):
-    """A model source (option file or checkpoint) that cannot give a model."""
-
-
-class ImageError(ValueError):
-    """An image that cannot be read or written; the message names the file."""
 
 
 @dataclass

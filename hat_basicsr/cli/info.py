@@ -12,9 +12,9 @@ from typing import Tuple
 
 import torch
 
-from hat_basicsr.cli.common import SourceError, build_network, report_error, resolve_source
+from hat_basicsr.cli.common import build_network, report_error, resolve_source
+from hat_basicsr.errors import CheckpointError, SourceError
 from hat_basicsr.utils.complexity import Complexity, hat_complexity, measured_complexity
-from hat_basicsr.utils.weights import CheckpointError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

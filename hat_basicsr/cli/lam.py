@@ -17,14 +17,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hat_basicsr.analysis.lam import (DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS, Box, BoxError, check_box,
-                                      local_attribution_map, save_lam_panel)
+from hat_basicsr.analysis.lam import (
+    DEFAULT_BOX_SIZE,
+    DEFAULT_SIGMA,
+    DEFAULT_STEPS,
+    Box,
+    check_box,
+    local_attribution_map,
+    save_lam_panel,
+)
 from hat_basicsr.analysis.visual import check_image_writer
-from hat_basicsr.cli.common import (ImageError, SourceError, as_rgb, load_model, luma, read_image, report_error,
-                                    resolve_device, silence_opencv)
+from hat_basicsr.cli.common import as_rgb, load_model, luma, read_image, report_error, resolve_device, silence_opencv
 from hat_basicsr.cli.upscale import model_channels
-from hat_basicsr.utils.files import OutputError
-from hat_basicsr.utils.weights import CheckpointError
+from hat_basicsr.errors import BoxError, CheckpointError, ImageError, OutputError, SourceError
 
 Number = TypeVar('Number', int, float)
 # What a user can get wrong on the command line: reported in one line with exit status 2.

@@ -33,14 +33,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hat_basicsr.cli.common import (DEFAULT_MAX_PIXELS, ImageError, SourceError, as_rgb, instantiate, read_image,
-                                    report_error, resolve_device, resolve_source, silence_opencv, upscale_luma,
-                                    write_image)
+from hat_basicsr.cli.common import (
+    DEFAULT_MAX_PIXELS,
+    as_rgb,
+    instantiate,
+    read_image,
+    report_error,
+    resolve_device,
+    resolve_source,
+    silence_opencv,
+    upscale_luma,
+    write_image,
+)
+from hat_basicsr.errors import CheckpointError, ImageError, OutputError, SourceError
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 from hat_basicsr.utils.acceleration import autocast_context
-from hat_basicsr.utils.files import OutputError, ensure_writable_folder, remove_stale_temporaries
+from hat_basicsr.utils.files import ensure_writable_folder, remove_stale_temporaries
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
-from hat_basicsr.utils.weights import CheckpointError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
 Runner = Callable[[np.ndarray], np.ndarray]

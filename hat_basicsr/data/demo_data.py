@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
+
 from basicsr.utils import imwrite
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize

@@ -11,15 +11,17 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from torch.utils import data
+from torchvision.transforms.functional import normalize
+
+from hat_basicsr.errors import CorruptImageError, DatasetError
+from hat_basicsr.utils.registration import register_once
+
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.data.transforms import augment, mod_crop
 from basicsr.utils import FileClient, bgr2ycbcr, get_root_logger, imfrombytes, img2tensor, scandir
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
-from torch.utils import data
-from torchvision.transforms.functional import normalize
-
-from hat_basicsr.utils.registration import register_once
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
@@ -37,14 +39,6 @@ LAYOUT_BLOCK_LR = 16
 
 # How many other samples `skip_corrupt` tries before giving up on the dataset.
 MAX_SKIPPED_READS = 50
-
-
-class CorruptImageError(RuntimeError):
-    """An image could not be read or decoded; the message names the file."""
-
-
-class DatasetError(ValueError):
-    """Options or an image the dataset cannot use; the message names the option or the file."""
 
 
 def lq_window(start: int, size: int, length: int) -> Tuple[int, int]:

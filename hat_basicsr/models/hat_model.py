@@ -12,19 +12,21 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
-from basicsr.utils.registry import MODEL_REGISTRY
 from PIL import Image
 from torch import Tensor, nn
 
+from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
 from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
 from hat_basicsr.utils.files import remove_stale_temporaries
 from hat_basicsr.utils.registration import register_once
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
-from hat_basicsr.utils.training_stop import NonFiniteTrainingError, TrainingStopped, progress
-from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights, read_checkpoint
+from hat_basicsr.utils.training_stop import progress
+from hat_basicsr.utils.weights import atomic_save, load_weights, read_checkpoint
+
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
 
 # Context (in LR pixels) each tile reads beyond its core when `tile_pad` is not given. Measured on
 # the two demo validation images with a demo-trained tiny HAT x2 (window 8, EMA weights): with
@@ -33,10 +35,6 @@ from hat_basicsr.utils.weights import CheckpointError, atomic_save, load_weights
 # holds the limit but drifts further (61.8 dB). 16 is also a multiple of the released window sizes
 # (8, 16), which keeps tiles on the window grid.
 DEFAULT_TILE_PAD = 16
-
-
-class OptionError(ValueError):
-    """An option file value HATModel cannot use."""
 
 
 def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from basicsr.models.realesrgan_model import RealESRGANModel
-from basicsr.utils.registry import MODEL_REGISTRY
-
 from hat_basicsr.models.hat_model import HATModel
 from hat_basicsr.models.realhat_mse_model import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
 from hat_basicsr.utils.acceleration import autocast_context
 from hat_basicsr.utils.registration import register_once
+
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.utils.registry import MODEL_REGISTRY
 
 # Which losses compare against the USM-sharpened GT; RealESRGANModel reads all three every step.
 USM_TARGET_OPTIONS = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')

@@ -14,23 +14,21 @@ import os
 from typing import Any, Dict, Iterable, Union
 
 import torch
+
+from hat_basicsr.errors import MissingVGGWeightsError, OptionError
+from hat_basicsr.models.hat_model import HATModel
+from hat_basicsr.utils.registration import register_once
+
 from basicsr.archs import vgg_arch
 from basicsr.models.realesrnet_model import RealESRNetModel
 from basicsr.utils import DiffJPEG, USMSharp
 from basicsr.utils.registry import MODEL_REGISTRY
-
-from hat_basicsr.models.hat_model import HATModel, OptionError
-from hat_basicsr.utils.registration import register_once
 
 # Top-level options BasicSR's Real-ESRGAN feed_data reads while synthesising training pairs.
 DEGRADATION_OPTIONS = (
     'resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range', 'gray_noise_prob',
     'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2', 'gaussian_noise_prob2', 'noise_range2',
     'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2', 'gt_size')
-
-
-class MissingVGGWeightsError(FileNotFoundError):
-    """The perceptual loss needs ImageNet VGG19 weights that are not on this machine."""
 
 
 def require_options(opt: Dict[str, Any], names: Iterable[str], model: str, section: str = 'top-level') -> None:

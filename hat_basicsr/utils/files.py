@@ -8,12 +8,10 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable, Collection, List, Optional, Union
 
+from hat_basicsr.errors import OutputError
+
 # atomic_write's temporary files: '.NAME.XXXXXXXX.tmp' beside NAME.
 TEMPORARY_NAME = re.compile(r'^\.(?P<target>.+)\.[0-9a-f]{8}\.tmp$')
-
-
-class OutputError(ValueError):
-    """A file or folder that cannot be written; the message names it."""
 
 
 def ensure_folder(path: Union[str, os.PathLike]) -> Path:

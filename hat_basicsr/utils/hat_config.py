@@ -15,7 +15,8 @@ from typing import Callable, Dict, Mapping, Optional
 
 from torch import Tensor
 
-from hat_basicsr.utils.weights import CheckpointError, is_safetensors
+from hat_basicsr.errors import CheckpointError
+from hat_basicsr.utils.weights import is_safetensors
 
 METADATA_KEY = 'hat_basicsr.network_g'
 NUM_FEAT = 64

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import yaml
 
 from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
+from hat_basicsr.errors import OptionFileError
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = ('experiments_root', 'results_root', 'models', 'training_states', 'log', 'visualization',
@@ -61,10 +62,6 @@ CROPPING_DATASETS = ('PairedImageDataset', 'ImageNetPairedDataset')
 # List-file keys per dataset, disk backend (an LMDB lists its keys in its own meta_info.txt).
 META_INFO_KEYS = {'PairedImageDataset': ('meta_info_file',), 'SingleImageDataset': ('meta_info_file',),
                   'ImageNetPairedDataset': ('meta_info', 'meta_info_file'), 'RealESRGANDataset': ('meta_info',)}
-
-
-class OptionFileError(ValueError):
-    """An option file entry that BasicSR would misread or cannot use; the message names it."""
 
 
 def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:

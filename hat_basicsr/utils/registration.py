@@ -1,11 +1,9 @@
 """Registering into BasicSR's registries without tripping over host repositories."""
 from typing import Callable, TypeVar
 
+from hat_basicsr.errors import RegistryClashError
+
 T = TypeVar('T')
-
-
-class RegistryClashError(RuntimeError):
-    """A different object already holds the name hat_basicsr registers."""
 
 
 def _origin(obj) -> str:

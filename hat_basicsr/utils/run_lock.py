@@ -22,15 +22,12 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from hat_basicsr.errors import ExperimentInUseError
 from hat_basicsr.utils.files import ensure_folder
 
 logger = logging.getLogger('basicsr')
 # Locks held by this process: lock path -> open file descriptor holding the flock.
 _held: Dict[str, int] = {}
-
-
-class ExperimentInUseError(OSError):
-    """Another training holds the experiment folder; the message names it."""
 
 
 def _process_start(pid: int) -> Optional[str]:

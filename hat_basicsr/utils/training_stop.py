@@ -35,14 +35,6 @@ class TrainingProgress:
 progress = TrainingProgress()
 
 
-class TrainingStopped(Exception):
-    """A stop requested by SIGTERM, raised at an iteration boundary after the state was saved."""
-
-
-class NonFiniteTrainingError(ValueError):
-    """A loss or weights became NaN or infinite; raised before anything non-finite is saved."""
-
-
 def _request_stop(_signum: int, _frame: object) -> None:
     progress.stop_requested = True
 

@@ -17,14 +17,17 @@ from typing import List, Optional
 import cv2
 import yaml
 
-from hat_basicsr.data.imagenet_paired_dataset import CorruptImageError, DatasetError
-from hat_basicsr.models.hat_model import OptionError
-from hat_basicsr.models.realhat_mse_model import MissingVGGWeightsError
-from hat_basicsr.utils.files import OutputError
-from hat_basicsr.utils.option_check import OptionFileError
-from hat_basicsr.utils.run_lock import ExperimentInUseError
-from hat_basicsr.utils.training_stop import NonFiniteTrainingError
-from hat_basicsr.utils.weights import CheckpointError
+from hat_basicsr.errors import (
+    CheckpointError,
+    CorruptImageError,
+    DatasetError,
+    ExperimentInUseError,
+    MissingVGGWeightsError,
+    NonFiniteTrainingError,
+    OptionError,
+    OptionFileError,
+    OutputError,
+)
 
 # Errors raised by this project for the user to fix (their messages name the option or file).
 PROJECT_ERRORS = (OptionFileError, OptionError, CheckpointError, OutputError, CorruptImageError, DatasetError,

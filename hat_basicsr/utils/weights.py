@@ -16,6 +16,7 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from hat_basicsr.errors import CheckpointError, CheckpointMismatchError
 from hat_basicsr.utils.files import atomic_write
 
 PARAM_KEYS = ('params_ema', 'params', 'state_dict')
@@ -27,14 +28,6 @@ MAX_LISTED = 12
 
 Source = Union[str, os.PathLike, Mapping]
 logger = logging.getLogger('basicsr')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or holds no recognisable weights."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """A checkpoint whose keys or shapes do not fit the model."""
 
 
 def read_checkpoint(source: Source) -> Mapping:
