@@ -44,7 +44,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import hat_basicsr  # noqa: F401  (makes basicsr importable on today's torchvision)
 from hat_basicsr import HAT
-from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
+from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration
+from hat_basicsr.utils.autocast import autocast_context
 
 COMMON = dict(upscale=4, window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64,
               img_range=1.0, upsampler='pixelshuffle', resi_connection='1conv')

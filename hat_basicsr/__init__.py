@@ -8,11 +8,8 @@ from hat_basicsr import basicsr_compat
 
 basicsr_compat.apply()
 
-from hat_basicsr import (
-    archs,  # noqa: E402  (registers into ARCH_REGISTRY)
-    data,  # noqa: E402  (registers into DATASET_REGISTRY)
-    models,  # noqa: E402  (registers into MODEL_REGISTRY)
-)
+# Imported for their registrations into ARCH_REGISTRY, DATASET_REGISTRY and MODEL_REGISTRY.
+from hat_basicsr import archs, data, models  # noqa: E402, F401
 from hat_basicsr.archs.hat_arch import HAT  # noqa: E402
 from hat_basicsr.version import __version__  # noqa: E402
 

@@ -20,8 +20,8 @@ if __name__ == '__main__' and not __package__:
 
 import hat_basicsr  # noqa: E402,F401  (registers HAT into BasicSR and applies the compatibility fixes)
 from hat_basicsr.errors import TrainingStopped
+from hat_basicsr.option_check import precheck_option_file  # noqa: E402
 from hat_basicsr.utils import run_lock  # noqa: E402
-from hat_basicsr.utils.option_check import precheck_option_file  # noqa: E402
 from hat_basicsr.utils.training_stop import (  # noqa: E402
     SIGINT_EXIT_STATUS,
     SIGTERM_EXIT_STATUS,

@@ -6,6 +6,7 @@ from skimage import data
 from torch._dynamo.testing import CompileCounter
 
 from hat_basicsr import HAT
+from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration, compile_for_inference
 from hat_basicsr.archs.hat_arch import (
     attention,
     build_seam_masks,
@@ -14,12 +15,7 @@ from hat_basicsr.archs.hat_arch import (
     sdpa_attention,
     shift_window_mask,
 )
-from hat_basicsr.utils.acceleration import (
-    AccelerationOptions,
-    apply_acceleration,
-    autocast_context,
-    compile_for_inference,
-)
+from hat_basicsr.utils.autocast import autocast_context
 
 from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 

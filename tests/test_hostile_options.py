@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from hat_basicsr.errors import OptionFileError
+from hat_basicsr.option_check import check_data, check_options, precheck_option_file
 from hat_basicsr.train import main as train_main
 from hat_basicsr.train import run_pipeline
-from hat_basicsr.utils.option_check import check_data, check_options, precheck_option_file
 from hat_basicsr.utils.user_errors import user_error_message
 
-from conftest import SCALE, TINY_HAT, run_python, train_options, val_dataset, write_options
+from helpers import SCALE, TINY_HAT, run_python, train_options, val_dataset, write_options
 
 PROG = 'hat_basicsr.train'
 

@@ -6,9 +6,10 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from hat_basicsr import HAT
+from hat_basicsr.archs.hat_complexity import hat_complexity
 from hat_basicsr.cli import info
-from hat_basicsr.cli.common import run_command
-from hat_basicsr.utils.complexity import hat_complexity
+
+from helpers import run_command
 
 RELEASE = {'upscale': 4, 'in_chans': 3, 'img_size': 64, 'window_size': 16, 'conv_scale': 0.01,
            'overlap_ratio': 0.5, 'img_range': 1.0, 'depths': [6] * 6, 'num_heads': [6] * 6, 'mlp_ratio': 2,

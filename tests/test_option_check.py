@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from hat_basicsr.errors import CorruptImageError, OptionError, OptionFileError
+from hat_basicsr.option_check import check_options, option_file_argument
 from hat_basicsr.train import main as train_main
-from hat_basicsr.utils.option_check import check_options, option_file_argument
 from hat_basicsr.utils.user_errors import user_error_message
 
-from conftest import run_python, train_options, write_options
+from helpers import run_python, train_options, write_options
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 

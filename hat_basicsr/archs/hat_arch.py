@@ -30,6 +30,8 @@ Size2 = Tuple[int, int]
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 UPSAMPLERS = ('pixelshuffle', )
 RESI_CONNECTIONS = ('1conv', 'identity')
+# Channels of the reconstruction head (conv_before_upsample -> upsample -> conv_last) in every HAT.
+NUM_FEAT = 64
 # The release fills masked attention logits with -100 (not -inf); kept for identical outputs.
 SHIFT_MASK_FILL = -100.0
 ATTN_IMPLS = ('sdpa', 'reference')
@@ -507,7 +509,6 @@ class HAT(nn.Module):
             num_heads=num_heads, window_size=window_size, compress_ratio=compress_ratio,
             squeeze_factor=squeeze_factor, overlap_ratio=overlap_ratio, upscale=upscale, upsampler=upsampler,
             resi_connection=resi_connection, img_range=img_range, mlp_ratio=mlp_ratio)
-        num_feat = 64
         self.window_size = window_size
         self.overlap_ratio = overlap_ratio
         self.upscale = upscale
@@ -553,9 +554,9 @@ class HAT(nn.Module):
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == '1conv' \
             else nn.Identity()
-        self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
-        self.upsample = Upsample(upscale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+        self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, NUM_FEAT, 3, 1, 1), nn.LeakyReLU(inplace=True))
+        self.upsample = Upsample(upscale, NUM_FEAT)
+        self.conv_last = nn.Conv2d(NUM_FEAT, in_chans, 3, 1, 1)
         self.reconstruction_strip_pixels = RECONSTRUCTION_STRIP_PIXELS
         self.apply(self._init_weights)
         self.set_grad_checkpointing(use_checkpoint)

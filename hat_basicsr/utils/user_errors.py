@@ -1,7 +1,7 @@
 """Which exceptions the train/test entry points report in one line instead of a traceback: the
 user's to fix (options, data, checkpoints, output folders), never the project's own bugs.
 
-Bad options are refused up front (hat_basicsr.utils.option_check), so what is recognised here is
+Bad options are refused up front (hat_basicsr.option_check), so what is recognised here is
 narrow: this project's own error classes, invalid YAML, a file missing by name, and a few errors
 recognised by where they are raised (an image BasicSR cannot decode, a network built from
 arguments it refuses, BasicSR's own checks of dataset folders and crops). Anything else keeps its

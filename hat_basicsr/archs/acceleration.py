@@ -5,7 +5,7 @@ Options (an `acceleration` dict of the option file; every key optional):
 - `attn_impl`: 'sdpa' (fused attention, the network's default) or 'reference' (the release's
   arithmetic). Unset keeps what the network was built with.
 - `use_checkpoint`: gradient checkpointing of every HAB/OCAB. Unset keeps the network's setting.
-- `bf16`: run forward passes under bfloat16 autocast (see `autocast_context`); weights, gradients
+- `bf16`: run forward passes under bfloat16 autocast (see hat_basicsr.utils.autocast); weights, gradients
   and optimizer state stay float32. float16 is not offered: HAT refuses it.
 - `channels_last`: convolution weights in channels-last layout, the layout HAT's token tensors
   already have when they reach a convolution.
@@ -16,9 +16,8 @@ Options (an `acceleration` dict of the option file; every key optional):
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, fields
-from typing import Any, Callable, ContextManager, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +61,7 @@ def apply_acceleration(net: nn.Module, opt: Union[AccelerationOptions, Mapping[s
 
     Defaults change nothing, so a network built from a release option file computes what the
     release computes. Call it before wrapping the network in DDP; bf16 is applied per forward by
-    `autocast_context`.
+    hat_basicsr.utils.autocast.autocast_context.
     """
     opt = opt if isinstance(opt, AccelerationOptions) else AccelerationOptions.from_dict(opt)
     for option, method in (('attn_impl', 'set_attn_impl'), ('use_checkpoint', 'set_grad_checkpointing')):
@@ -77,14 +76,6 @@ def apply_acceleration(net: nn.Module, opt: Union[AccelerationOptions, Mapping[s
     if opt.compile:
         net.compile(**(opt.compile if isinstance(opt.compile, dict) else {}))
     return net
-
-
-def autocast_context(device: Union[torch.device, str], bf16: bool) -> ContextManager:
-    """bfloat16 autocast on `device` when `bf16`, else a no-op: wrap forward passes and losses
-    (not `backward()` or the optimizer step)."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def compile_for_inference(net: nn.Module, bucket: Optional[int] = None, dynamic: Optional[bool] = None,

@@ -15,11 +15,11 @@ from typing import Callable, Dict, Mapping, Optional
 
 from torch import Tensor
 
+from hat_basicsr.archs.hat_arch import NUM_FEAT
 from hat_basicsr.errors import CheckpointError
 from hat_basicsr.utils.weights import is_safetensors
 
 METADATA_KEY = 'hat_basicsr.network_g'
-NUM_FEAT = 64
 BLOCK0 = 'layers.0.residual_group.blocks.0.'
 OCAB0 = 'layers.0.residual_group.overlap_attn.'
 REQUIRED_KEYS = (
