@@ -17,8 +17,9 @@ from torchvision.models import vgg19
 
 import hat_basicsr  # noqa: F401  (registers HAT and the Real-HAT models)
 from hat_basicsr.errors import MissingVGGWeightsError, OptionError
+from hat_basicsr.models.real_degradation import vgg_weights_url
 from hat_basicsr.models.realhat_gan_model import RealHATGANModel
-from hat_basicsr.models.realhat_mse_model import RealHATMSEModel, vgg_weights_url
+from hat_basicsr.models.realhat_mse_model import RealHATMSEModel
 from hat_basicsr.test import main as run_test_cli
 
 from basicsr.archs import vgg_arch

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import in_process_model, read_log, run_python, subprocess_env, train_options, val_dataset, write_options
+from helpers import in_process_model, read_log, run_python, subprocess_env, train_options, val_dataset, write_options
 
 
 def _train(tmp_path: Path, opt: dict, *extra: str) -> Path:
@@ -202,7 +202,7 @@ def test_validation_after_ema_updates_uses_the_current_ema_weights(sr_data, tmp_
 def test_network_scale_must_match_the_option_files_scale(sr_data, tmp_path):
     from hat_basicsr.errors import OptionError
 
-    from conftest import TINY_HAT
+    from helpers import TINY_HAT
     with pytest.raises(OptionError, match="network_g upscales by 4 but the option file's scale is 2"):
         in_process_model(sr_data, tmp_path, network_g={**TINY_HAT, 'upscale': 4})
 
@@ -211,7 +211,7 @@ def test_validation_refuses_lq_images_of_another_scale(sr_data, tmp_path):
     import cv2
 
     from hat_basicsr.errors import OptionError
-    from hat_basicsr.models.hat_model import check_pair_scale
+    from hat_basicsr.models.basicsr_fixes import check_pair_scale
 
     from basicsr.data import build_dataloader, build_dataset
     quarter = tmp_path / 'LRx4'

@@ -1,39 +1,29 @@
-"""HATModel: BasicSR's SRModel (losses, EMA, optimizers, schedulers, validation, metrics) with
-tiled inference, CPU support, weights loaded through hat_basicsr.utils.weights and checkpoints
-that a kill cannot corrupt and that resume with torch.load(weights_only=True); a SIGTERM stops it
-at the next iteration boundary with a saved state, and a non-finite loss or weights stop it before
-anything non-finite is saved."""
+"""HATModel: BasicSR's SRModel (losses, EMA, optimizers, schedulers, validation, metrics) for HAT,
+with tiled inference and the `acceleration` options; what it changes in BasicSR for any network
+(CPU support, safe checkpoints, training stops) comes from BasicSRFixesMixin."""
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
-from hat_basicsr.utils.acceleration import AccelerationOptions, apply_acceleration, autocast_context
-from hat_basicsr.utils.files import remove_stale_temporaries
+from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration
+from hat_basicsr.errors import OptionError
+from hat_basicsr.models.basicsr_fixes import BasicSRFixesMixin
+from hat_basicsr.utils.autocast import autocast_context
 from hat_basicsr.utils.registration import register_once
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
-from hat_basicsr.utils.training_stop import progress
-from hat_basicsr.utils.weights import atomic_save, load_weights, read_checkpoint
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-# Context (in LR pixels) each tile reads beyond its core when `tile_pad` is not given. Measured on
-# the two demo validation images with a demo-trained tiny HAT x2 (window 8, EMA weights): with
-# tile_size 32 / 64 the tiled PSNR vs GT is 0.018 / 0.006 dB HIGHER than whole-image (limit: a
-# 0.01 dB drop) and tiled vs whole outputs are 65.2-70.6 / 70.5-74.4 dB apart; tile_pad 8 still
-# holds the limit but drifts further (61.8 dB). 16 is also a multiple of the released window sizes
-# (8, 16), which keeps tiles on the window grid.
+# Context (in LR pixels) each tile reads beyond its core when `tile_pad` is not given: on the demo
+# data it keeps tiled PSNR within the limit of whole-image inference (the measurements are in the
+# README, "Tiled inference"), and 16 is a multiple of the released window sizes (8, 16), which
+# keeps tiles on the window grid.
 DEFAULT_TILE_PAD = 16
 
 
@@ -55,62 +45,14 @@ def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
     return {'tile_size': size, 'tile_pad': pad}
 
 
-def _image_size(path: Any) -> Optional[Tuple[int, int]]:
-    """(width, height) from the file's header; None for what is not an image file (an LMDB key)."""
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return None
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError):
-        return None
-
-
-def check_pair_scale(dataset: Any, scale: int) -> None:
-    """Outside training BasicSR's PairedImageDataset crops the GT to scale x LQ without a word, so
-    LQ images made for another scale would be scored against a corner of their GT. An OptionError
-    names the first such pair (datasets of files only; LMDB keys are not checked)."""
-    for pair in getattr(dataset, 'paths', None) or []:
-        if not isinstance(pair, Mapping) or 'gt_path' not in pair or 'lq_path' not in pair:
-            return
-        gt, lq = _image_size(pair['gt_path']), _image_size(pair['lq_path'])
-        if gt is None or lq is None:
-            continue
-        if not all(low * scale <= high < (low + 1) * scale for high, low in zip(gt, lq)):
-            raise OptionError(f"{pair['lq_path']} ({lq[0]}x{lq[1]}) is not the x{scale} LQ of {pair['gt_path']} "
-                              f'({gt[0]}x{gt[1]}): check dataroot_lq and scale')
-
-
-def _plain(value: Any) -> Any:
-    """Numpy scalars/arrays -> Python values/tensors, recursively: torch.load(weights_only=True)
-    refuses numpy objects, and a state it refuses cannot resume."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, Mapping):
-        return type(value)({key: _plain(item) for key, item in value.items()})
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
-    return value
-
-
-def _newest_state() -> str:
-    if progress.saved_iteration is None:
-        return 'no training state saved yet'
-    return f'newest training state: iteration {progress.saved_iteration}'
-
-
 @register_once(MODEL_REGISTRY)
-class HATModel(SRModel):
+class HATModel(BasicSRFixesMixin, SRModel):
     """SRModel for HAT. Padding to the window size is the network's own job (HAT pads any input
-    and crops to scale x input), so this model only adds tiling, the `acceleration` options
-    (attn_impl, use_checkpoint, bf16, channels_last, compile; see hat_basicsr.utils.acceleration)
-    and the safety features above. Without `acceleration` it computes what the release computes."""
+    and crops to scale x input), so this model only adds tiling and the `acceleration` options
+    (attn_impl, use_checkpoint, bf16, channels_last, compile; see hat_basicsr.archs.acceleration).
+    Without `acceleration` it computes what the release computes."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        if opt['num_gpu'] != 0 and not torch.cuda.is_available():
-            raise OptionError(f"num_gpu: {opt['num_gpu']} but CUDA is not available; use num_gpu: 0 or auto for CPU")
         self.tile = tile_options(opt)
         try:
             self.acceleration = AccelerationOptions.from_dict(opt.get('acceleration'))
@@ -120,26 +62,11 @@ class HATModel(SRModel):
         upscale = getattr(self.get_bare_model(self.net_g), 'upscale', opt['scale'])
         if upscale != opt['scale']:
             raise OptionError(f"network_g upscales by {upscale} but the option file's scale is {opt['scale']}")
-        if self.is_train and opt.get('rank', 0) == 0:
-            for folder in ('models', 'training_states'):
-                for path in remove_stale_temporaries(opt['path'][folder]):
-                    get_root_logger().info(f'Removed {path}, left by a save that was killed.')
-        self._checked_datasets: set = set()
         if self.tile is not None:
             warning = off_grid_warning(self.tile['tile_size'], self.tile['tile_pad'],
                                        self.get_bare_model(self.net_g).window_size)
             if warning:
                 get_root_logger().warning(warning)
-
-    def get_bare_model(self, net: nn.Module) -> nn.Module:
-        """Also unwrap torch.compile (`_orig_mod`), in any order with DDP/DataParallel, so EMA
-        updates, checkpoints (no `_orig_mod.` keys) and inference see the plain HAT."""
-        while True:
-            unwrapped = super().get_bare_model(net)
-            unwrapped = getattr(unwrapped, '_orig_mod', unwrapped)
-            if unwrapped is net:
-                return net
-            net = unwrapped
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
         """Apply the acceleration options to the generator before BasicSR moves and wraps it (a GAN's
@@ -162,77 +89,6 @@ class HATModel(SRModel):
         optimizer and EMA updates are not autocast ops, so weights stay float32."""
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
-        self.stop_on_non_finite_loss(current_iter)
-
-    def stop_on_non_finite_loss(self, current_iter: int) -> None:
-        """Raise NonFiniteTrainingError when a logged loss of this step is NaN or infinite (the
-        losses are already Python floats, so checking costs nothing); call after each step."""
-        non_finite = [f'{name} = {value}' for name, value in self.log_dict.items() if not math.isfinite(value)]
-        if non_finite:
-            raise NonFiniteTrainingError(f'training diverged at iteration {current_iter}: {", ".join(non_finite)}; '
-                                         f'stopped without saving it ({_newest_state()}); lower the learning rate '
-                                         'or check the data and the loss options')
-
-    def resume_training(self, resume_state: Dict[str, Any]) -> None:
-        super().resume_training(resume_state)
-        progress.epoch = resume_state['epoch']
-        progress.iteration = progress.saved_iteration = resume_state['iter']
-
-    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
-        """BasicSR's loop calls this first in every iteration, before anything of it has changed:
-        the boundary where a stop requested by SIGTERM saves the finished iteration and raises
-        TrainingStopped."""
-        if self._stop_requested():
-            self._stop_after(current_iter - 1)
-        progress.iteration = current_iter
-        super().update_learning_rate(current_iter, warmup_iter)
-
-    def _stop_requested(self) -> bool:
-        """Whether any rank got SIGTERM: torchrun signals each rank at its own moment, and all must
-        stop at the same boundary or the others would wait for it in the next collective."""
-        requested = progress.stop_requested
-        if self.opt['dist']:
-            flag = torch.tensor(float(requested), device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            requested = bool(flag.item())
-        return requested
-
-    def _stop_after(self, finished_iter: int) -> None:
-        """Save models and training state of `finished_iter` (unless saved already) and raise
-        TrainingStopped. The epoch saved is the newest BasicSR reported: on resume it only seeds
-        the sampler's shuffle and BasicSR restarts that epoch, and a lower one never ends a run
-        early."""
-        if finished_iter == 0:
-            raise TrainingStopped('stopped by SIGTERM before the first iteration; nothing to save')
-        if progress.saved_iteration != finished_iter:
-            self.save(progress.epoch, finished_iter)
-        state = os.path.join(self.opt['path']['training_states'], f'{finished_iter}.state')
-        raise TrainingStopped(f'stopped by SIGTERM after iteration {finished_iter}; saved {state}; '
-                              'resume with --auto_resume')
-
-    def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
-        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""
-        if id(dataloader.dataset) not in self._checked_datasets:
-            check_pair_scale(dataloader.dataset, self.opt['scale'])
-            self._checked_datasets.add(id(dataloader.dataset))
-        super().validation(dataloader, current_iter, tb_logger, save_img)
-
-    def load_network(self, net: nn.Module, load_path: str, strict: bool = True,
-                     param_key: Optional[str] = 'params') -> None:
-        """Load through load_weights: any checkpoint layout, wrapper prefixes, safetensors, and an
-        error listing the mismatch. A missing `param_key` falls back to the other weights in the
-        file (as BasicSR does for params_ema -> params), e.g. released files hold only params_ema."""
-        checkpoint = read_checkpoint(load_path)
-        if param_key not in checkpoint:
-            get_root_logger().info(f"{load_path} has no '{param_key}'; loading the weights it has.")
-            param_key = 'auto'
-        try:
-            report = load_weights(self.get_bare_model(net), checkpoint, strict, param_key)
-        except CheckpointError as error:
-            raise type(error)(f'{load_path}: {error}') from error
-        skipped = sum(map(len, report.values()))
-        get_root_logger().info(f'Loaded {load_path} [{param_key}] into {type(net).__name__}'
-                               + (f' ({skipped} entries skipped, strict=False)' if skipped else ''))
 
     def _infer(self, net: nn.Module, lq: Tensor) -> Tensor:
         """The one place inference happens: whole image, or tiles when `tile` is set."""
@@ -251,36 +107,3 @@ class HATModel(SRModel):
         with torch.no_grad():
             self.output = self._infer(net, self.lq)
         net.train(was_training)
-
-    @master_only
-    def save_network(self, net: Union[nn.Module, List[nn.Module]], net_label: str, current_iter: int,
-                     param_key: Union[str, List[str]] = 'params') -> None:
-        """Like BaseModel.save_network (bare, CPU, un-prefixed state dicts) but written atomically:
-        a kill mid-save leaves the previous file intact, never a truncated one."""
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        if len(nets) != len(keys):
-            raise ValueError(f'{len(nets)} networks but {len(keys)} param keys')
-        checkpoint = {key: {name: tensor.detach().cpu() for name, tensor in self.get_bare_model(n).state_dict().items()}
-                      for n, key in zip(nets, keys)}
-        label = 'latest' if current_iter == -1 else current_iter
-        path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
-        non_finite = [f'{key}.{name}' for key, params in checkpoint.items() for name, tensor in params.items()
-                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-        if non_finite:
-            iteration = progress.iteration if current_iter == -1 else current_iter
-            raise NonFiniteTrainingError(f'training diverged at iteration {iteration}: non-finite weights in '
-                                         f'{len(non_finite)} tensor(s) of {net_label} (first: {non_finite[0]}); '
-                                         f'{path} not written ({_newest_state()})')
-        atomic_save(checkpoint, path)
-
-    @master_only
-    def save_training_state(self, epoch: int, current_iter: int) -> None:
-        """Like BaseModel.save_training_state, atomically and with plain values only."""
-        if current_iter == -1:
-            return
-        state = {'epoch': epoch, 'iter': current_iter,
-                 'optimizers': [optimizer.state_dict() for optimizer in self.optimizers],
-                 'schedulers': [scheduler.state_dict() for scheduler in self.schedulers]}
-        atomic_save(_plain(state), os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
-        progress.epoch, progress.saved_iteration = epoch, current_iter

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from hat_basicsr.models.hat_model import HATModel
-from hat_basicsr.models.realhat_mse_model import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
-from hat_basicsr.utils.acceleration import autocast_context
+from hat_basicsr.models.real_degradation import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
+from hat_basicsr.utils.autocast import autocast_context
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.models.realesrgan_model import RealESRGANModel

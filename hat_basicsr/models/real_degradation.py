@@ -1,0 +1,118 @@
+"""The parts of BasicSR 1.4.2's Real-ESRGAN models that the Real-HAT models replace or check.
+
+BasicSR's RealESRNetModel / RealESRGANModel degrade training pairs on the fly (two rounds of blur,
+resize, noise and JPEG, then a sinc filter), but build their JPEG simulator, USM sharpener and
+training-pair pool with `.cuda()`, so they fail without a GPU. RealDegradationMixin builds exactly
+those on the model's device and leaves every other step (the degradation itself, the pool logic,
+the losses) to BasicSR; the helpers below check the options and the VGG weights those models need
+before the first iteration.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Union
+
+import torch
+
+from hat_basicsr.errors import MissingVGGWeightsError, OptionError
+
+from basicsr.archs import vgg_arch
+from basicsr.utils import DiffJPEG, USMSharp
+
+# Top-level options BasicSR's Real-ESRGAN feed_data reads while synthesising training pairs.
+DEGRADATION_OPTIONS = (
+    'resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range', 'gray_noise_prob',
+    'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2', 'gaussian_noise_prob2', 'noise_range2',
+    'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2', 'gt_size')
+
+
+def require_options(opt: Dict[str, Any], names: Iterable[str], model: str, section: str = 'top-level') -> None:
+    """Fail at construction, naming every missing key, instead of an error mid-iteration."""
+    missing = [name for name in names if name not in opt]
+    if missing:
+        raise OptionError(f'{model} needs the {section} option(s) {missing}, as in '
+                          'options/train/Real-HAT_MSE_SRx4.yml and Real-HAT_GAN_SRx4.yml')
+
+
+def vgg_weights_url(vgg_type: str) -> str:
+    """Where torchvision downloads the ImageNet weights of `vgg_type` (vgg19 -> .../vgg19-dcbb9e9d.pth)."""
+    from torchvision.models import get_model_weights
+    return get_model_weights(vgg_type).IMAGENET1K_V1.url
+
+
+def require_vgg_weights(train_opt: Dict[str, Any]) -> None:
+    """With `perceptual_opt`, make sure BasicSR's VGGFeatureExtractor finds its VGG weights locally.
+
+    BasicSR loads `basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH` (relative to the working directory,
+    VGG19 weights) into whatever `vgg_type` says when that file exists, and otherwise asks
+    torchvision, which reads its hub cache or downloads. Without the file and without network
+    access the download fails deep in torchvision; this says what to do.
+    """
+    perceptual = train_opt.get('perceptual_opt')
+    if not perceptual:
+        return
+    vgg_type = perceptual.get('vgg_type', 'vgg19')
+    local = vgg_arch.VGG_PRETRAIN_PATH
+    if os.path.isfile(local):
+        if vgg_type == 'vgg19':
+            return
+        raise OptionError(f"perceptual_opt.vgg_type is {vgg_type}, but BasicSR loads '{local}' (VGG19 weights) into "
+                          'any VGG when that file exists: use vgg_type: vgg19, or move the file away')
+    url = vgg_weights_url(vgg_type)
+    cached = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url))
+    if os.path.isfile(cached):
+        return
+    where = (f"'{local}' (relative to the working directory, here {os.path.abspath(local)}), else "
+             if vgg_type == 'vgg19' else '')
+    raise MissingVGGWeightsError(
+        f'perceptual_opt needs ImageNet {vgg_type} weights: BasicSR loads {where}torchvision\'s cache {cached}; '
+        f'none exists and nothing is downloaded at run time. Download {url} on a machine with internet access '
+        f"and put it at '{local if vgg_type == 'vgg19' else cached}', or remove perceptual_opt from the train "
+        'options.')
+
+
+class ContiguousDiffJPEG(DiffJPEG):
+    """BasicSR's DiffJPEG with a contiguous output. DiffJPEG returns a channels-last view; CPU
+    reflect padding keeps that layout, so BasicSR's filter2D (which `.view`s the padded image)
+    fails on any blur or sinc filter that follows a JPEG step when training on CPU."""
+
+    def forward(self, x: torch.Tensor, quality: Union[float, torch.Tensor]) -> torch.Tensor:
+        return super().forward(x, quality).contiguous()
+
+
+class RealDegradationMixin:
+    """Device-agnostic replacements for the CUDA-only parts of BasicSR's Real-ESRGAN models.
+
+    Put it first in the bases, before RealESRNetModel / RealESRGANModel and HATModel, and call
+    `_build_degradation_tools` in place of the BasicSR model's own `__init__` body.
+    """
+
+    opt: Dict[str, Any]
+    device: torch.device
+    lq: torch.Tensor
+    gt: torch.Tensor
+
+    def _build_degradation_tools(self, opt: Dict[str, Any]) -> None:
+        """The three attributes BasicSR's __init__ sets, on this model's device."""
+        self.jpeger = ContiguousDiffJPEG(differentiable=False).to(self.device)
+        self.usm_sharpener = USMSharp().to(self.device)
+        self.queue_size = opt.get('queue_size', 180)
+
+    def init_training_settings(self) -> None:
+        """Check for VGG19 weights before BasicSR builds the losses (and would download them)."""
+        require_vgg_weights(self.opt['train'])
+        super().init_training_settings()
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self) -> None:
+        """Allocate the training-pair pool on the batch's device; BasicSR's method (which skips its
+        own `.cuda()` allocation once the pool exists) then fills, shuffles and swaps it."""
+        if not hasattr(self, 'queue_lr'):
+            batch = self.lq.size(0)
+            if self.queue_size < batch or self.queue_size % batch:
+                raise OptionError(f'queue_size {self.queue_size} must be a positive multiple of the batch size '
+                                  f'per GPU ({batch})')
+            self.queue_lr = self.lq.new_zeros((self.queue_size, *self.lq.shape[1:]))
+            self.queue_gt = self.gt.new_zeros((self.queue_size, *self.gt.shape[1:]))
+            self.queue_ptr = 0
+        super()._dequeue_and_enqueue()
