@@ -25,10 +25,11 @@ from typing import Dict, List, Optional
 
 from torch import Tensor
 
-from hat_basicsr.cli.common import OPTION_SUFFIXES, build_network, read_option_file, report_error, resolve_source
+from hat_basicsr.archs.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS
+from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.model_source import OPTION_SUFFIXES, build_network, read_option_file, resolve_source
 from hat_basicsr.errors import CheckpointError, OutputError, SourceError
 from hat_basicsr.utils.files import atomic_write
-from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS
 from hat_basicsr.utils.weights import SAFETENSORS_SUFFIXES, atomic_save, is_safetensors, load_weights
 
 PTH_SUFFIXES = ('.pth', '.pt')

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
-from hat_basicsr.cli.common import report_error
-from hat_basicsr.cli.lam import USER_ERRORS, add_model_arguments, load_inputs, non_negative, positive
+from hat_basicsr.cli.analysis_inputs import USER_ERRORS, add_model_arguments, load_inputs
+from hat_basicsr.cli.arguments import non_negative, positive, report_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

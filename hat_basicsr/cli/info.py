@@ -2,7 +2,8 @@
 
 SOURCE is a checkpoint (a HAT; options read from the weights) or a BasicSR option file (any
 registered architecture; no weights are loaded). The network is built on the meta device, so
-even HAT-L costs no memory. See hat_basicsr.utils.complexity for what is counted.
+even HAT-L costs no memory. See hat_basicsr.archs.hat_complexity (HAT) and hat_basicsr.utils.complexity
+(others) for what is counted.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Tuple
 
 import torch
 
-from hat_basicsr.cli.common import build_network, report_error, resolve_source
+from hat_basicsr.archs.hat_complexity import hat_complexity
+from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.model_source import build_network, resolve_source
 from hat_basicsr.errors import CheckpointError, SourceError
-from hat_basicsr.utils.complexity import Complexity, hat_complexity, measured_complexity
+from hat_basicsr.utils.complexity import Complexity, measured_complexity
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -33,21 +33,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hat_basicsr.cli.common import (
-    DEFAULT_MAX_PIXELS,
-    as_rgb,
-    instantiate,
-    read_image,
-    report_error,
-    resolve_device,
-    resolve_source,
-    silence_opencv,
-    upscale_luma,
-    write_image,
-)
+from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.colour import as_rgb, upscale_luma
+from hat_basicsr.cli.image_io import DEFAULT_MAX_PIXELS, read_image, silence_opencv, write_image
+from hat_basicsr.cli.model_source import instantiate, model_channels, resolve_device, resolve_source
 from hat_basicsr.errors import CheckpointError, ImageError, OutputError, SourceError
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
-from hat_basicsr.utils.acceleration import autocast_context
+from hat_basicsr.utils.autocast import autocast_context
 from hat_basicsr.utils.files import ensure_writable_folder, remove_stale_temporaries
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
 
@@ -140,17 +132,6 @@ def process(source: Path, target: Path, model_channels: int, scale: int, run_mod
     if alpha is not None:
         alpha = upscale_alpha(alpha, model_channels, scale, run_model, alpha_mode)
     write_image(target, result, bit_depth, alpha)
-
-
-def model_channels(model: nn.Module) -> int:
-    """Input channels of the model: HAT's in_chans, else the first convolution's."""
-    channels = getattr(model, 'in_chans', None)
-    if channels is None:
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        if first is None:
-            raise SourceError(f'cannot tell the input channels of {type(model).__name__}')
-        channels = first.in_channels
-    return channels
 
 
 def check_suffix(suffix: str) -> None:

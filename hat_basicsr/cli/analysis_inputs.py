@@ -1,0 +1,52 @@
+"""What the analysis subcommands (lam, features) share: their image/model/device arguments, and
+loading the model and the image into a tensor the model takes."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hat_basicsr.analysis.visual import check_image_writer
+from hat_basicsr.cli.colour import as_rgb, luma
+from hat_basicsr.cli.image_io import read_image, silence_opencv
+from hat_basicsr.cli.model_source import load_model, model_channels, resolve_device
+from hat_basicsr.errors import BoxError, CheckpointError, ImageError, OutputError, SourceError
+
+# What a user can get wrong on the command line: reported in one line with exit status 2.
+USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OutputError)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Image, model and device arguments shared by the analysis subcommands."""
+    parser.add_argument('image', type=Path, help='input (low-resolution) image')
+    parser.add_argument('-m', '--model', required=True,
+                        help='HAT checkpoint (.pth/.safetensors) or BasicSR option file (.yml) of any architecture')
+    parser.add_argument('-o', '--output', type=Path, required=True, help='PNG file to write')
+    parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
+
+
+def model_input(image: np.ndarray, channels: int) -> Tensor:
+    """HxWxC float image -> (channels, H, W) tensor: gray is replicated for RGB models; 1-channel
+    models get luminance as BasicSR's `color: y` datasets compute it."""
+    if image.shape[2] == 1 and channels == 3:
+        image = as_rgb(image)
+    elif channels == 1:
+        image = luma(image)
+    elif image.shape[2] != channels:
+        raise ImageError(f'a {channels}-channel model cannot analyse {image.shape[2]}-channel images')
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def load_inputs(args: argparse.Namespace) -> Tuple[nn.Module, int, Tensor, torch.device]:
+    """(model, scale, input tensor, device) from the shared arguments; raises one of USER_ERRORS.
+    The output file's format is checked first, so a bad name fails before the computation."""
+    check_image_writer(args.output)
+    device = resolve_device(args.device)
+    model, scale = load_model(args.model, device, allow_random_init=True)
+    silence_opencv()
+    image, _, _ = read_image(args.image)
+    return model, scale, model_input(image, model_channels(model)), device

@@ -1,0 +1,36 @@
+"""Argument types and the one-line error report that the subcommands share."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, TypeVar
+
+Number = TypeVar('Number', int, float)
+
+
+def report_error(command: str, error: BaseException) -> int:
+    """One line on stderr instead of a traceback; the exit status for a failed subcommand."""
+    print(f'hat-basicsr {command}: error: {error}', file=sys.stderr)
+    return 2
+
+
+def checked(cast: Callable[[str], Number], valid: Callable[[Number], bool], requirement: str
+            ) -> Callable[[str], Number]:
+    """An argparse type: `cast`, then refuse values that are not `valid` (argparse reports it, status 2)."""
+
+    def parse(text: str) -> Number:
+        value = cast(text)
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f'{requirement}, got {text}')
+        return value
+
+    parse.__name__ = cast.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def positive(cast: Callable[[str], Number]) -> Callable[[str], Number]:
+    return checked(cast, lambda value: value > 0, 'must be positive')
+
+
+def non_negative(cast: Callable[[str], Number]) -> Callable[[str], Number]:
+    return checked(cast, lambda value: value >= 0, 'must be >= 0')

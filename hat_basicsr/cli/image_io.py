@@ -1,0 +1,132 @@
+"""Reading and writing images for the subcommands: exact samples (8 or 16 bits), EXIF orientation,
+alpha, a pixel limit checked before decoding, atomic writes."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hat_basicsr.errors import ImageError
+from hat_basicsr.utils.files import atomic_write
+
+HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
+ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95]}
+# Images larger than this are refused before decoding (upscale's --max-pixels); OpenCV cannot decode
+# more than 2**30 pixels in any case.
+DEFAULT_MAX_PIXELS = 100_000_000
+SAMPLE_MAX = {np.dtype(np.uint8): (8, 255.0), np.dtype(np.uint16): (16, 65535.0)}
+EXIF_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> how to turn the stored (H, W, C) pixels upright (PIL's exif_transpose, in numpy).
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+    """(float32 HxWxC in [0, 1], C = 1 (gray) or 3 (RGB); alpha HxW or None; bits per sample 8 or 16).
+
+    Any file OpenCV decodes; samples stay exact (IMREAD_UNCHANGED, no 8-bit conversion), and the
+    EXIF orientation, which IMREAD_UNCHANGED ignores, is applied so photos come out upright. Images
+    of more than `max_pixels` pixels are refused, from their header when PIL can parse it (before
+    anything is decoded), else after decoding.
+    """
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as error:
+        raise ImageError(f'{path}: cannot read ({error.strerror or error})') from error
+    if data.size == 0:
+        raise ImageError(f'{path}: empty file')
+    orientation = header_orientation(path, data, max_pixels)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise ImageError(f'{path}: cannot decode ({error})') from error
+    if image is None:
+        raise ImageError(f'{path}: cannot decode (truncated or corrupt file, or not an image)')
+    check_pixels(path, image.shape[1], image.shape[0], max_pixels)
+    if image.dtype not in SAMPLE_MAX:
+        raise ImageError(f'{path}: unsupported sample type {image.dtype} (8- and 16-bit integers are supported)')
+    bit_depth, peak = SAMPLE_MAX[image.dtype]
+    image = image.astype(np.float32) / peak
+    if image.ndim == 2:
+        image = image[..., None]
+    image = UPRIGHT.get(orientation, lambda a: a)(image)
+    channels = image.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise ImageError(f'{path}: {channels} channels are not supported')
+    alpha = np.ascontiguousarray(image[..., -1]) if channels in (2, 4) else None
+    color = image[..., :3][..., ::-1] if channels >= 3 else image[..., :1]
+    return np.ascontiguousarray(color), alpha, bit_depth
+
+
+def silence_opencv() -> None:
+    """Our one-line reports replace OpenCV's own log lines about files it cannot decode."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def check_pixels(path: Union[str, os.PathLike], width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(f'{path}: {width}x{height} is {width * height:,} pixels, more than the limit of '
+                         f'{max_pixels:,} (--max-pixels)')
+
+
+def header_orientation(path: Union[str, os.PathLike], data: np.ndarray, max_pixels: int) -> int:
+    """The EXIF orientation (1-8) of an encoded image, 1 (as stored) when it has none or PIL cannot
+    parse its header; an ImageError when the header declares more than `max_pixels` pixels.
+
+    PIL's own decompression-bomb limit is lifted meanwhile: `max_pixels` replaces it, and PIL only
+    reads headers here (OpenCV decodes), except that PNG's EXIF lookup decodes, after the check.
+    """
+    unparsable = (UnidentifiedImageError, OSError, ValueError, SyntaxError)  # formats or headers PIL cannot parse
+    bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        header = Image.open(io.BytesIO(data.tobytes()))
+    except unparsable:
+        return 1
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+    with header:
+        check_pixels(path, *header.size, max_pixels)
+        try:
+            return int(header.getexif().get(EXIF_ORIENTATION_TAG, 1))
+        except unparsable:
+            return 1
+
+
+def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int = 8,
+                alpha: Optional[np.ndarray] = None) -> None:
+    """Write float RGB (HxWx3) or gray (HxW or HxWx1) in [0, 1], with optional alpha, atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if bit_depth not in (8, 16):
+        raise ImageError(f'{path}: bit depth {bit_depth} is not supported (8 or 16)')
+    if bit_depth == 16 and suffix not in HIGH_DEPTH_SUFFIXES:
+        raise ImageError(f'{path}: {suffix} cannot hold 16-bit samples (use {", ".join(HIGH_DEPTH_SUFFIXES)})')
+    array = array if array.ndim == 3 else array[..., None]
+    if alpha is not None and array.shape[2] == 1:  # encoders take 1, 3 or 4 channels: gray+alpha as BGRA
+        array = np.repeat(array, 3, axis=2)
+    planes = [array[..., ::-1]] if array.shape[2] == 3 else [array]
+    if alpha is not None:
+        planes.append(alpha[..., None])
+    dtype, peak = (np.uint8, 255.0) if bit_depth == 8 else (np.uint16, 65535.0)
+    image = np.rint(np.clip(np.concatenate(planes, axis=2), 0, 1) * peak).astype(dtype)
+    image = image[..., 0] if image.shape[2] == 1 else image
+    try:
+        ok, encoded = cv2.imencode(suffix, image, ENCODE_PARAMS.get(suffix, []))
+    except cv2.error as error:
+        raise ImageError(f'{path}: cannot encode as {suffix} ({error})') from error
+    if not ok:
+        raise ImageError(f'{path}: cannot encode as {suffix}')
+    atomic_write(path, lambda stream: stream.write(encoded.tobytes()))
