@@ -15,13 +15,14 @@ from skimage import data
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
 from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
-from hat_basicsr.cli.common import load_model, read_image, run_command
+from hat_basicsr.cli.image_io import read_image
+from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import SourceError
 
 from basicsr.utils.color_util import rgb2ycbcr
 
-from conftest import subprocess_env
 from filesystems import tmpfs
+from helpers import run_command, subprocess_env
 
 TINY = {'upscale': 2, 'embed_dim': 16, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2,
         'squeeze_factor': 4, 'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}

@@ -16,7 +16,7 @@ import torch
 import hat_basicsr  # noqa: F401
 from hat_basicsr.errors import CheckpointError
 
-from conftest import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, subprocess_env
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

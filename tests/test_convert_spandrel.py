@@ -9,11 +9,12 @@ import yaml
 from safetensors import safe_open
 
 from hat_basicsr import HAT
+from hat_basicsr.archs.hat_config import METADATA_KEY, infer_hat_options
 from hat_basicsr.cli import convert, info
-from hat_basicsr.cli.common import load_model, run_command
-from hat_basicsr.utils.hat_config import METADATA_KEY, infer_hat_options
+from hat_basicsr.cli.model_source import load_model
 
 from filesystems import simulate_full_disk, tmpfs
+from helpers import run_command
 from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 
 BASE = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2, 'squeeze_factor': 4,

@@ -12,8 +12,8 @@ from hat_basicsr import HAT
 from hat_basicsr.errors import OutputError
 from hat_basicsr.utils.weights import atomic_save
 
-from conftest import TINY_HAT, run_python, train_options, write_options
 from filesystems import simulate_full_disk, tmpfs
+from helpers import TINY_HAT, run_python, train_options, write_options
 
 SMALL, LARGE = {'params': {'w': torch.ones(16)}}, {'params': {'w': torch.zeros(256 * 1024)}}  # 64 B, 1 MiB
 

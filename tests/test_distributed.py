@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import read_log, subprocess_env, train_options, write_options
+from helpers import read_log, subprocess_env, train_options, write_options
 
 # Runs the real entry point (`-m hat_basicsr.train` as __main__) with one test-only addition: every
 # rank, not only rank 0, dumps its net_g parameters whenever the model saves.

@@ -117,7 +117,7 @@ def test_builds_through_basicsr_registry():
     assert isinstance(net, HAT) and net.upscale == 4
 
 
-def test_cached_attention_constants_are_non_persistent_and_follow_weight_changes():
+def test_derived_buffers_are_non_persistent_and_biases_follow_weight_changes():
     model = fixture_model('hat_tiny_x4_w8')
     lq = torch.rand(1, 3, 24, 24)
     masks = model.shift_seam_masks

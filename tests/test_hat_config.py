@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save_file
 
 from hat_basicsr import HAT
-from hat_basicsr.cli.common import load_model
+from hat_basicsr.archs.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS, checkpoint_options, infer_hat_options
+from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import CheckpointError
-from hat_basicsr.utils.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS, checkpoint_options, infer_hat_options
 from hat_basicsr.utils.weights import read_state_dict
 
 from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path

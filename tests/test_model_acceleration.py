@@ -5,7 +5,7 @@ import torch
 
 from hat_basicsr.errors import OptionError
 
-from conftest import in_process_model
+from helpers import in_process_model
 
 
 def _batch(scale: int = 2):

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from hat_basicsr.errors import CheckpointMismatchError, OptionError
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 
-from conftest import SCALE, TINY_HAT, in_process_model, read_log, run_python, val_dataset, write_options
+from helpers import SCALE, TINY_HAT, in_process_model, read_log, run_python, val_dataset, write_options
 
 
 def _test_options(data, name: str, weights: Path, **network) -> dict:

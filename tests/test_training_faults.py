@@ -21,7 +21,7 @@ import torch
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError
 from hat_basicsr.utils import run_lock
 
-from conftest import in_process_model, read_log, run_python, subprocess_env, train_options, write_options
+from helpers import in_process_model, read_log, run_python, subprocess_env, train_options, write_options
 
 PROG = 'hat_basicsr.train'
 

@@ -10,7 +10,7 @@ from hat_basicsr import HAT
 from hat_basicsr.errors import CheckpointError, CheckpointMismatchError, OutputError
 from hat_basicsr.utils.weights import atomic_save, load_weights, read_state_dict
 
-from conftest import TINY_HAT, in_process_model
+from helpers import TINY_HAT, in_process_model
 from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 
 NAME = 'hat_tiny_x4_w8'

@@ -1,0 +1,145 @@
+"""What the tests share besides fixtures: the tiny HAT and its option files, tiny paired data,
+subprocess runs on one thread, BasicSR log reading, and an in-process HATModel."""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
+from hat_basicsr import HAT
+
+from basicsr.utils.matlab_functions import imresize
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCALE = 2
+TINY_HAT = {
+    'type': 'HAT', 'upscale': SCALE, 'in_chans': 3, 'img_size': 16, 'window_size': 4, 'compress_ratio': 2,
+    'squeeze_factor': 4, 'conv_scale': 0.01, 'overlap_ratio': 0.5, 'img_range': 1.0, 'depths': [1],
+    'embed_dim': 16, 'num_heads': [2], 'mlp_ratio': 2, 'upsampler': 'pixelshuffle', 'resi_connection': '1conv'
+}
+
+
+def photo_crops(count: int, size: int, offset: int) -> List[np.ndarray]:
+    """`count` BGR crops of `size` px from skimage's sample photos (real textures, no downloads)."""
+    from skimage import data
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    crops = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        top = (offset + 37 * index) % (photo.shape[0] - size)
+        left = (offset + 53 * index) % (photo.shape[1] - size)
+        crops.append(np.ascontiguousarray(photo[top:top + size, left:left + size, ::-1]))
+    return crops
+
+
+def write_pairs(root: Path, crops: List[np.ndarray]) -> List[str]:
+    """HR crops and their MATLAB-bicubic x2 LR versions as PNGs under root/HR and root/LR."""
+    names = []
+    for index, hr in enumerate(crops):
+        name = f'img{index:03d}.png'
+        lr = np.clip(imresize(hr.astype(np.float32) / 255.0, 1 / SCALE) * 255.0, 0, 255).round().astype(np.uint8)
+        for folder, image in (('HR', hr), ('LR', lr)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / folder / name), image)
+        names.append(name)
+    return names
+
+
+def val_dataset(data: Dict[str, Path], phase: str = 'val') -> Dict[str, Any]:
+    return {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': str(data['val_hr']),
+            'dataroot_lq': str(data['val_lr']), 'io_backend': {'type': 'disk'}, 'phase': phase, 'scale': SCALE}
+
+
+def train_options(data: Dict[str, Path], name: str, total_iter: int = 4, checkpoint_freq: int = 2,
+                  val_freq: Optional[int] = 2, train_dataset: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Options for a tiny HAT trained with L1, Adam, MultiStepLR and EMA, validated with PSNR/SSIM."""
+    dataset = train_dataset or {'type': 'PairedImageDataset', 'dataroot_gt': str(data['train_hr']),
+                                'dataroot_lq': str(data['train_lr']), 'io_backend': {'type': 'disk'}}
+    opt = {
+        'name': name, 'model_type': 'HATModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny_train', 'gt_size': 32, 'use_hflip': True, 'use_rot': True,
+                      'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1,
+                      'prefetch_mode': None, **dataset},
+            'val': {k: v for k, v in val_dataset(data).items() if k not in ('phase', 'scale')},
+        },
+        'network_g': copy.deepcopy(TINY_HAT),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 2e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [2, 1000], 'gamma': 0.5},
+                  'total_iter': total_iter, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': val_freq, 'save_img': True,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True},
+                            'ssim': {'type': 'calculate_ssim', 'crop_border': SCALE, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': checkpoint_freq, 'use_tb_logger': True},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+    if val_freq is None:
+        del opt['val'], opt['datasets']['val']
+    return opt
+
+
+def write_options(path: Path, opt: Dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def subprocess_env() -> Dict[str, str]:
+    """One thread per process (the test machine's cores are shared) and no GPU."""
+    return {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '',
+            'PYTHONUNBUFFERED': '1'}
+
+
+def run_python(args: List[str], cwd: Path, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python ARGS` (output captured); with check, fail the test showing the output."""
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f'python {" ".join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def read_log(folder: Path, prefix: str) -> str:
+    """The text of the one BasicSR log file `prefix_*.log` in `folder`."""
+    logs = sorted(folder.glob(f'{prefix}_*.log'))
+    assert logs, f'no {prefix}_*.log in {folder}: {sorted(p.name for p in folder.iterdir())}'
+    return logs[-1].read_text()
+
+
+def in_process_model(data: Dict[str, Path], workdir: Path, **overrides: Any):
+    """A HATModel built in this process from train_options (what parse_options would add, paths
+    under workdir); `overrides` replace top-level options."""
+    from hat_basicsr.models.hat_model import HATModel
+    opt = train_options(data, 'in_process')
+    opt.update(overrides)
+    opt.update(is_train=opt.get('is_train', True), dist=False, rank=0, world_size=1, auto_resume=False)
+    opt['path'].update({name: str(workdir / name) for name in ('models', 'training_states', 'visualization')})
+    return HATModel(opt)
+
+
+def run_command(add_parser: Callable[[argparse._SubParsersAction], None], argv: Sequence[str]) -> int:
+    """Parse `argv` (starting with the subcommand name) with one subcommand's parser and run it,
+    without importing the others (used by tests)."""
+    parser = argparse.ArgumentParser(prog='hat-basicsr')
+    add_parser(parser.add_subparsers(dest='command', required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def small_hat(depths=(1, ), window_size: int = 4, upscale: int = 2) -> HAT:
+    """A seeded HAT small enough for the analysis tests (window 4, embed_dim 16)."""
+    torch.manual_seed(0)
+    return HAT(img_size=16, embed_dim=16, depths=list(depths), num_heads=[2] * len(depths), window_size=window_size,
+               mlp_ratio=2, squeeze_factor=4, upscale=upscale, upsampler='pixelshuffle')
