@@ -1,0 +1,66 @@
+"""The layout rules of the package, checked on its source: layers import one way, the subcommand
+modules do not import from each other, and every exception class lives in hat_basicsr/errors.py."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterator, Tuple
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'hat_basicsr'
+# What each layer must not import: utils/ serves every other layer, the layers above it serve cli/.
+FORBIDDEN = {
+    'utils': ('archs', 'models', 'data', 'cli', 'analysis'),
+    'archs': ('models', 'data', 'cli', 'analysis'),
+    'data': ('archs', 'models', 'cli', 'analysis'),
+    'analysis': ('models', 'data', 'cli'),
+    'models': ('cli', 'analysis'),
+}
+# The subcommands (one per module, see hat_basicsr.cli.SUBCOMMANDS) share code only through the
+# other modules of cli/.
+SUBCOMMAND_MODULES = ('upscale', 'convert', 'info', 'lam', 'features')
+
+
+def imported_modules(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line, module) of every import in `path`, at any depth (imports inside functions count)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.lineno, node.module
+
+
+def test_layers_import_one_way():
+    violations = [f'{path.relative_to(PACKAGE.parent)}:{line} imports {module}'
+                  for layer, forbidden in FORBIDDEN.items() for path in sorted((PACKAGE / layer).rglob('*.py'))
+                  for line, module in imported_modules(path)
+                  if module.split('.')[:2] in (['hat_basicsr', name] for name in forbidden)]
+    assert not violations, '\n'.join(violations)
+
+
+def test_subcommand_modules_do_not_import_each_other():
+    violations = [f'cli/{name}.py:{line} imports {module}' for name in SUBCOMMAND_MODULES
+                  for line, module in imported_modules(PACKAGE / 'cli' / f'{name}.py')
+                  if module in {f'hat_basicsr.cli.{other}' for other in SUBCOMMAND_MODULES}]
+    assert not violations, '\n'.join(violations)
+
+
+def test_exception_classes_are_defined_in_errors_only():
+    """A class whose bases include a name ending in Error or Exception, or Exception itself, is an
+    exception class; every one belongs in hat_basicsr/errors.py."""
+    elsewhere = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            bases = [base.id if isinstance(base, ast.Name) else getattr(base, 'attr', '')
+                     for base in getattr(node, 'bases', [])]
+            if isinstance(node, ast.ClassDef) and any(base.endswith(('Error', 'Exception')) for base in bases) \
+                    and path.name != 'errors.py':
+                elsewhere.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno} class {node.name}')
+    assert not elsewhere, '\n'.join(elsewhere)
+
+
+def test_tests_take_helpers_from_helpers_not_conftest():
+    """conftest.py holds fixtures, which pytest injects; what tests import lives in helpers.py."""
+    tests = Path(__file__).resolve().parent
+    violations = [f'{path.name}:{line}' for path in sorted(tests.glob('*.py'))
+                  for line, module in imported_modules(path) if module == 'conftest']
+    assert not violations, '\n'.join(violations)
