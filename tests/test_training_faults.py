@@ -241,8 +241,9 @@ def test_auto_resume_skips_an_unreadable_newest_state(sr_data, tmp_path):
            'path': {'experiments_root': str(states.parent), 'training_states': str(states),
                     'models': str(states.parent / 'models'), 'resume_state': None}}
     try:
-        with pytest.raises(CheckpointError, match=rf'^no training state in {re.escape(str(states))} loads \(2 tried, '
-                                                  rf'newest {re.escape(str(newest))}\); move them away to start afresh$'):
+        expected = (rf'^no training state in {re.escape(str(states))} loads \(2 tried, '
+                    rf'newest {re.escape(str(newest))}\); move them away to start afresh$')
+        with pytest.raises(CheckpointError, match=expected):
             basicsr.train.load_resume_state(opt)
     finally:
         run_lock.release_all()
