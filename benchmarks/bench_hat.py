@@ -45,15 +45,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import hat_basicsr  # noqa: F401  (makes basicsr importable on today's torchvision)
 from hat_basicsr import HAT
 from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration
+from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS
 from hat_basicsr.utils.autocast import autocast_context
 
-COMMON = dict(upscale=4, window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64,
-              img_range=1.0, upsampler='pixelshuffle', resi_connection='1conv')
-VARIANTS = {
-    'HAT-S': dict(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24, squeeze_factor=24),
-    'HAT': dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30),
-    'HAT-L': dict(embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, compress_ratio=3, squeeze_factor=30),
-}
+COMMON = {**RELEASE_OPTIONS, 'upscale': 4}
+VARIANTS = RELEASE_VARIANTS
 INFERENCE_MODES = ('reference-fp32', 'fast-fp32', 'fast-bf16', 'fast-bf16-compiled')
 TRAIN_MODES = ('reference-fp32', 'reference-fp32-ckpt', 'fast-fp32', 'fast-fp32-ckpt', 'fast-bf16', 'fast-bf16-ckpt')
 SIZES = ((64, 64), (256, 256), (480, 640))

@@ -6,18 +6,13 @@ import torch.nn.functional as F
 
 from hat_basicsr import HAT
 from hat_basicsr.archs.hat_arch import pad_to_multiple
+from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS
 
 from basicsr.archs import build_network
 
 from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 
-COMMON = dict(window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64, img_range=1.0,
-              upsampler='pixelshuffle', resi_connection='1conv')
-VARIANTS = {
-    'HAT-S': dict(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24, squeeze_factor=24),
-    'HAT': dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30),
-    'HAT-L': dict(embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, compress_ratio=3, squeeze_factor=30),
-}
+COMMON, VARIANTS = RELEASE_OPTIONS, RELEASE_VARIANTS
 RELEASE_PARAMS = {  # REFERENCE section 1: x2 / x3 / x4
     'HAT-S': (9_473_471, 9_658_111, 9_621_183),
     'HAT': (20_624_795, 20_809_435, 20_772_507),

@@ -27,6 +27,8 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 from basicsr.utils import set_random_seed
 
+from helpers import TINY_HAT as TINY_HAT_X2
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MSE_YML = REPO_ROOT / 'options' / 'train' / 'Real-HAT_MSE_SRx4.yml'
 GAN_YML = REPO_ROOT / 'options' / 'train' / 'Real-HAT_GAN_SRx4.yml'
@@ -37,10 +39,7 @@ BATCH = 2
 # RealESRGANDataset always returns 400 px crops; USM sharpening alone costs ~2 s per such batch on
 # CPU, so training steps use this corner of each (still > the 21 px kernels after a 0.15x resize).
 FEED_SIZE = 96
-TINY_HAT = {'type': 'HAT', 'upscale': SCALE, 'in_chans': 3, 'img_size': 16, 'window_size': 4, 'compress_ratio': 2,
-            'squeeze_factor': 4, 'conv_scale': 0.01, 'overlap_ratio': 0.5, 'img_range': 1.0, 'depths': [1],
-            'embed_dim': 16, 'num_heads': [2], 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
-            'resi_connection': '1conv'}
+TINY_HAT = {**TINY_HAT_X2, 'upscale': SCALE}
 
 
 def _photo(name: str, top: int, left: int, size: tuple) -> np.ndarray:

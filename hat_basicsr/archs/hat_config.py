@@ -26,6 +26,15 @@ REQUIRED_KEYS = (
     'conv_first.weight', 'conv_last.weight', BLOCK0 + 'norm1.weight', BLOCK0 + 'attn.relative_position_bias_table',
     BLOCK0 + 'attn.qkv.weight', BLOCK0 + 'conv_block.cab.0.weight', BLOCK0 + 'conv_block.cab.3.attention.1.weight',
     BLOCK0 + 'mlp.fc1.weight', OCAB0 + 'relative_position_bias_table', OCAB0 + 'qkv.weight')
+# The released networks (HAT-S, HAT, HAT-L, at any scale): the options all of them share, and what
+# differs per variant.
+RELEASE_OPTIONS = dict(window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64, img_range=1.0,
+                       upsampler='pixelshuffle', resi_connection='1conv')
+RELEASE_VARIANTS = {
+    'HAT-S': dict(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24, squeeze_factor=24),
+    'HAT': dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30),
+    'HAT-L': dict(embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, compress_ratio=3, squeeze_factor=30),
+}
 # Options the weights cannot reveal; the release's values (those of every released option file).
 UNOBSERVABLE_DEFAULTS = {'conv_scale': 0.01, 'img_range': 1.0, 'img_size': 64, 'qk_scale': None}
 
