@@ -23,11 +23,12 @@ from basicsr.utils.matlab_functions import imresize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
-TINY_HAT = {
-    'type': 'HAT', 'upscale': SCALE, 'in_chans': 3, 'img_size': 16, 'window_size': 4, 'compress_ratio': 2,
-    'squeeze_factor': 4, 'conv_scale': 0.01, 'overlap_ratio': 0.5, 'img_range': 1.0, 'depths': [1],
-    'embed_dim': 16, 'num_heads': [2], 'mlp_ratio': 2, 'upsampler': 'pixelshuffle', 'resi_connection': '1conv'
-}
+# A HAT of one RHAG with one HAB, window 4: the options the tests vary around.
+TINY_OPTIONS = {'embed_dim': 16, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2,
+                'squeeze_factor': 4, 'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
+# It as an option file's network_g, with the defaults spelled out.
+TINY_HAT = {'type': 'HAT', 'upscale': SCALE, **TINY_OPTIONS, 'in_chans': 3, 'conv_scale': 0.01, 'overlap_ratio': 0.5,
+            'img_range': 1.0, 'resi_connection': '1conv'}
 
 
 def photo_crops(count: int, size: int, offset: int) -> List[np.ndarray]:

@@ -22,10 +22,9 @@ from hat_basicsr.errors import SourceError
 from basicsr.utils.color_util import rgb2ycbcr
 
 from filesystems import tmpfs
-from helpers import run_command, subprocess_env
+from helpers import TINY_OPTIONS, run_command, subprocess_env
 
-TINY = {'upscale': 2, 'embed_dim': 16, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2,
-        'squeeze_factor': 4, 'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
+TINY = {'upscale': 2, **TINY_OPTIONS}
 
 
 def make_checkpoint(path, **overrides):

@@ -14,11 +14,10 @@ from hat_basicsr.cli import convert, info
 from hat_basicsr.cli.model_source import load_model
 
 from filesystems import simulate_full_disk, tmpfs
-from helpers import run_command
+from helpers import TINY_OPTIONS, run_command
 from reference_fixtures import fixture_cases, fixture_options, fixture_weights_path
 
-BASE = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2, 'squeeze_factor': 4,
-        'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
+BASE = {**TINY_OPTIONS, 'depths': [2]}
 CONFIGS = {
     'x2': {'upscale': 2},
     'x3-two-layers': {'upscale': 3, 'embed_dim': 24, 'depths': [1, 2], 'num_heads': [2, 3], 'window_size': 8},

@@ -7,20 +7,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hat_basicsr import HAT
 from hat_basicsr.archs.hat_complexity import hat_complexity
+from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS
 from hat_basicsr.cli import info
 
-from helpers import run_command
+from helpers import TINY_OPTIONS, run_command
 
-RELEASE = {'upscale': 4, 'in_chans': 3, 'img_size': 64, 'window_size': 16, 'conv_scale': 0.01,
-           'overlap_ratio': 0.5, 'img_range': 1.0, 'depths': [6] * 6, 'num_heads': [6] * 6, 'mlp_ratio': 2,
-           'upsampler': 'pixelshuffle', 'resi_connection': '1conv'}
+RELEASE = {**RELEASE_OPTIONS, 'upscale': 4, 'in_chans': 3}
 # Paper (64x64 input, x4): Multi-Adds in G; parameters from REFERENCE.md §1.
 PAPER = {
-    'HAT-S': ({'embed_dim': 144, 'compress_ratio': 24, 'squeeze_factor': 24}, 54.9e9, 9621183),
-    'HAT': ({'embed_dim': 180, 'compress_ratio': 3, 'squeeze_factor': 30}, 102.4e9, 20772507),
+    'HAT-S': (RELEASE_VARIANTS['HAT-S'], 54.9e9, 9621183),
+    'HAT': (RELEASE_VARIANTS['HAT'], 102.4e9, 20772507),
 }
-TINY = {'type': 'HAT', 'upscale': 2, 'embed_dim': 16, 'depths': [2, 1], 'num_heads': [2, 4], 'window_size': 4,
-        'compress_ratio': 2, 'squeeze_factor': 4, 'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
+TINY = {'type': 'HAT', 'upscale': 2, **TINY_OPTIONS, 'depths': [2, 1], 'num_heads': [2, 4]}
 
 
 @pytest.mark.parametrize('variant', list(PAPER))
