@@ -17,11 +17,11 @@ from hat_basicsr.archs.hat_arch import (
 )
 from hat_basicsr.utils.autocast import autocast_context
 
+from helpers import TINY_OPTIONS
 from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 
 # One unshifted and one shifted HAB plus an OCAB: every attention path, small enough to trace fast.
-TINY = dict(embed_dim=12, depths=[2], num_heads=[2], window_size=4, img_size=16, compress_ratio=3, squeeze_factor=4,
-            mlp_ratio=2, upscale=2, upsampler='pixelshuffle')
+TINY = {**TINY_OPTIONS, 'embed_dim': 12, 'depths': [2], 'compress_ratio': 3, 'upscale': 2}
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,18 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
-from hat_basicsr.analysis import (
-    Box,
-    blur_path,
-    check_box,
-    diffusion_index,
-    gini,
-    gradient_detector,
-    integrated_gradients,
-    local_attribution_map,
-    render_lam_panel,
-    save_lam_panel,
-)
+from hat_basicsr.analysis import lam
 from hat_basicsr.analysis.visual import GAP, HEADER
 from hat_basicsr.errors import BoxError
 
@@ -31,7 +20,7 @@ from helpers import small_hat
 def smooth_image(size: int, seed: int = 0) -> Tensor:
     """Random colours, lightly blurred: texture at every position, like a natural crop."""
     generator = torch.Generator().manual_seed(seed)
-    return blur_path(torch.rand(3, size, size, generator=generator), torch.zeros(1), 1.0)[0]
+    return lam.blur_path(torch.rand(3, size, size, generator=generator), torch.zeros(1), 1.0)[0]
 
 
 
@@ -67,18 +56,18 @@ class GlobalNet(LocalNet):
 
 
 def test_gini_and_diffusion_index_hand_values():
-    assert gini(np.ones(10)) == pytest.approx(0.0)
-    assert diffusion_index(np.full((4, 4), 3.0)) == pytest.approx(100.0)
+    assert lam.gini(np.ones(10)) == pytest.approx(0.0)
+    assert lam.diffusion_index(np.full((4, 4), 3.0)) == pytest.approx(100.0)
     for n in (2, 5, 64):
         one_hot = np.zeros(n)
         one_hot[n // 2] = 7.0
-        assert gini(one_hot) == pytest.approx((n - 1) / n)
-        assert diffusion_index(one_hot) == pytest.approx(100 / n)
+        assert lam.gini(one_hot) == pytest.approx((n - 1) / n)
+        assert lam.diffusion_index(one_hot) == pytest.approx(100 / n)
     # sorted 1, 2, 3, 4: sum_i (2i - n - 1) a_i / (n sum a) = (-3 - 2 + 3 + 12) / 40
-    assert gini([4.0, 1.0, 3.0, 2.0]) == pytest.approx(0.25)
-    assert gini(torch.tensor([-4.0, 1.0, -3.0, 2.0])) == pytest.approx(0.25), 'signs are ignored'
+    assert lam.gini([4.0, 1.0, 3.0, 2.0]) == pytest.approx(0.25)
+    assert lam.gini(torch.tensor([-4.0, 1.0, -3.0, 2.0])) == pytest.approx(0.25), 'signs are ignored'
     with pytest.raises(ValueError, match='non-zero'):
-        gini(np.zeros(5))
+        lam.gini(np.zeros(5))
 
 
 # ---------------------------------------------------------------- blur path and detector
@@ -87,22 +76,22 @@ def test_gini_and_diffusion_index_hand_values():
 def test_blur_path_ends_and_batching():
     image = torch.rand(3, 12, 10)
     alphas = torch.tensor([0.0, 0.3, 1.0])
-    path = blur_path(image, alphas, 2.0)
+    path = lam.blur_path(image, alphas, 2.0)
     assert path.shape == (3, 3, 12, 10)
     torch.testing.assert_close(path[2], image, atol=1e-6, rtol=0)
     for point, alpha in zip(path, alphas):
-        torch.testing.assert_close(point, blur_path(image, alpha[None], 2.0)[0])
+        torch.testing.assert_close(point, lam.blur_path(image, alpha[None], 2.0)[0])
     variation = [float((p[..., 1:] - p[..., :-1]).abs().sum()) for p in path]
     assert variation[0] < variation[1] < variation[2], 'more blur, less texture'
-    assert blur_path(image, alphas, 40.0).shape == path.shape, 'kernel limited to what reflect padding allows'
+    assert lam.blur_path(image, alphas, 40.0).shape == path.shape, 'kernel limited to what reflect padding allows'
 
 
 def test_gradient_detector_counts_differences_inside_the_box():
     sr = torch.zeros(2, 1, 8, 8)
     sr[1, 0, :, 4:] = 1.0  # a vertical edge between columns 3 and 4
-    detector = gradient_detector(Box(2, 1, 4))
+    detector = lam.gradient_detector(lam.Box(2, 1, 4))
     torch.testing.assert_close(detector(sr), torch.tensor([0.0, 4.0]))  # 4 rows cross the edge
-    assert gradient_detector(Box(4, 1, 4))(sr)[1] == 0, 'the edge lies outside this box'
+    assert lam.gradient_detector(lam.Box(4, 1, 4))(sr)[1] == 0, 'the edge lies outside this box'
 
 
 # ---------------------------------------------------------------- integrated gradients
@@ -110,12 +99,12 @@ def test_gradient_detector_counts_differences_inside_the_box():
 
 def test_completeness_on_small_hat():
     model, image = small_hat(), smooth_image(16)
-    box = Box(12, 8, 8)
-    result = integrated_gradients(model, image, gradient_detector(box), steps=100, batch=26, progress=False)
-    baseline = blur_path(image, torch.zeros(1), 1.2)
+    box = lam.Box(12, 8, 8)
+    result = lam.integrated_gradients(model, image, lam.gradient_detector(box), steps=100, batch=26, progress=False)
+    baseline = lam.blur_path(image, torch.zeros(1), 1.2)
     with torch.no_grad():
-        expected_input = gradient_detector(box)(model(image[None])).item()
-        expected_baseline = gradient_detector(box)(model(baseline)).item()
+        expected_input = lam.gradient_detector(box)(model(image[None])).item()
+        expected_baseline = lam.gradient_detector(box)(model(baseline)).item()
     assert result.detector_input == pytest.approx(expected_input, rel=1e-5)
     assert result.detector_baseline == pytest.approx(expected_baseline, rel=1e-5)
     change = expected_input - expected_baseline
@@ -127,27 +116,27 @@ def test_completeness_on_small_hat():
 
 def test_batch_size_does_not_change_attribution():
     model, image = LocalNet(), smooth_image(12)
-    detector = gradient_detector(Box(6, 6, 8))
-    one = integrated_gradients(model, image, detector, steps=10, batch=1, progress=False)
-    many = integrated_gradients(model, image, detector, steps=10, batch=4, progress=False)
+    detector = lam.gradient_detector(lam.Box(6, 6, 8))
+    one = lam.integrated_gradients(model, image, detector, steps=10, batch=1, progress=False)
+    many = lam.integrated_gradients(model, image, detector, steps=10, batch=4, progress=False)
     torch.testing.assert_close(one.values, many.values, atol=1e-6, rtol=1e-5)
 
 
 def test_local_network_attribution_stays_in_its_receptive_field():
-    box = Box(20, 16, 8)  # SR pixels, scale 2 -> LR rows 8..11, columns 10..13
-    result = local_attribution_map(LocalNet(), smooth_image(24), box, steps=20, progress=False)
-    lam = result.map
+    box = lam.Box(20, 16, 8)  # SR pixels, scale 2 -> LR rows 8..11, columns 10..13
+    result = lam.local_attribution_map(LocalNet(), smooth_image(24), box, steps=20, progress=False)
+    lam_map = result.map
     radius = 2  # two 3x3 convolutions
-    inside = np.zeros_like(lam, dtype=bool)
+    inside = np.zeros_like(lam_map, dtype=bool)
     inside[8 - radius:12 + radius, 10 - radius:14 + radius] = True
-    assert lam[~inside].max() == 0
-    assert (lam[inside] > 0).mean() > 0.5
+    assert lam_map[~inside].max() == 0
+    assert (lam_map[inside] > 0).mean() > 0.5
 
 
 def test_diffusion_index_separates_local_from_global_networks():
-    image, box = smooth_image(24), Box(20, 20, 8)
-    local = local_attribution_map(LocalNet(), image, box, steps=30, batch=31, progress=False).diffusion_index
-    mixed = local_attribution_map(GlobalNet(), image, box, steps=30, batch=31, progress=False).diffusion_index
+    image, box = smooth_image(24), lam.Box(20, 20, 8)
+    local = lam.local_attribution_map(LocalNet(), image, box, steps=30, batch=31, progress=False).diffusion_index
+    mixed = lam.local_attribution_map(GlobalNet(), image, box, steps=30, batch=31, progress=False).diffusion_index
     assert local < 15
     assert mixed > 25
     assert mixed > 3 * local
@@ -157,26 +146,26 @@ def test_diffusion_index_separates_local_from_global_networks():
 
 
 @pytest.mark.parametrize('box, message', [
-    (Box(-1, 0, 8), r'leaves the SR output .* x must be in \[0, 40\] and y in \[0, 40\]'),
-    (Box(0, 41, 8), r'y=41 .* leaves the SR output'),
-    (Box(45, 0, 4), r'x must be in \[0, 44\]'),
-    (Box(0, 0, 50), 'larger than the SR output'),
-    (Box(0, 0, 1), 'at least 2'),
+    (lam.Box(-1, 0, 8), r'leaves the SR output .* x must be in \[0, 40\] and y in \[0, 40\]'),
+    (lam.Box(0, 41, 8), r'y=41 .* leaves the SR output'),
+    (lam.Box(45, 0, 4), r'x must be in \[0, 44\]'),
+    (lam.Box(0, 0, 50), 'larger than the SR output'),
+    (lam.Box(0, 0, 1), 'at least 2'),
 ], ids=['left', 'below', 'right', 'too-large', 'too-small'])
 def test_check_box_rejects_boxes_outside_the_output(box, message):
     with pytest.raises(BoxError, match=message):
-        check_box(box, 48, 48)
+        lam.check_box(box, 48, 48)
 
 
 def test_lam_rejects_box_outside_before_integrating():
     with pytest.raises(BoxError, match='x must be in'):
-        local_attribution_map(LocalNet(), smooth_image(8), Box(10, 0, 8), progress=False)
+        lam.local_attribution_map(LocalNet(), smooth_image(8), lam.Box(10, 0, 8), progress=False)
 
 
 def test_lam_rejects_a_box_with_nothing_to_attribute():
     flat = torch.full((3, 12, 12), 0.5)  # blurring changes nothing, so the detector never moves
     with pytest.raises(BoxError, match='nothing to attribute'):
-        local_attribution_map(LocalNet(), flat, Box(8, 8, 8), steps=4, progress=False)
+        lam.local_attribution_map(LocalNet(), flat, lam.Box(8, 8, 8), steps=4, progress=False)
 
 
 # ---------------------------------------------------------------- figures
@@ -184,11 +173,11 @@ def test_lam_rejects_a_box_with_nothing_to_attribute():
 
 def test_lam_panel_size_and_png(tmp_path):
     image = smooth_image(12)
-    result = local_attribution_map(LocalNet(), image, Box(4, 6, 8), steps=4, progress=False)
-    panel = render_lam_panel(result, zoom=3)
+    result = lam.local_attribution_map(LocalNet(), image, lam.Box(4, 6, 8), steps=4, progress=False)
+    panel = lam.render_lam_panel(result, zoom=3)
     assert panel.shape == (HEADER + 36, 36 * 3 + 2 * GAP, 3) and panel.dtype == np.uint8
     zoom = math.ceil(160 / 12)  # default: at least MIN_TILE display pixels
-    path = save_lam_panel(result, tmp_path / 'sub' / 'lam.png')
+    path = lam.save_lam_panel(result, tmp_path / 'sub' / 'lam.png')
     written = cv2.imread(str(path))
     assert written.shape == (HEADER + 12 * zoom, 3 * 12 * zoom + 2 * GAP, 3)
     overlay = written[HEADER:, 12 * zoom + GAP:2 * 12 * zoom + GAP]
