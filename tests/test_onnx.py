@@ -103,6 +103,13 @@ def test_export_refusals_are_one_line_and_write_nothing(arguments, message, expo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_absolute_position_embedding_needs_a_static_export(tmp_path):
+    model = HAT(**{**TINY, 'ape': True}).eval()
+    with pytest.raises(OnnxError, match=r'ape=True .* --static 16 16'):
+        export_onnx(model, tmp_path / 'ape.onnx', scale=2)
+    assert not (tmp_path / 'ape.onnx').exists()
+
+
 def test_export_does_not_overwrite_without_force(exported, capfd):
     before = exported['onnx'].read_bytes()
     status = run_command(export.add_parser, ['export', str(exported['checkpoint']), str(exported['onnx'])])

@@ -3,16 +3,18 @@
 Module names follow the paper's figure (HAT -> RHAG -> HAB / OCAB -> CAB, WindowAttention) and the
 state-dict layout of the authors' release, so released checkpoints load unchanged. Unlike the
 release, the network pads any input size itself and runs attention through torch's fused
-`scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`).
+`scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`),
+and it exports through torch.export with symbolic batch, height and width (the padding and the
+seam handling branch on no size; see hat_basicsr.utils.onnx_deploy).
 
 Shifted blocks never build a (num_windows, heads, N, N) bias-plus-mask tensor: after the cyclic
 shift only the windows of the last row and the last column straddle the wrap-around seam, and
 there are just three distinct masks (last column, last row, corner). Interior windows attend
-with the bias alone, the seam windows with the bias plus their mask.
+with the bias alone, the seam windows with the bias plus their mask. (An exported graph does
+build it, once per shifted block: see over_seam_regions.)
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch

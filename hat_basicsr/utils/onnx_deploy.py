@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ def refuse_float16(dtype: str) -> None:
     """HAT's activations overflow float16 (see HAT._refuse_float16), in ONNX as in torch."""
     if dtype != 'float32':
         raise OnnxError(f'ONNX export in {dtype} is not supported: HAT\'s activations overflow float16, so an fp16 '
-                        'graph returns NaNs or black images; export float32 (runtimes can still run it with '
-                        'TF32/mixed precision where they support it)')
+                        'graph returns NaNs or black images; export float32 (and keep fp16 modes of runtimes such '
+                        'as TensorRT off)')
 
 
 def _sample_input(model: nn.Module, static: Optional[Tuple[int, int]]) -> Tensor:
@@ -45,23 +45,20 @@ def _sample_input(model: nn.Module, static: Optional[Tuple[int, int]]) -> Tensor
     return torch.rand(2, model.in_chans, height, width)
 
 
-def _dynamic_axes(static: Optional[Tuple[int, int]]) -> Dict[int, str]:
-    return {0: 'batch'} if static else {0: 'batch', 2: 'height', 3: 'width'}
-
-
 def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, int]]):
     """The ModelProto of `model` traced on `sample` by torch.export (torch's recommended exporter).
 
     The TorchScript-based exporter is not offered: it traces sizes as constants or fails on them
     (OCAB's unfold, the padding arithmetic), so it cannot give a graph for every size.
     """
-    dynamic_shapes = {'x': {axis: torch.export.Dim.DYNAMIC for axis in _dynamic_axes(static)}}
+    dynamic_shapes = {'x': {axis: torch.export.Dim.DYNAMIC for axis in ((0, ) if static else (0, 2, 3))}}
     return torch.onnx.export(model, (sample, ), dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False).model_proto
 
 
 def export_onnx(model: nn.Module, path: Union[str, os.PathLike], scale: int,
-                static: Optional[Tuple[int, int]] = None, verify_tolerance: Optional[float] = VERIFY_TOLERANCE) -> float:
+                static: Optional[Tuple[int, int]] = None,
+                verify_tolerance: Optional[float] = VERIFY_TOLERANCE) -> float:
     """Write `model` (a HAT) as a float32 ONNX file at `path`, atomically; the model ends up in
     float32 on the CPU in eval mode.
 
@@ -189,8 +186,7 @@ class OnnxModel:
     def run(self, array: np.ndarray) -> np.ndarray:
         if self.static_size and tuple(array.shape[2:]) != self.static_size:
             raise OnnxError(f'{self.name} was exported for {self.static_size[0]}x{self.static_size[1]} inputs only, '
-                            f'got {array.shape[2]}x{array.shape[3]} (use --tile {min(self.static_size)} --tile-overlap 0 '
-                            'for images of multiples of it, or export without --static)')
+                            f'got {array.shape[2]}x{array.shape[3]} (export without --static to serve every size)')
         try:
             return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=self.input_dtype)})[0]
         except runtime_errors() as error:
