@@ -47,11 +47,14 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     Reflect padding, as the release's model wrapper does. Reflection needs the pad to be smaller
     than the side, so a side too short for one reflection is reflected repeatedly (like
     numpy.pad's 'reflect' mode), and a side of a single pixel is replicated. Written as one gather
-    per side, with no branch on the sizes, so an exported graph pads every size the same way.
+    per side, so an exported graph pads every size the same way; only outside export is a side
+    that needs no padding left alone.
     """
     for dim in (-2, -1):
         side = x.shape[dim]
-        x = x.index_select(dim, reflect_indices(side, (side + multiple - 1) // multiple * multiple, x.device))
+        length = (side + multiple - 1) // multiple * multiple
+        if torch.compiler.is_exporting() or length != side:
+            x = x.index_select(dim, reflect_indices(side, length, x.device))
     return x
 
 

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == 'onnxruntime':
             if args.bf16:
                 raise SourceError('--bf16 applies to the torch backend only (an ONNX file has its own precision)')
-            model = OnnxModel.load(args.model, device)
+            model = OnnxModel.load(args.model, device, cpu_fallback=args.device == 'auto')
             spec = ModelSpec(network={}, scale=model.scale, weights=None)
         else:
             spec = resolve_source(args.model, args.param_key)

@@ -103,14 +103,15 @@ def verify(model: nn.Module, runner: 'OnnxModel', static: Optional[Tuple[int, in
     return (runner(lq) - expected).abs().max().item()
 
 
-def providers_for(device: torch.device) -> List:
-    """onnxruntime execution providers for a torch device; CUDA only where onnxruntime has it."""
+def providers_for(device: torch.device, cpu_fallback: bool = False) -> List:
+    """onnxruntime execution providers for a torch device; CUDA only where onnxruntime has it, else
+    the CPU with `cpu_fallback` (a device picked automatically) or an OnnxError."""
     import onnxruntime
 
-    if device.type == 'cpu':
-        return ['CPUExecutionProvider']
     if device.type == 'cuda' and 'CUDAExecutionProvider' in onnxruntime.get_available_providers():
         return [('CUDAExecutionProvider', {'device_id': device.index or 0}), 'CPUExecutionProvider']
+    if device.type == 'cpu' or cpu_fallback:
+        return ['CPUExecutionProvider']
     raise OnnxError(f'onnxruntime here has no provider for device {device} (available: '
                     f'{", ".join(onnxruntime.get_available_providers())}); use --device cpu')
 
@@ -158,14 +159,16 @@ class OnnxModel:
         self.scale = int(metadata['scale']) if 'scale' in metadata else self._probe_scale()
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: torch.device = torch.device('cpu')) -> 'OnnxModel':
+    def load(cls, path: Union[str, os.PathLike], device: torch.device = torch.device('cpu'),
+             cpu_fallback: bool = False) -> 'OnnxModel':
+        """The file in an onnxruntime session for `device` (see providers_for)."""
         import onnxruntime
 
         path = Path(path)
         if not path.is_file():
             raise OnnxError(f'ONNX model not found: {path}')
         try:
-            session = onnxruntime.InferenceSession(str(path), providers=providers_for(device))
+            session = onnxruntime.InferenceSession(str(path), providers=providers_for(device, cpu_fallback))
         except runtime_errors() as error:
             raise OnnxError(f'{path}: not a runnable ONNX model ({first_line(error)})') from error
         return cls(session, str(path))
