@@ -65,3 +65,7 @@ class ImageError(ValueError):
 
 class BoxError(ValueError):
     """The target box cannot be analysed: it does not fit the SR output, or nothing is attributed."""
+
+
+class OnnxError(ValueError):
+    """An export that cannot be done, or an ONNX file that cannot be run; the message says why."""

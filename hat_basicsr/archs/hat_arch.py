@@ -3,16 +3,18 @@
 Module names follow the paper's figure (HAT -> RHAG -> HAB / OCAB -> CAB, WindowAttention) and the
 state-dict layout of the authors' release, so released checkpoints load unchanged. Unlike the
 release, the network pads any input size itself and runs attention through torch's fused
-`scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`).
+`scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`),
+and it exports through torch.export with symbolic batch, height and width (the padding and the
+seam handling branch on no size; see hat_basicsr.utils.onnx_deploy).
 
 Shifted blocks never build a (num_windows, heads, N, N) bias-plus-mask tensor: after the cyclic
 shift only the windows of the last row and the last column straddle the wrap-around seam, and
 there are just three distinct masks (last column, last row, corner). Interior windows attend
-with the bias alone, the seam windows with the bias plus their mask.
+with the bias alone, the seam windows with the bias plus their mask. (An exported graph does
+build it, once per shifted block: see over_seam_regions.)
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -46,17 +48,27 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 
     Reflect padding, as the release's model wrapper does. Reflection needs the pad to be smaller
     than the side, so a side too short for one reflection is reflected repeatedly (like
-    numpy.pad's 'reflect' mode), and a side of a single pixel is replicated.
+    numpy.pad's 'reflect' mode), and a side of a single pixel is replicated. Written as one gather
+    per side, so an exported graph pads every size the same way; only outside export is a side
+    that needs no padding left alone.
     """
     for dim in (-2, -1):
-        target = math.ceil(x.shape[dim] / multiple) * multiple
-        while x.shape[dim] < target:
-            side = x.shape[dim]
-            step = min(target - side, side - 1)
-            pad = [0, 0, 0, 0]  # F.pad order: left, right, top, bottom
-            pad[1 if dim == -1 else 3] = step or target - side
-            x = F.pad(x, pad, mode='reflect' if step else 'replicate')
+        side = x.shape[dim]
+        length = (side + multiple - 1) // multiple * multiple
+        if torch.compiler.is_exporting() or length != side:
+            x = x.index_select(dim, reflect_indices(side, length, x.device))
     return x
+
+
+def reflect_indices(side: int, length: int, device: torch.device) -> Tensor:
+    """Source index of each of `length` positions along a side of `side` pixels, reflected repeatedly.
+
+    Repeated reflection about the last and first pixel is a triangular wave of period 2 (side - 1);
+    a single pixel (period 0) is repeated, the period clamped to 1 so the formula still gives 0.
+    """
+    positions = torch.arange(length, device=device)
+    phase = positions % positions.new_full((), torch.sym_max(2 * side - 2, 1))  # a tensor: exports symbolically
+    return (side - 1) - (phase - (side - 1)).abs()
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -138,8 +150,10 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float, impl: str) -> Tensor:
     """softmax(scale q k^T + bias) v for q, k, v (batch, heads, N, d) and a 4-D bias (1 or batch,
-    heads, Nq, Nk); the one place the two attention implementations differ."""
-    if impl == 'sdpa':
+    heads, Nq, Nk); the one place the two attention implementations differ. An exported graph
+    always states the arithmetic: the choice of a fused kernel is left to the runtime, and
+    torch's export cannot decompose SDPA's output layout for symbolic sizes."""
+    if impl == 'sdpa' and not torch.compiler.is_exporting():
         return sdpa_attention(q, k, v, bias, scale, dropout_p)
     return reference_attention(q, k, v, bias, scale, dropout_p)
 
@@ -150,10 +164,14 @@ def over_seam_regions(windows: Tensor, masks: Optional[Tensor],
 
     Without masks fn sees the whole grid with mask None. With seam masks (a shifted block) it sees
     the interior windows with None and the last column, last row and corner each with their own
-    (N, N) mask, so no per-window mask is ever built.
+    (N, N) mask, so no per-window mask is ever built. While exporting, where a region may be empty
+    for some sizes and slicing by size would fix the graph to one, fn sees the whole grid with
+    per-window masks instead (see per_window_masks).
     """
     if masks is None:
         return fn(windows, None)
+    if torch.compiler.is_exporting():
+        return fn(windows, per_window_masks(masks, windows.shape[1], windows.shape[2]))
     all_but_last, last = slice(None, -1), slice(-1, None)
     grid_masks = ((None, masks[0]), (masks[1], masks[2]))  # [row][column], as build_seam_masks orders them
     rows = []
@@ -166,6 +184,26 @@ def over_seam_regions(windows: Tensor, masks: Optional[Tensor],
         if cols:
             rows.append(torch.cat(cols, dim=2))
     return torch.cat(rows, dim=1)
+
+
+def per_window_masks(masks: Tensor, rows: int, cols: int) -> Tensor:
+    """The seam masks (3, N, N) spread over a rows x cols window grid: (rows * cols, 1, N, N).
+
+    Each window's mask is picked by index arithmetic (2 * in-last-row + in-last-column), which
+    holds for every grid size, one window included.
+    """
+    last_row = (torch.arange(rows, device=masks.device) == rows - 1).long()
+    last_col = (torch.arange(cols, device=masks.device) == cols - 1).long()
+    kind = (2 * last_row[:, None] + last_col[None, :]).reshape(-1)
+    return torch.cat([masks.new_zeros(1, *masks.shape[1:]), masks]).index_select(0, kind)[:, None]
+
+
+def batched_bias(bias: Tensor, mask: Optional[Tensor], batch: int) -> Tensor:
+    """The 4-D attention bias of `batch` images' windows: the (heads, N, N) position bias plus a
+    seam mask, (N, N) for all windows alike or (windows, 1, N, N) per window (per_window_masks)."""
+    if mask is None or mask.ndim == 2:
+        return (bias if mask is None else bias + mask)[None]
+    return (bias + mask).repeat(batch, 1, 1, 1)
 
 
 class Mlp(nn.Module):
@@ -236,7 +274,7 @@ class WindowAttention(nn.Module):
         def attend(region: Tensor, mask: Optional[Tensor]) -> Tensor:
             q, k, v = rearrange(self.qkv(region), 'b nh nw n (three h d) -> three (b nh nw) h n d', three=3,
                                 h=self.num_heads)
-            out = attention(q, k, v, (bias if mask is None else bias + mask)[None], self.scale, dropout_p,
+            out = attention(q, k, v, batched_bias(bias, mask, region.shape[0]), self.scale, dropout_p,
                             self.attn_impl)
             return rearrange(out, '(b nh nw) h n d -> b nh nw n (h d)', b=region.shape[0], nh=region.shape[1])
 

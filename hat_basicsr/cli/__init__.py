@@ -6,7 +6,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ('upscale', 'convert', 'info', 'lam', 'features')
+SUBCOMMANDS = ('upscale', 'convert', 'export', 'info', 'lam', 'features')
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it u
 from hat_basicsr.archs.hat_config import checkpoint_options
 from hat_basicsr.errors import CheckpointError, OptionError, SourceError
 from hat_basicsr.models.hat_model import tile_options
+from hat_basicsr.utils.onnx_deploy import OnnxModel
 from hat_basicsr.utils.weights import extract_state_dict, load_weights, read_checkpoint
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
@@ -136,7 +137,7 @@ def load_model(source: Union[str, os.PathLike], device: Union[str, torch.device]
     return instantiate(spec, source, device, allow_random_init), spec.scale
 
 
-def model_channels(model: nn.Module) -> int:
+def model_channels(model: Union[nn.Module, OnnxModel]) -> int:
     """Input channels of the model: HAT's in_chans, else the first convolution's."""
     channels = getattr(model, 'in_chans', None)
     if channels is None:

@@ -25,7 +25,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Union
 
 import cv2
 import numpy as np
@@ -36,13 +36,15 @@ from tqdm import tqdm
 from hat_basicsr.cli.arguments import report_error
 from hat_basicsr.cli.colour import as_rgb, upscale_luma
 from hat_basicsr.cli.image_io import DEFAULT_MAX_PIXELS, read_image, silence_opencv, write_image
-from hat_basicsr.cli.model_source import instantiate, model_channels, resolve_device, resolve_source
-from hat_basicsr.errors import CheckpointError, ImageError, OutputError, SourceError
+from hat_basicsr.cli.model_source import ModelSpec, instantiate, model_channels, resolve_device, resolve_source
+from hat_basicsr.errors import CheckpointError, ImageError, OnnxError, OutputError, SourceError
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 from hat_basicsr.utils.autocast import autocast_context
 from hat_basicsr.utils.files import ensure_writable_folder, remove_stale_temporaries
+from hat_basicsr.utils.onnx_deploy import OnnxModel
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
 
+BACKENDS = ('torch', 'onnxruntime')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -53,13 +55,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('input', type=Path, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder')
     parser.add_argument('-m', '--model', required=True,
-                        help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
+                        help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml); .onnx with '
+                        '--backend onnxruntime')
     parser.add_argument('--param-key', default='auto', help='checkpoint entry to load (default: params_ema, '
                         'then params)')
     parser.add_argument('--tile', type=int, help="tile side in input pixels; 0 = whole image (default: the option "
                         "file's tile_size, else 0)")
     parser.add_argument('--tile-overlap', type=int, help='context around each tile in input pixels (default: the '
                         f"option file's tile_pad, else {DEFAULT_TILE_PAD})")
+    parser.add_argument('--backend', choices=BACKENDS, default=BACKENDS[0],
+                        help="'torch' (MODEL: checkpoint or option file) or 'onnxruntime' (MODEL: an .onnx file, "
+                        "e.g. from `hat-basicsr export`)")
     parser.add_argument('--bf16', action='store_true', help='run under bfloat16 autocast')
     parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
     parser.add_argument('--alpha', choices=('model', 'bicubic'), default='model',
@@ -82,7 +88,7 @@ def list_inputs(source: Path) -> List[Path]:
     return images
 
 
-def make_runner(model: nn.Module, scale: int, device: torch.device, tile: int, tile_overlap: int,
+def make_runner(model: Union[nn.Module, OnnxModel], scale: int, device: torch.device, tile: int, tile_overlap: int,
                 bf16: bool) -> Runner:
     """An HxWxC float array -> (H*scale)x(W*scale)xC, through the model on `device`."""
 
@@ -150,9 +156,15 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_folder(args.output)
         remove_stale_temporaries(args.output, {output_path(args, source).name for source in inputs})
         device = resolve_device(args.device)
-        spec = resolve_source(args.model, args.param_key)
-        model = instantiate(spec, args.model, device)
-    except (SourceError, CheckpointError, OutputError) as error:
+        if args.backend == 'onnxruntime':
+            if args.bf16:
+                raise SourceError('--bf16 applies to the torch backend only (an ONNX file has its own precision)')
+            model = OnnxModel.load(args.model, device, cpu_fallback=args.device == 'auto')
+            spec = ModelSpec(network={}, scale=model.scale, weights=None)
+        else:
+            spec = resolve_source(args.model, args.param_key)
+            model = instantiate(spec, args.model, device)
+    except (SourceError, CheckpointError, OutputError, OnnxError) as error:
         return report_error('upscale', error)
     tile_defaults = spec.tile or {'tile_size': 0, 'tile_pad': DEFAULT_TILE_PAD}
     tile = tile_defaults['tile_size'] if args.tile is None else args.tile
