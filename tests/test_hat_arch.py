@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.hat_arch import pad_to_multiple
+from hat_basicsr.archs.hat_arch import OCAB, WindowAttention, pad_to_multiple
 from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS
+from hat_basicsr.utils.weights import load_weights, read_state_dict
 
 from basicsr.archs import build_network
 
-from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
+from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options, fixture_weights_path
 
 COMMON, VARIANTS = RELEASE_OPTIONS, RELEASE_VARIANTS
 RELEASE_PARAMS = {  # REFERENCE section 1: x2 / x3 / x4
@@ -260,3 +261,28 @@ def test_forward_keeps_no_state_that_can_go_stale():
     pixels = lq.clone().requires_grad_(True)
     (gradient, ) = torch.autograd.grad(model(pixels).sum(), pixels)
     assert gradient.abs().sum() > 0
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_built_on_the_meta_device_then_materialised_reproduces_release_outputs(name):
+    """to_empty() leaves every buffer uninitialised (here: NaN, or a huge index); the mean and the seam
+    masks are in no state dict, and load_weights takes the derived indices a checkpoint lacks from
+    the model, so init_non_persistent_buffers must refill them all."""
+    with torch.device('meta'):
+        model = HAT(**fixture_options(name))
+    model.to_empty(device='cpu')
+    for buffer in model.buffers():
+        buffer.fill_(float('nan') if buffer.is_floating_point() else 10**6)
+    model.init_non_persistent_buffers()
+    state = {key: value for key, value in read_state_dict(fixture_weights_path(name)).items()
+             if not key.startswith('relative_position_index')}
+    load_weights(model, state)
+    with torch.no_grad():
+        for lq, expected in fixture_cases(name):
+            assert (model.eval()(lq) - expected).abs().max().item() < 1e-5
+
+
+def test_attn_impl_of_the_constructor_reaches_every_attention_module():
+    model = HAT(**fixture_options('hat_tiny_x4_w8'), attn_impl='reference')
+    impls = {module.attn_impl for module in model.modules() if isinstance(module, (WindowAttention, OCAB))}
+    assert model.attn_impl == 'reference' and impls == {'reference'}

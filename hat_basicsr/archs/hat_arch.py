@@ -19,14 +19,15 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from basicsr.archs.arch_util import Upsample, trunc_normal_
-from basicsr.utils.registry import ARCH_REGISTRY
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
 from hat_basicsr.utils.registration import register_once
+
+from basicsr.archs.arch_util import Upsample, to_2tuple, trunc_normal_
+from basicsr.utils.registry import ARCH_REGISTRY
 
 Size2 = Tuple[int, int]
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -206,247 +207,30 @@ def batched_bias(bias: Tensor, mask: Optional[Tensor], batch: int) -> Tensor:
     return (bias + mask).repeat(batch, 1, 1, 1)
 
 
-class Mlp(nn.Module):
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class ChannelAttention(nn.Module):
-    """Squeeze-and-excitation gate over channels (RCAN's channel attention)."""
-
-    def __init__(self, dim: int, squeeze_factor: int):
-        super().__init__()
-        self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, dim // squeeze_factor, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(dim // squeeze_factor, dim, 1), nn.Sigmoid())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.attention(x)
-
-
-class CAB(nn.Module):
-    """Channel attention block: the convolutional branch that runs beside window attention."""
-
-    def __init__(self, dim: int, compress_ratio: int, squeeze_factor: int):
-        super().__init__()
-        self.cab = nn.Sequential(
-            nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1), nn.GELU(),
-            nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1), ChannelAttention(dim, squeeze_factor))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.cab(x)
-
-
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside ws x ws windows with a relative-position bias."""
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads)**-0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        trunc_normal_(self.relative_position_bias_table, std=.02)
-        self.attn_impl = ATTN_IMPLS[0]
-
-    def forward(self, x: Tensor, rpi: Tensor, masks: Optional[Tensor] = None) -> Tensor:
-        """x: (B, nh, nw, N, C) windows on their grid; masks: seam masks of a shifted block, or None.
-
-        Regions are split before the qkv projection, so only one region's q, k, v exist at a time
-        and, being slices of its own projection, need no copies to reach the attention kernel.
-        """
-        bias = relative_bias(self.relative_position_bias_table, rpi)
-        dropout_p = self.attn_drop if self.training else 0.0
-
-        def attend(region: Tensor, mask: Optional[Tensor]) -> Tensor:
-            q, k, v = rearrange(self.qkv(region), 'b nh nw n (three h d) -> three (b nh nw) h n d', three=3,
-                                h=self.num_heads)
-            out = attention(q, k, v, batched_bias(bias, mask, region.shape[0]), self.scale, dropout_p,
-                            self.attn_impl)
-            return rearrange(out, '(b nh nw) h n d -> b nh nw n (h d)', b=region.shape[0], nh=region.shape[1])
-
-        return self.proj_drop(self.proj(over_seam_regions(x, masks, attend)))
-
-
 def relative_bias(table: Tensor, rpi: Tensor) -> Tensor:
     """Gather a (positions, heads) bias table into a contiguous (heads, Nq, Nk) additive mask.
 
-    Gathered in every forward (about 1 % of a CPU forward at 64x64, less on GPU) rather than
-    cached: a cache keyed on the table cannot see every way weights change (writes through `.data`
-    as in BasicSR's EMA update, fused optimizer steps, memory freed and reused at the same address)
-    and served stale biases. Gathering along the table's transpose gives the (heads, Nq, Nk) layout
-    directly, contiguous as the fused kernels want their mask. `index_select` rather than indexing:
-    its backward is an `index_add_`, a third of the CPU time of indexing's accumulating
-    `index_put_`. It takes no negative indices, which the OCA index holds (see
-    relative_position_index_oca), hence the modulo.
+    Gathered in every forward (a small share of its time) rather than cached: a cache keyed on the
+    table cannot see every way weights change (writes through `.data` as in BasicSR's EMA update,
+    fused optimizer steps, memory freed and reused at the same address) and served stale biases.
+    Gathering along the table's transpose gives the (heads, Nq, Nk) layout directly, contiguous as
+    the fused kernels want their mask. `index_select` rather than indexing: its backward is an
+    `index_add_`, cheaper on CPU than indexing's accumulating `index_put_`. It takes no negative
+    indices, which the OCA index holds (see relative_position_index_oca), hence the modulo.
     """
     return table.t().index_select(1, rpi.reshape(-1) % table.shape[0]).view(-1, *rpi.shape)
 
 
-class HAB(nn.Module):
-    """Hybrid attention block: (shifted) window attention plus a scaled CAB, then an MLP."""
-
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
-                 squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool,
-                 qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
-                 norm_layer: type = nn.LayerNorm):
-        super().__init__()
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.conv_scale = conv_scale
-        self.norm1 = norm_layer(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
-        self.drop_path = StochasticDepth(drop_path, mode='row')
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-
-    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, seam_masks: Optional[Tensor]) -> Tensor:
-        height, width = x_size
-        shortcut = x
-        x = rearrange(self.norm1(x), 'b (h w) c -> b h w c', h=height)
-        conv_x = rearrange(self.conv_block(rearrange(x, 'b h w c -> b c h w')), 'b c h w -> b (h w) c')
-        if self.shift_size:
-            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        grid = dict(wh=self.window_size, ww=self.window_size)
-        # Rebinding x drops the normalised (and rolled) tokens: only their window copy lives on.
-        x = rearrange(x, 'b (nh wh) (nw ww) c -> b nh nw (wh ww) c', **grid)
-        x = rearrange(self.attn(x, rpi_sa, seam_masks if self.shift_size else None),
-                      'b nh nw (wh ww) c -> b (nh wh) (nw ww) c', **grid)
-        if self.shift_size:
-            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = shortcut + self.drop_path(rearrange(x, 'b h w c -> b (h w) c')) + conv_x * self.conv_scale
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class OCAB(nn.Module):
-    """Overlapping cross-attention block: window queries attend to enlarged, overlapping windows."""
-
-    def __init__(self, dim: int, window_size: int, overlap_ratio: float, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, mlp_ratio: float = 2.0, norm_layer: type = nn.LayerNorm):
-        super().__init__()
-        self.window_size = window_size
-        self.overlap_window_size = window_size + int(overlap_ratio * window_size)
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads)**-0.5
-        self.norm1 = norm_layer(dim)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((window_size + self.overlap_window_size - 1)**2, num_heads))
-        trunc_normal_(self.relative_position_bias_table, std=.02)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.attn_impl = ATTN_IMPLS[0]
-
-    def forward(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
-        x = self.proj(self.attend(x, x_size, rpi_oca)) + x
-        return x + self.mlp(self.norm2(x))
-
-    def attend(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
-        """Overlapping cross-attention of the normalised tokens, (B, H*W, C) -> (B, H*W, C).
-
-        A method of its own, and `del` inside, so that in inference each large temporary (the qkv
-        projection, the padded and the unfolded keys and values, 2.25x the tokens each) is freed
-        as soon as it is used instead of living on through the MLP.
-        """
-        height, dim = x_size[0], x.shape[-1]
-        size, overlap = self.window_size, self.overlap_window_size
-        qkv = rearrange(self.qkv(self.norm1(x)), 'b (h w) c -> b h w c', h=height)
-        q = rearrange(qkv[..., :dim], 'b (nh wh) (nw ww) (h d) -> (b nh nw) h (wh ww) d', wh=size, ww=size,
-                      h=self.num_heads)
-        # Keys and values of overlapping windows over a zero border: zeros after the qkv projection,
-        # exactly as in the release. The layout keeps the head dimension contiguous, which the
-        # fused kernels need.
-        border = (overlap - size) // 2
-        kv = F.pad(qkv[..., dim:], (0, 0, border, border, border, border))
-        del qkv
-        k, v = rearrange(kv.unfold(1, overlap, size).unfold(2, overlap, size),
-                         'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d', two=2, h=self.num_heads)
-        del kv
-        bias = relative_bias(self.relative_position_bias_table, rpi_oca)
-        out = attention(q, k, v, bias[None], self.scale, 0.0, self.attn_impl)
-        return rearrange(out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size,
-                         nw=x_size[1] // size, wh=size)
-
-
-class AttenBlocks(nn.Module):
-    """The body of an RHAG: its HABs, then one OCAB."""
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, shift_size: int,
-                 compress_ratio: int, squeeze_factor: int, conv_scale: float, overlap_ratio: float,
-                 mlp_ratio: float, qkv_bias: bool, qk_scale: Optional[float], drop: float, attn_drop: float,
-                 drop_path: Sequence[float], norm_layer: type):
-        super().__init__()
-        self.blocks = nn.ModuleList([
-            HAB(dim, num_heads, window_size, 0 if i % 2 == 0 else shift_size, compress_ratio, squeeze_factor,
-                conv_scale, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i], norm_layer)
-            for i in range(depth)
-        ])
-        self.overlap_attn = OCAB(dim, window_size, overlap_ratio, num_heads, qkv_bias, qk_scale, mlp_ratio,
-                                 norm_layer)
-        self.grad_checkpointing = False
-
-    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
-                seam_masks: Optional[Tensor]) -> Tensor:
-        use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
-        for block in self.blocks:
-            if use_checkpoint:
-                x = checkpoint(block, x, x_size, rpi_sa, seam_masks, use_reentrant=False)
-            else:
-                x = block(x, x_size, rpi_sa, seam_masks)
-        if use_checkpoint:
-            return checkpoint(self.overlap_attn, x, x_size, rpi_oca, use_reentrant=False)
-        return self.overlap_attn(x, x_size, rpi_oca)
-
-
-class RHAG(nn.Module):
-    """Residual hybrid attention group: AttenBlocks, a 3x3 conv, and a long skip connection."""
-
-    def __init__(self, dim: int, resi_connection: str, **blocks_kwargs):
-        super().__init__()
-        self.residual_group = AttenBlocks(dim=dim, **blocks_kwargs)
-        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
-
-    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
-                seam_masks: Optional[Tensor]) -> Tensor:
-        y = self.residual_group(x, x_size, rpi_sa, rpi_oca, seam_masks)
-        y = rearrange(y, 'b (h w) c -> b c h w', h=x_size[0])
-        return rearrange(self.conv(y), 'b c h w -> b (h w) c') + x
-
-
-class PatchEmbed(nn.Module):
-    """One token per pixel, optionally layer-normalised (patch size 1, as in every HAT)."""
-
-    def __init__(self, embed_dim: int, norm_layer: Optional[type]):
-        super().__init__()
-        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(rearrange(x, 'b c h w -> b (h w) c'))
-
-
-def _pair(value: Union[int, Sequence[int]]) -> Size2:
-    return (value, value) if isinstance(value, int) else tuple(value)
+def check_attn_impl(attn_impl: str) -> None:
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f'HAT: invalid attn_impl: {attn_impl!r}; supported: {ATTN_IMPLS}')
 
 
 def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: int, embed_dim: int,
                               depths: Sequence[int], num_heads: Sequence[int], window_size: int,
                               compress_ratio: int, squeeze_factor: int, overlap_ratio: float, upscale: int,
-                              upsampler: str, resi_connection: str, img_range: float, mlp_ratio: float) -> None:
+                              upsampler: str, resi_connection: str, img_range: float, mlp_ratio: float,
+                              attn_impl: str) -> None:
     """Raise ValueError naming the argument for settings the release would crash on later (or, like
     img_range 0, train on silently into NaNs)."""
 
@@ -493,10 +277,223 @@ def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: i
         fail('upscale', f'{upscale}; pixelshuffle supports 1, 3 and powers of two')
     if resi_connection not in RESI_CONNECTIONS:
         fail('resi_connection', f'{resi_connection!r}; supported: {RESI_CONNECTIONS}')
+    check_attn_impl(attn_impl)
     resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
     if min(resolution) < window_size:
         fail('img_size', f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
              'the release shrinks the window below its bias tables and fails')
+
+
+class Mlp(nn.Module):
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation gate over channels (RCAN's channel attention)."""
+
+    def __init__(self, dim: int, squeeze_factor: int):
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, dim // squeeze_factor, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(dim // squeeze_factor, dim, 1), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)
+
+
+class CAB(nn.Module):
+    """Channel attention block: the convolutional branch that runs beside window attention."""
+
+    def __init__(self, dim: int, compress_ratio: int, squeeze_factor: int):
+        super().__init__()
+        self.cab = nn.Sequential(
+            nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1), nn.GELU(),
+            nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1), ChannelAttention(dim, squeeze_factor=squeeze_factor))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cab(x)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside ws x ws windows with a relative-position bias."""
+
+    def __init__(self, dim: int, *, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 attn_impl: str = ATTN_IMPLS[0]):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+        self.attn_impl = attn_impl
+
+    def forward(self, x: Tensor, rpi: Tensor, masks: Optional[Tensor] = None) -> Tensor:
+        """x: (B, nh, nw, N, C) windows on their grid; masks: seam masks of a shifted block, or None.
+
+        Regions are split before the qkv projection, so only one region's q, k, v exist at a time
+        and, being slices of its own projection, need no copies to reach the attention kernel.
+        """
+        bias = relative_bias(self.relative_position_bias_table, rpi)
+        dropout_p = self.attn_drop if self.training else 0.0
+
+        def attend(region: Tensor, mask: Optional[Tensor]) -> Tensor:
+            q, k, v = rearrange(self.qkv(region), 'b nh nw n (three h d) -> three (b nh nw) h n d', three=3,
+                                h=self.num_heads)
+            out = attention(q, k, v, batched_bias(bias, mask, region.shape[0]), self.scale, dropout_p,
+                            self.attn_impl)
+            return rearrange(out, '(b nh nw) h n d -> b nh nw n (h d)', b=region.shape[0], nh=region.shape[1])
+
+        return self.proj_drop(self.proj(over_seam_regions(x, masks, attend)))
+
+
+class HAB(nn.Module):
+    """Hybrid attention block: (shifted) window attention plus a scaled CAB, then an MLP."""
+
+    def __init__(self, dim: int, *, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
+                 squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool,
+                 qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
+                 norm_layer: type = nn.LayerNorm, attn_impl: str = ATTN_IMPLS[0]):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.conv_scale = conv_scale
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, window_size=window_size, num_heads=num_heads, qkv_bias=qkv_bias,
+                                    qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop, attn_impl=attn_impl)
+        self.conv_block = CAB(dim, compress_ratio=compress_ratio, squeeze_factor=squeeze_factor)
+        self.drop_path = StochasticDepth(drop_path, mode='row')
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, hidden_dim=int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, seam_masks: Optional[Tensor]) -> Tensor:
+        height, width = x_size
+        shortcut = x
+        x = rearrange(self.norm1(x), 'b (h w) c -> b h w c', h=height)
+        conv_x = rearrange(self.conv_block(rearrange(x, 'b h w c -> b c h w')), 'b c h w -> b (h w) c')
+        if self.shift_size:
+            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+        grid = dict(wh=self.window_size, ww=self.window_size)
+        # Rebinding x drops the normalised (and rolled) tokens: only their window copy lives on.
+        x = rearrange(x, 'b (nh wh) (nw ww) c -> b nh nw (wh ww) c', **grid)
+        x = rearrange(self.attn(x, rpi_sa, seam_masks if self.shift_size else None),
+                      'b nh nw (wh ww) c -> b (nh wh) (nw ww) c', **grid)
+        if self.shift_size:
+            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = shortcut + self.drop_path(rearrange(x, 'b h w c -> b (h w) c')) + conv_x * self.conv_scale
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class OCAB(nn.Module):
+    """Overlapping cross-attention block: window queries attend to enlarged, overlapping windows."""
+
+    def __init__(self, dim: int, *, window_size: int, overlap_ratio: float, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, mlp_ratio: float = 2.0, norm_layer: type = nn.LayerNorm,
+                 attn_impl: str = ATTN_IMPLS[0]):
+        super().__init__()
+        self.window_size = window_size
+        self.overlap_window_size = window_size + int(overlap_ratio * window_size)
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.norm1 = norm_layer(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((window_size + self.overlap_window_size - 1)**2, num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, hidden_dim=int(dim * mlp_ratio))
+        self.attn_impl = attn_impl
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
+        x = self.proj(self.attend(x, x_size, rpi_oca)) + x
+        return x + self.mlp(self.norm2(x))
+
+    def attend(self, x: Tensor, x_size: Size2, rpi_oca: Tensor) -> Tensor:
+        """Overlapping cross-attention of the normalised tokens, (B, H*W, C) -> (B, H*W, C).
+
+        A method of its own, and `del` inside, so that in inference each large temporary (the qkv
+        projection, the padded and the unfolded keys and values, 2.25x the tokens each) is freed
+        as soon as it is used instead of living on through the MLP.
+        """
+        height, dim = x_size[0], x.shape[-1]
+        size, overlap = self.window_size, self.overlap_window_size
+        qkv = rearrange(self.qkv(self.norm1(x)), 'b (h w) c -> b h w c', h=height)
+        q = rearrange(qkv[..., :dim], 'b (nh wh) (nw ww) (h d) -> (b nh nw) h (wh ww) d', wh=size, ww=size,
+                      h=self.num_heads)
+        # Keys and values of overlapping windows over a zero border: zeros after the qkv projection,
+        # exactly as in the release. The layout keeps the head dimension contiguous, which the
+        # fused kernels need.
+        border = (overlap - size) // 2
+        kv = F.pad(qkv[..., dim:], (0, 0, border, border, border, border))
+        del qkv
+        k, v = rearrange(kv.unfold(1, overlap, size).unfold(2, overlap, size),
+                         'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d', two=2, h=self.num_heads)
+        del kv
+        bias = relative_bias(self.relative_position_bias_table, rpi_oca)
+        out = attention(q, k, v, bias[None], self.scale, 0.0, self.attn_impl)
+        return rearrange(out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size,
+                         nw=x_size[1] // size, wh=size)
+
+
+class AttenBlocks(nn.Module):
+    """The body of an RHAG: its HABs, then one OCAB (built by HAT, which states their options once)."""
+
+    def __init__(self, blocks: Sequence[HAB], overlap_attn: OCAB):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.overlap_attn = overlap_attn
+        self.grad_checkpointing = False
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
+                seam_masks: Optional[Tensor]) -> Tensor:
+        use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
+        for block in self.blocks:
+            if use_checkpoint:
+                x = checkpoint(block, x, x_size, rpi_sa, seam_masks, use_reentrant=False)
+            else:
+                x = block(x, x_size, rpi_sa, seam_masks)
+        if use_checkpoint:
+            return checkpoint(self.overlap_attn, x, x_size, rpi_oca, use_reentrant=False)
+        return self.overlap_attn(x, x_size, rpi_oca)
+
+
+class RHAG(nn.Module):
+    """Residual hybrid attention group: AttenBlocks, a 3x3 conv, and a long skip connection."""
+
+    def __init__(self, residual_group: AttenBlocks, *, dim: int, resi_connection: str):
+        super().__init__()
+        self.residual_group = residual_group
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
+
+    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
+                seam_masks: Optional[Tensor]) -> Tensor:
+        y = self.residual_group(x, x_size, rpi_sa, rpi_oca, seam_masks)
+        y = rearrange(y, 'b (h w) c -> b c h w', h=x_size[0])
+        return rearrange(self.conv(y), 'b c h w -> b (h w) c') + x
+
+
+class PatchEmbed(nn.Module):
+    """One token per pixel, optionally layer-normalised (patch size 1, as in every HAT)."""
+
+    def __init__(self, embed_dim: int, norm_layer: Optional[type]):
+        super().__init__()
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(rearrange(x, 'b c h w -> b (h w) c'))
 
 
 @register_once(ARCH_REGISTRY)
@@ -507,7 +504,8 @@ class HAT(nn.Module):
     any size are padded to a multiple of the window and the output is cropped to scale x input.
     `use_checkpoint` enables gradient checkpointing of every block (the release ignores it).
     `attn_impl` picks the attention kernel: 'sdpa' (fused, default) or 'reference' (the release's
-    arithmetic); see `set_attn_impl`. float16 is refused (use bfloat16).
+    arithmetic); see `set_attn_impl`. float16 is refused (use bfloat16). Built on the meta device,
+    it is materialised with `to_empty()` and `init_non_persistent_buffers()`, then its weights.
     """
 
     def __init__(self,
@@ -541,34 +539,24 @@ class HAT(nn.Module):
         super().__init__()
         if unexpected:
             raise TypeError(f'HAT got unexpected arguments: {sorted(unexpected)}')
-        img_size, patch_size = _pair(img_size), _pair(patch_size)
+        img_size, patch_size = tuple(to_2tuple(img_size)), tuple(to_2tuple(patch_size))
         _validate_hyperparameters(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
             num_heads=num_heads, window_size=window_size, compress_ratio=compress_ratio,
             squeeze_factor=squeeze_factor, overlap_ratio=overlap_ratio, upscale=upscale, upsampler=upsampler,
-            resi_connection=resi_connection, img_range=img_range, mlp_ratio=mlp_ratio)
+            resi_connection=resi_connection, img_range=img_range, mlp_ratio=mlp_ratio, attn_impl=attn_impl)
         self.window_size = window_size
-        self.overlap_ratio = overlap_ratio
         self.upscale = upscale
-        self.upsampler = upsampler
         self.img_range = img_range
         self.in_chans = in_chans
-        self.ape = ape
-        self.num_layers = len(depths)
         self.embed_dim = embed_dim
+        self.ape = ape
         patches_resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
         # The release disables shifting when the training size equals the window.
         shift_size = 0 if min(patches_resolution) <= window_size else window_size // 2
         self.shift_size = shift_size
-
-        mean = DIV2K_RGB_MEAN if in_chans == 3 else (0.0, )
-        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        overlap_window_size = window_size + int(overlap_ratio * window_size)
-        self.register_buffer('relative_position_index_SA', relative_position_index_sa(window_size))
-        self.register_buffer('relative_position_index_OCA',
-                             relative_position_index_oca(window_size, overlap_window_size))
-        self.register_buffer('shift_seam_masks', build_seam_masks(window_size, shift_size) if shift_size else None,
-                             persistent=False)
+        self.overlap_window_size = window_size + int(overlap_ratio * window_size)
+        self._register_derived_buffers()
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim, norm_layer if patch_norm else None)
@@ -582,13 +570,17 @@ class HAT(nn.Module):
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             start = sum(depths[:i])
-            self.layers.append(
-                RHAG(
-                    dim=embed_dim, resi_connection=resi_connection, depth=depth, num_heads=heads,
-                    window_size=window_size, shift_size=shift_size, compress_ratio=compress_ratio,
-                    squeeze_factor=squeeze_factor, conv_scale=conv_scale, overlap_ratio=overlap_ratio,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                    attn_drop=attn_drop_rate, drop_path=drop_path[start:start + depth], norm_layer=norm_layer))
+            # Every other HAB is shifted; each RHAG ends with an OCAB.
+            habs = [
+                HAB(embed_dim, num_heads=heads, window_size=window_size, shift_size=0 if j % 2 == 0 else shift_size,
+                    compress_ratio=compress_ratio, squeeze_factor=squeeze_factor, conv_scale=conv_scale,
+                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
+                    drop_path=drop_path[start + j], norm_layer=norm_layer, attn_impl=attn_impl) for j in range(depth)
+            ]
+            ocab = OCAB(embed_dim, window_size=window_size, overlap_ratio=overlap_ratio, num_heads=heads,
+                        qkv_bias=qkv_bias, qk_scale=qk_scale, mlp_ratio=mlp_ratio, norm_layer=norm_layer,
+                        attn_impl=attn_impl)
+            self.layers.append(RHAG(AttenBlocks(habs, ocab), dim=embed_dim, resi_connection=resi_connection))
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == '1conv' \
             else nn.Identity()
@@ -598,7 +590,30 @@ class HAT(nn.Module):
         self.reconstruction_strip_pixels = RECONSTRUCTION_STRIP_PIXELS
         self.apply(self._init_weights)
         self.set_grad_checkpointing(use_checkpoint)
-        self.set_attn_impl(attn_impl)
+        self.attn_impl = attn_impl
+
+    def _register_derived_buffers(self, device: Optional[torch.device] = None,
+                                  dtype: Optional[torch.dtype] = None) -> None:
+        """The buffers computed from the hyperparameters alone: the input mean and the seam masks
+        (non-persistent) and the relative-position indices (in state dicts, as in the release's).
+        Float buffers get `dtype`; None keeps torch's defaults, as at construction."""
+        mean = DIV2K_RGB_MEAN if self.in_chans == 3 else (0.0, )
+        self.register_buffer('mean', torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer('relative_position_index_SA', relative_position_index_sa(self.window_size).to(device))
+        self.register_buffer('relative_position_index_OCA',
+                             relative_position_index_oca(self.window_size, self.overlap_window_size).to(device))
+        masks = build_seam_masks(self.window_size, self.shift_size) if self.shift_size else None
+        self.register_buffer('shift_seam_masks', None if masks is None else masks.to(device=device, dtype=dtype),
+                             persistent=False)
+
+    def init_non_persistent_buffers(self) -> None:
+        """Recompute the derived buffers on the weights' device and in their dtype. A network built on
+        the meta device and materialised with `to_empty()` holds garbage there, and state dicts do not
+        hold the non-persistent ones: call this after `to_empty()` (as timm's models offer), then load
+        the weights."""
+        weight = self.conv_first.weight
+        self._register_derived_buffers(weight.device, weight.dtype)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -619,8 +634,7 @@ class HAT(nn.Module):
     def set_attn_impl(self, attn_impl: str) -> None:
         """Run attention through 'sdpa' (torch's fused kernels; default) or 'reference' (the release's
         matmul-softmax-matmul, kept as the ground truth). Both give the release's outputs in fp32."""
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'HAT: invalid attn_impl: {attn_impl!r}; supported: {ATTN_IMPLS}')
+        check_attn_impl(attn_impl)
         self.attn_impl = attn_impl
         for module in self.modules():
             if isinstance(module, (WindowAttention, OCAB)):
