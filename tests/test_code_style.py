@@ -1,21 +1,27 @@
-"""The layout rules of the package, checked on its source: layers import one way, the subcommand
-modules do not import from each other, and every exception class lives in hat_basicsr/errors.py."""
+"""The code's style and layout, checked on its source: ruff's lint rules and formatting, layers that
+import one way, subcommand modules that do not import from each other, and every exception class
+in hat_basicsr/errors.py."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator, Tuple
+
+import pytest
 
 from hat_basicsr.cli import SUBCOMMANDS
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'hat_basicsr'
+SOURCE_FOLDERS = ('hat_basicsr', 'tests', 'benchmarks', 'datasets')
 # What each layer must not import: utils/ serves every other layer, the layers above it serve cli/.
 FORBIDDEN = {
     'utils': ('archs', 'models', 'data', 'cli', 'analysis'),
     'archs': ('models', 'data', 'cli', 'analysis'),
     'data': ('archs', 'models', 'cli', 'analysis'),
-    'analysis': ('models', 'data', 'cli'),
-    'models': ('cli', 'analysis'),
+    'analysis': ('archs', 'models', 'data', 'cli'),
+    'models': ('data', 'cli', 'analysis'),
 }
 
 
@@ -64,3 +70,11 @@ def test_tests_take_helpers_from_helpers_not_conftest():
     violations = [f'{path.name}:{line}' for path in sorted(tests.glob('*.py'))
                   for line, module in imported_modules(path) if module == 'conftest']
     assert not violations, '\n'.join(violations)
+
+
+@pytest.mark.parametrize('command', [('check', ), ('format', '--check', '--diff')], ids=['check', 'format'])
+def test_ruff_finds_nothing(command):
+    """The lint rules and the formatting of pyproject.toml's [tool.ruff], on every source folder."""
+    proc = subprocess.run([sys.executable, '-m', 'ruff', *command, *SOURCE_FOLDERS], cwd=PACKAGE.parent,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
