@@ -20,6 +20,7 @@ It rewrites one section of benchmarks/RESULTS.md (by default the one for its dev
     python benchmarks/bench_hat.py --quick                  # CPU-sized run
     python benchmarks/bench_hat.py --device cuda            # full GPU run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,6 +60,7 @@ RESULTS = Path(__file__).with_name('RESULTS.md')
 @dataclass(frozen=True)
 class Mode:
     """A parsed mode name such as 'fast-bf16-compiled'."""
+
     name: str
     attn_impl: str
     bf16: bool
@@ -68,11 +70,20 @@ class Mode:
     @classmethod
     def parse(cls, name: str) -> 'Mode':
         parts = name.split('-')
-        if len(parts) < 2 or parts[0] not in ('reference', 'fast') or parts[1] not in ('fp32', 'bf16') \
-                or not set(parts[2:]) <= {'compiled', 'ckpt'}:
+        if (
+            len(parts) < 2
+            or parts[0] not in ('reference', 'fast')
+            or parts[1] not in ('fp32', 'bf16')
+            or not set(parts[2:]) <= {'compiled', 'ckpt'}
+        ):
             raise argparse.ArgumentTypeError(f'bad mode {name!r}: <reference|fast>-<fp32|bf16>[-compiled][-ckpt]')
-        return cls(name, 'reference' if parts[0] == 'reference' else 'sdpa', parts[1] == 'bf16',
-                   'compiled' in parts, 'ckpt' in parts)
+        return cls(
+            name,
+            'reference' if parts[0] == 'reference' else 'sdpa',
+            parts[1] == 'bf16',
+            'compiled' in parts,
+            'ckpt' in parts,
+        )
 
 
 @dataclass
@@ -156,8 +167,9 @@ def count_flops(variant: str, shape: Tuple[int, ...], train: bool) -> float:
     return counter.get_total_flops()
 
 
-def run_interleaved(steps: Dict[str, Callable[[], None]], device: torch.device, warmup: int, reps: int,
-                    compiled: Sequence[str] = ()) -> Dict[str, Tuple[float, Optional[int]]]:
+def run_interleaved(
+    steps: Dict[str, Callable[[], None]], device: torch.device, warmup: int, reps: int, compiled: Sequence[str] = ()
+) -> Dict[str, Tuple[float, Optional[int]]]:
     """Median seconds and peak memory per step; runs of the steps alternate. On CPU the memory of
     the `compiled` steps is not measured: their kernels are invisible to LiveTensorPeak."""
     for _ in range(warmup):
@@ -228,16 +240,34 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> List[Row]
             shape = f'{height}x{width}'
             flops = count_flops(variant, (1, 3, height, width), train=False)
             if too_heavy(device, flops, args):
-                rows += [Row(variant, shape, m.name, tflop=flops / 1e12,
-                             note=f'skipped on CPU: {flops / 1e12:.1f} TFLOP per call') for m in args.modes]
+                rows += [
+                    Row(
+                        variant,
+                        shape,
+                        m.name,
+                        tflop=flops / 1e12,
+                        note=f'skipped on CPU: {flops / 1e12:.1f} TFLOP per call',
+                    )
+                    for m in args.modes
+                ]
                 continue
             x = torch.rand(1, 3, height, width, device=device)
-            results = run_interleaved(inference_steps(model, modes, x), device, args.warmup, args.reps,
-                                      [m.name for m in modes if m.compiled])
+            results = run_interleaved(
+                inference_steps(model, modes, x), device, args.warmup, args.reps, [m.name for m in modes if m.compiled]
+            )
             rows += [Row(variant, shape, name, secs, peak, flops / 1e12) for name, (secs, peak) in results.items()]
-            rows += [Row(variant, shape, name, tflop=flops / 1e12, note='skipped on CPU: no faster than eager there, '
-                          'see section cpu-compiled-64 (--cpu-compile runs it)') for name in skipped_compiled]
-            print_rows(rows[-len(args.modes):])
+            rows += [
+                Row(
+                    variant,
+                    shape,
+                    name,
+                    tflop=flops / 1e12,
+                    note='skipped on CPU: no faster than eager there, '
+                    'see section cpu-compiled-64 (--cpu-compile runs it)',
+                )
+                for name in skipped_compiled
+            ]
+            print_rows(rows[-len(args.modes) :])
         del model
     return rows
 
@@ -248,18 +278,32 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> List[Row]:
     for variant in args.train_variants:
         flops = count_flops(variant, shape, train=True)
         if too_heavy(device, flops / 3, args):
-            rows += [Row(variant, f'{shape[0]}x64x64', m.name, tflop=flops / 1e12,
-                         note=f'skipped on CPU: {flops / 1e12:.1f} TFLOP per step') for m in args.train_modes]
+            rows += [
+                Row(
+                    variant,
+                    f'{shape[0]}x64x64',
+                    m.name,
+                    tflop=flops / 1e12,
+                    note=f'skipped on CPU: {flops / 1e12:.1f} TFLOP per step',
+                )
+                for m in args.train_modes
+            ]
             continue
         model = build(variant, device).train()
         torch.manual_seed(0)
         lq = torch.rand(shape, device=device)
         gt = torch.rand(shape[0], 3, 256, 256, device=device)
-        results = run_interleaved(training_steps(model, args.train_modes, lq, gt), device, args.train_warmup,
-                                  args.reps, [m.name for m in args.train_modes if m.compiled])
-        rows += [Row(variant, f'{shape[0]}x64x64', name, secs, peak, flops / 1e12)
-                 for name, (secs, peak) in results.items()]
-        print_rows(rows[-len(args.train_modes):])
+        results = run_interleaved(
+            training_steps(model, args.train_modes, lq, gt),
+            device,
+            args.train_warmup,
+            args.reps,
+            [m.name for m in args.train_modes if m.compiled],
+        )
+        rows += [
+            Row(variant, f'{shape[0]}x64x64', name, secs, peak, flops / 1e12) for name, (secs, peak) in results.items()
+        ]
+        print_rows(rows[-len(args.train_modes) :])
         del model
     return rows
 
@@ -276,16 +320,20 @@ def fmt_memory(peak: Optional[int]) -> str:
 
 def table(rows: Sequence[Row], what: str) -> List[str]:
     reference = {(r.variant, r.shape): r.seconds for r in rows if r.mode == 'reference-fp32'}
-    lines = [f'| variant | {what} | mode | time (ms) | TFLOP/s | peak memory | time / reference-fp32 | note |',
-             '|---|---|---|---:|---:|---:|---:|---|']
+    lines = [
+        f'| variant | {what} | mode | time (ms) | TFLOP/s | peak memory | time / reference-fp32 | note |',
+        '|---|---|---|---:|---:|---:|---:|---|',
+    ]
     for r in rows:
         ref = reference.get((r.variant, r.shape))
         if r.seconds is None:
             lines.append(f'| {r.variant} | {r.shape} | {r.mode} | — | — | — | — | {r.note} |')
             continue
         ratio = f'{r.seconds / ref:.2f}' if ref else '—'
-        lines.append(f'| {r.variant} | {r.shape} | {r.mode} | {r.seconds * 1e3:,.1f} | {r.tflop / r.seconds:.3f} | '
-                     f'{fmt_memory(r.peak_bytes)} | {ratio} | {r.note} |')
+        lines.append(
+            f'| {r.variant} | {r.shape} | {r.mode} | {r.seconds * 1e3:,.1f} | {r.tflop / r.seconds:.3f} | '
+            f'{fmt_memory(r.peak_bytes)} | {ratio} | {r.note} |'
+        )
     return lines
 
 
@@ -294,17 +342,57 @@ def target_lines(inference: Sequence[Row], training: Sequence[Row], device: torc
     limit = 0.5 if device.type == 'cuda' else 0.8
     at_least, at_most = (lambda goal: lambda v: v >= goal), (lambda goal: lambda v: v <= goal)
     # (rows, label, numerator mode, denominator mode, measure, goal, only these inputs)
-    targets = [(inference, f'fast-fp32 time / reference-fp32 time ≤ {limit}', 'fast-fp32', 'reference-fp32',
-                'seconds', at_most(limit), None),
-               (inference, 'fast-fp32 peak memory / reference-fp32 ≤ 1/3', 'fast-fp32', 'reference-fp32',
-                'peak_bytes', at_most(1 / 3), ('480x640', '512x512')),
-               (training, 'training: reference-fp32 time / fast-fp32 time ≥ 2', 'reference-fp32', 'fast-fp32',
-                'seconds', at_least(2), None),
-               (training, 'training: reference-fp32 time / fast-bf16 time ≥ 2', 'reference-fp32', 'fast-bf16',
-                'seconds', at_least(2), None)]
+    targets = [
+        (
+            inference,
+            f'fast-fp32 time / reference-fp32 time ≤ {limit}',
+            'fast-fp32',
+            'reference-fp32',
+            'seconds',
+            at_most(limit),
+            None,
+        ),
+        (
+            inference,
+            'fast-fp32 peak memory / reference-fp32 ≤ 1/3',
+            'fast-fp32',
+            'reference-fp32',
+            'peak_bytes',
+            at_most(1 / 3),
+            ('480x640', '512x512'),
+        ),
+        (
+            training,
+            'training: reference-fp32 time / fast-fp32 time ≥ 2',
+            'reference-fp32',
+            'fast-fp32',
+            'seconds',
+            at_least(2),
+            None,
+        ),
+        (
+            training,
+            'training: reference-fp32 time / fast-bf16 time ≥ 2',
+            'reference-fp32',
+            'fast-bf16',
+            'seconds',
+            at_least(2),
+            None,
+        ),
+    ]
     if device.type == 'cuda':
-        targets.insert(1, (inference, 'reference-fp32 time / fast-bf16 time ≥ 4', 'reference-fp32', 'fast-bf16',
-                           'seconds', at_least(4), None))
+        targets.insert(
+            1,
+            (
+                inference,
+                'reference-fp32 time / fast-bf16 time ≥ 4',
+                'reference-fp32',
+                'fast-bf16',
+                'seconds',
+                at_least(4),
+                None,
+            ),
+        )
     lines = ['| target | variant | input | measured | met |', '|---|---|---|---:|---|']
     for rows, label, top, bottom, measure, ok, only in targets:
         measured = {(r.variant, r.shape, r.mode): getattr(r, measure) for r in rows if r.seconds is not None}
@@ -323,27 +411,39 @@ def machine_description(device: torch.device) -> str:
 
 def section(args: argparse.Namespace, device: torch.device, inference: List[Row], training: List[Row]) -> str:
     title = device.type.upper() if args.section == device.type else f'{device.type.upper()}: {args.section}'
-    lines = [f'## {title}', '',
-             f'- machine: {machine_description(device)}',
-             f'- torch {torch.__version__}, Python {platform.python_version()}, '
-             f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
-             f'- command: `python benchmarks/bench_hat.py {" ".join(sys.argv[1:])}` '
-             f'(warm-up {args.warmup} inference / {args.train_warmup} training, timed runs {args.reps}, median)']
+    lines = [
+        f'## {title}',
+        '',
+        f'- machine: {machine_description(device)}',
+        f'- torch {torch.__version__}, Python {platform.python_version()}, '
+        f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
+        f'- command: `python benchmarks/bench_hat.py {" ".join(sys.argv[1:])}` '
+        f'(warm-up {args.warmup} inference / {args.train_warmup} training, timed runs {args.reps}, median)',
+    ]
     if device.type == 'cpu':
         lines.append(f'- load average at the end: {os.getloadavg()[0]:.1f} (other processes share this machine)')
     if inference:
         lines += ['', '### Inference, x4, batch 1', '', *table(inference, 'input')]
     if training:
-        lines += ['', f'### Training step: batch {args.train_batch} x 64x64 LR patches, L1 + Adam', '',
-                  *table(training, 'batch')]
+        lines += [
+            '',
+            f'### Training step: batch {args.train_batch} x 64x64 LR patches, L1 + Adam',
+            '',
+            *table(training, 'batch'),
+        ]
     lines += ['', '### Targets (measured, not asserted)', '', *target_lines(inference, training, device), '']
     return '\n'.join(lines)
 
 
 def write_results(path: Path, name: str, text: str) -> None:
     """Replace the section `name` of RESULTS.md, keep the rest."""
-    replace_section(path, f'<!-- BEGIN {name} -->', f'<!-- END {name} -->', text,
-                    '# HAT benchmark results\n\nWritten by benchmarks/bench_hat.py.')
+    replace_section(
+        path,
+        f'<!-- BEGIN {name} -->',
+        f'<!-- END {name} -->',
+        text,
+        '# HAT benchmark results\n\nWritten by benchmarks/bench_hat.py.',
+    )
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -357,26 +457,38 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--variants', type=split, default=list(VARIANTS))
     parser.add_argument('--sizes', type=lambda t: [parse_size(s) for s in split(t)], default=list(SIZES))
-    parser.add_argument('--modes', type=lambda t: [Mode.parse(m) for m in split(t)],
-                        default=[Mode.parse(m) for m in INFERENCE_MODES])
+    parser.add_argument(
+        '--modes', type=lambda t: [Mode.parse(m) for m in split(t)], default=[Mode.parse(m) for m in INFERENCE_MODES]
+    )
     parser.add_argument('--train-variants', type=split, default=list(VARIANTS))
-    parser.add_argument('--train-modes', type=lambda t: [Mode.parse(m) for m in split(t)],
-                        default=[Mode.parse(m) for m in TRAIN_MODES])
+    parser.add_argument(
+        '--train-modes', type=lambda t: [Mode.parse(m) for m in split(t)], default=[Mode.parse(m) for m in TRAIN_MODES]
+    )
     parser.add_argument('--train-batch', type=int, default=4)
     parser.add_argument('--no-inference', action='store_true')
     parser.add_argument('--no-training', action='store_true')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--train-warmup', type=int, default=None, help='warm-up steps (default: --warmup)')
     parser.add_argument('--reps', type=int, default=5)
-    parser.add_argument('--cpu-max-tflop', type=float, default=4.0,
-                        help='on CPU, skip inference combinations above this many TFLOP per call')
+    parser.add_argument(
+        '--cpu-max-tflop',
+        type=float,
+        default=4.0,
+        help='on CPU, skip inference combinations above this many TFLOP per call',
+    )
     parser.add_argument('--cpu-compile', action='store_true', help='also run compiled modes on CPU')
-    parser.add_argument('--quick', action='store_true',
-                        help='CPU-sized run: HAT-S and HAT at 64x64 and 256x256, training for HAT-S; one '
-                        'warm-up (none for training) and one timed run')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='CPU-sized run: HAT-S and HAT at 64x64 and 256x256, training for HAT-S; one '
+        'warm-up (none for training) and one timed run',
+    )
     parser.add_argument('--output', type=Path, default=RESULTS)
-    parser.add_argument('--section', help='name of the RESULTS.md section this run replaces (default: the device '
-                        'type), so that runs with other settings can sit beside the main one')
+    parser.add_argument(
+        '--section',
+        help='name of the RESULTS.md section this run replaces (default: the device '
+        'type), so that runs with other settings can sit beside the main one',
+    )
     args = parser.parse_args(argv)
     args.section = args.section or torch.device(args.device).type
     if args.quick:

@@ -3,6 +3,7 @@ versus imresize on a window around the crop (hat_basicsr), and the largest diffe
 
 Run: .venv/bin/python benchmarks/bench_imagenet_lq.py  (updates its section of RESULTS_data.md)
 """
+
 import argparse
 import datetime
 import os
@@ -73,22 +74,29 @@ def max_difference(img: np.ndarray, scale: int, gt_size: int, trials: int) -> Tu
 
 
 def machine() -> str:
-    return (f'{cpu_model()}, {len(os.sched_getaffinity(0))} cores (load average {os.getloadavg()[0]:.1f} at the end), '
-            f'{torch.get_num_threads()} torch thread (as in a DataLoader worker), Python {platform.python_version()}, '
-            f'torch {torch.__version__}, numpy {np.__version__}')
+    return (
+        f'{cpu_model()}, {len(os.sched_getaffinity(0))} cores (load average {os.getloadavg()[0]:.1f} at the end), '
+        f'{torch.get_num_threads()} torch thread (as in a DataLoader worker), Python {platform.python_version()}, '
+        f'torch {torch.__version__}, numpy {np.__version__}'
+    )
 
 
 def write_section(rows: List[Dict], scale: int, gt_size: int) -> None:
-    lines = ['## ImageNetPairedDataset: LQ synthesis speed', '',
-             f'`benchmarks/bench_imagenet_lq.py`, {datetime.date.today().isoformat()}; {machine()}.',
-             f'Scale {scale}, gt_size {gt_size}; time for LQ synthesis and crop only (no file reading). '
-             'Max diff: between the two methods at the same random positions.',
-             '',
-             '| GT image | whole-image LQ (release) | windowed LQ (hat_basicsr) | speed-up | max diff float / 8-bit |',
-             '|---|---|---|---|---|']
+    lines = [
+        '## ImageNetPairedDataset: LQ synthesis speed',
+        '',
+        f'`benchmarks/bench_imagenet_lq.py`, {datetime.date.today().isoformat()}; {machine()}.',
+        f'Scale {scale}, gt_size {gt_size}; time for LQ synthesis and crop only (no file reading). '
+        'Max diff: between the two methods at the same random positions.',
+        '',
+        '| GT image | whole-image LQ (release) | windowed LQ (hat_basicsr) | speed-up | max diff float / 8-bit |',
+        '|---|---|---|---|---|',
+    ]
     for row in rows:
-        lines.append(f"| {row['size']} | {row['whole']:.2f} samples/s | {row['window']:.1f} samples/s | "
-                     f"{row['window'] / row['whole']:.1f}x | {row['float_diff']:.2g} / {row['byte_diff']:.0f} |")
+        lines.append(
+            f'| {row["size"]} | {row["whole"]:.2f} samples/s | {row["window"]:.1f} samples/s | '
+            f'{row["window"] / row["whole"]:.1f}x | {row["float_diff"]:.2g} / {row["byte_diff"]:.0f} |'
+        )
     replace_section(RESULTS, BEGIN, END, '\n'.join(lines), '# Data pipeline benchmarks')
 
 
@@ -104,9 +112,11 @@ def main() -> None:
     rows = []
     for width, height in ((500, 375), (2000, 1500)):
         img = synthetic_photo(height - height % args.scale, width - width % args.scale)
-        row = {'size': f'{width}x{height}',
-               'whole': rate(whole_image, img, args.scale, args.gt_size, args.seconds),
-               'window': rate(windowed, img, args.scale, args.gt_size, args.seconds)}
+        row = {
+            'size': f'{width}x{height}',
+            'whole': rate(whole_image, img, args.scale, args.gt_size, args.seconds),
+            'window': rate(windowed, img, args.scale, args.gt_size, args.seconds),
+        }
         row['float_diff'], row['byte_diff'] = max_difference(img, args.scale, args.gt_size, args.trials)
         print(row)
         rows.append(row)

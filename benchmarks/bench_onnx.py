@@ -11,6 +11,7 @@ It rewrites the section `onnx-<device>` of benchmarks/RESULTS.md and keeps the o
 
     python benchmarks/bench_onnx.py --variants HAT-S,HAT --sizes 64x64,256x256 --warmup 1 --reps 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,28 +78,39 @@ def bench(args: argparse.Namespace, device: torch.device) -> List[str]:
                             if rep >= args.warmup:
                                 times[backend].append(seconds)
                 medians = {backend: statistics.median(values) for backend, values in times.items()}
-                rows.append(f'| {name} | {height}x{width} | {medians["torch"] * 1e3:,.1f} | '
-                            f'{medians["onnxruntime"] * 1e3:,.1f} | {medians["onnxruntime"] / medians["torch"]:.2f} | '
-                            f'{diff:.1e} | {export_seconds:.0f} |')
+                rows.append(
+                    f'| {name} | {height}x{width} | {medians["torch"] * 1e3:,.1f} | '
+                    f'{medians["onnxruntime"] * 1e3:,.1f} | {medians["onnxruntime"] / medians["torch"]:.2f} | '
+                    f'{diff:.1e} | {export_seconds:.0f} |'
+                )
                 print(rows[-1], flush=True)
     return rows
 
 
 def section(args: argparse.Namespace, device: torch.device, rows: List[str]) -> str:
-    lines = [f'## ONNX: onnxruntime vs torch, {device.type.upper()}', '',
-             f'- machine: {machine_description(device)}',
-             f'- torch {torch.__version__}, onnxruntime {onnxruntime.__version__} '
-             f'({", ".join(providers_for(device)[:1]) if device.type == "cpu" else "CUDAExecutionProvider"}), '
-             f'Python {platform.python_version()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
-             f'- command: `python benchmarks/bench_onnx.py {" ".join(sys.argv[1:])}` (warm-up {args.warmup}, '
-             f'timed runs {args.reps}, median; backends interleaved)',
-             f'- graph: `export_onnx` (torch.export, opset {OPSET}, fp32, dynamic batch/height/width); torch: '
-             'eager, fused attention (fast-fp32)']
+    lines = [
+        f'## ONNX: onnxruntime vs torch, {device.type.upper()}',
+        '',
+        f'- machine: {machine_description(device)}',
+        f'- torch {torch.__version__}, onnxruntime {onnxruntime.__version__} '
+        f'({", ".join(providers_for(device)[:1]) if device.type == "cpu" else "CUDAExecutionProvider"}), '
+        f'Python {platform.python_version()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
+        f'- command: `python benchmarks/bench_onnx.py {" ".join(sys.argv[1:])}` (warm-up {args.warmup}, '
+        f'timed runs {args.reps}, median; backends interleaved)',
+        f'- graph: `export_onnx` (torch.export, opset {OPSET}, fp32, dynamic batch/height/width); torch: '
+        'eager, fused attention (fast-fp32)',
+    ]
     if device.type == 'cpu':
         lines.append(f'- load average at the end: {os.getloadavg()[0]:.1f} (other processes share this machine)')
-    lines += ['', '### Inference, x4, batch 1', '',
-              '| variant | input | torch (ms) | onnxruntime (ms) | onnxruntime / torch | max abs diff | export (s) |',
-              '|---|---|---:|---:|---:|---:|---:|', *rows, '']
+    lines += [
+        '',
+        '### Inference, x4, batch 1',
+        '',
+        '| variant | input | torch (ms) | onnxruntime (ms) | onnxruntime / torch | max abs diff | export (s) |',
+        '|---|---|---:|---:|---:|---:|---:|',
+        *rows,
+        '',
+    ]
     return '\n'.join(lines)
 
 
@@ -114,8 +126,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--variants', type=variant_names, default=['HAT-S', 'HAT'])
-    parser.add_argument('--sizes', type=lambda text: [parse_size(size) for size in text.split(',') if size],
-                        default=[(64, 64), (256, 256)])
+    parser.add_argument(
+        '--sizes',
+        type=lambda text: [parse_size(size) for size in text.split(',') if size],
+        default=[(64, 64), (256, 256)],
+    )
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--reps', type=int, default=3)
     parser.add_argument('--output', type=Path, default=RESULTS)

@@ -2,6 +2,7 @@
 
 Usage: python datasets/make_demo_data.py [--root datasets/demo] [--force]
 """
+
 import argparse
 
 import hat_basicsr  # noqa: F401  (makes basicsr importable)

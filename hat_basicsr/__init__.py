@@ -4,6 +4,7 @@ Importing this package makes `import basicsr` work on today's stack (see basicsr
 registers HAT's architecture, models and datasets into BasicSR's registries, so a host BasicSR
 repository can use `type: HAT` after a plain `import hat_basicsr`.
 """
+
 from hat_basicsr import basicsr_compat
 
 basicsr_compat.apply()

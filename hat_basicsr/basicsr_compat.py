@@ -5,6 +5,7 @@ tests/test_compat.py proves each.
 `apply()` runs on `import hat_basicsr`, before anything imports basicsr, and is idempotent. Fixes
 replace or wrap functions in basicsr's modules at import time; no installed file is edited.
 """
+
 import importlib
 import logging
 import os
@@ -35,6 +36,7 @@ def _provide_torchvision_functional_tensor() -> None:
     except ImportError:
         pass
     from torchvision.transforms import functional
+
     shim = types.ModuleType(name, 'hat_basicsr shim: torchvision.transforms.functional_tensor was removed in 0.17')
     shim.rgb_to_grayscale = functional.rgb_to_grayscale
     sys.modules[name] = shim
@@ -74,7 +76,8 @@ def _fix_model_to_device(original: Callable) -> Callable:
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
         if self.opt['dist'] and self.device.type == 'cpu':
             return torch.nn.parallel.DistributedDataParallel(
-                net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
+                net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False)
+            )
         return original(self, net)
 
     return model_to_device
@@ -107,8 +110,11 @@ def _fix_load_resume_state(_original: Callable) -> Callable:
         return state
 
     def newest_loadable_state(state_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
-        iters = [int(match.group(1)) for match in map(STATE_FILE.fullmatch, os.listdir(state_dir)) if match] \
-            if os.path.isdir(state_dir) else []
+        iters = (
+            [int(match.group(1)) for match in map(STATE_FILE.fullmatch, os.listdir(state_dir)) if match]
+            if os.path.isdir(state_dir)
+            else []
+        )
         skipped = []
         for iteration in sorted(iters, reverse=True):
             path = os.path.join(state_dir, f'{iteration}.state')
@@ -118,8 +124,10 @@ def _fix_load_resume_state(_original: Callable) -> Callable:
                 logger.warning(f'{error}; resuming from an older training state instead.')
                 skipped.append(path)
         if skipped:
-            raise CheckpointError(f'no training state in {state_dir} loads ({len(skipped)} tried, newest '
-                                  f'{skipped[0]}); move them away to start afresh')
+            raise CheckpointError(
+                f'no training state in {state_dir} loads ({len(skipped)} tried, newest '
+                f'{skipped[0]}); move them away to start afresh'
+            )
         return None, None
 
     def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -159,6 +167,7 @@ def shared_lmdb_environment(path: str, **options: Any) -> Any:
     One inherited over fork is closed and reopened: LMDB forbids using an environment in a child
     process, and py-lmdb would otherwise refuse the reopening."""
     import lmdb
+
     key = os.path.realpath(path)
     owner, environment = _lmdb_environments.get(key, (None, None))
     if environment is not None and owner == os.getpid():
@@ -177,14 +186,23 @@ def _fix_lmdb_backend(_original: Callable) -> Callable:
     and validation on the same database) fail with lmdb.Error. Here environments are shared per
     path within a process (shared_lmdb_environment)."""
 
-    def __init__(self, db_paths: Any, client_keys: Any = 'default', readonly: bool = True, lock: bool = False,
-                 readahead: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        db_paths: Any,
+        client_keys: Any = 'default',
+        readonly: bool = True,
+        lock: bool = False,
+        readahead: bool = False,
+        **kwargs: Any,
+    ) -> None:
         client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
         self.db_paths = [str(path) for path in (db_paths if isinstance(db_paths, (list, tuple)) else [db_paths])]
         if len(client_keys) != len(self.db_paths):
             raise ValueError(f'LMDB backend: {len(client_keys)} client_keys for {len(self.db_paths)} db_paths')
-        self._client = {key: shared_lmdb_environment(path, readonly=readonly, lock=lock, readahead=readahead,
-                                                     **kwargs) for key, path in zip(client_keys, self.db_paths)}
+        self._client = {
+            key: shared_lmdb_environment(path, readonly=readonly, lock=lock, readahead=readahead, **kwargs)
+            for key, path in zip(client_keys, self.db_paths)
+        }
 
     return __init__
 
@@ -195,6 +213,7 @@ def apply() -> None:
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     from basicsr.utils.file_client import LmdbBackend
+
     train = importlib.import_module('basicsr.train')
     _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
     _patch(BaseModel, 'model_to_device', _fix_model_to_device)

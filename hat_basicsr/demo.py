@@ -5,6 +5,7 @@ then compare its final EMA weights with bicubic upsampling on the demo validatio
 
 Exits non-zero when HAT does not beat bicubic.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,18 +50,23 @@ def evaluate(opt: Dict, weights: str) -> List[Tuple[str, float, float]]:
     net = build_network(opt['network_g'])
     load_weights(net, weights)  # params_ema when the run used EMA
     net.to(device).eval()
-    pairs = paired_paths_from_folder([val['dataroot_lq'], val['dataroot_gt']], ['lq', 'gt'],
-                                     val.get('filename_tmpl', '{}'))
+    pairs = paired_paths_from_folder(
+        [val['dataroot_lq'], val['dataroot_gt']], ['lq', 'gt'], val.get('filename_tmpl', '{}')
+    )
     rows = []
     for pair in sorted(pairs, key=lambda item: item['gt_path']):
         lq = read_image(pair['lq_path'])
-        gt = tensor2img(img2tensor(read_image(pair['gt_path'])))[:lq.shape[0] * scale, :lq.shape[1] * scale]
+        gt = tensor2img(img2tensor(read_image(pair['gt_path'])))[: lq.shape[0] * scale, : lq.shape[1] * scale]
         with torch.no_grad():
             sr = tensor2img(net(img2tensor(lq).unsqueeze(0).to(device)).cpu())
         bicubic = tensor2img(img2tensor(imresize(lq, scale)))
-        rows.append((os.path.basename(pair['gt_path']),
-                     calculate_psnr(bicubic, gt, crop_border=scale, test_y_channel=True),
-                     calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True)))
+        rows.append(
+            (
+                os.path.basename(pair['gt_path']),
+                calculate_psnr(bicubic, gt, crop_border=scale, test_y_channel=True),
+                calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True),
+            )
+        )
     return rows
 
 
@@ -92,8 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     trained = time.time()
     weights = os.path.join('experiments', opt['name'], 'models', 'net_g_latest.pth')
     gain = report(evaluate(opt, weights), opt['scale'])
-    print(f'(data + training {trained - started:.0f} s, evaluation {time.time() - trained:.0f} s; '
-          f'weights: {weights})')
+    print(f'(data + training {trained - started:.0f} s, evaluation {time.time() - trained:.0f} s; weights: {weights})')
     if gain <= 0:
         print(f'HAT does NOT beat bicubic: {gain:+.2f} dB', file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ BasicSR turns every `path:` entry it does not know into a folder (a misspelled
 ignores misspelled `train:` entries (`ema_decy` turns EMA off), and YAML 1.1 reads `2e-4`
 (no dot) as a string, which fails deep inside the optimizer or scheduler.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -28,30 +29,76 @@ from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 from hat_basicsr.errors import OptionFileError
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
-PATH_KEYS = ('experiments_root', 'results_root', 'models', 'training_states', 'log', 'visualization',
-             'resume_state', 'ignore_resume_networks')
+PATH_KEYS = (
+    'experiments_root',
+    'results_root',
+    'models',
+    'training_states',
+    'log',
+    'visualization',
+    'resume_state',
+    'ignore_resume_networks',
+)
 PATH_NETWORK_KEY = re.compile(r'^(pretrain_network|strict_load|param_key)_\w+$')
 # Entries of `train:` read by BasicSR's models and train.py, and by this package's models.
-TRAIN_KEYS = ('total_iter', 'warmup_iter', 'ema_decay', 'optim_g', 'optim_d', 'scheduler', 'pixel_opt',
-              'perceptual_opt', 'gan_opt', 'ldl_opt', 'feature_matching_opt', 'net_d_iters', 'net_d_init_iters',
-              'net_d_reg_every', 'net_g_reg_every', 'mixing_prob', 'path_batch_shrink', 'path_reg_weight',
-              'dcn_lr_mul', 'flow_lr_mul', 'fix_flow', 'lr_flow', 'tsa_iter')
+TRAIN_KEYS = (
+    'total_iter',
+    'warmup_iter',
+    'ema_decay',
+    'optim_g',
+    'optim_d',
+    'scheduler',
+    'pixel_opt',
+    'perceptual_opt',
+    'gan_opt',
+    'ldl_opt',
+    'feature_matching_opt',
+    'net_d_iters',
+    'net_d_init_iters',
+    'net_d_reg_every',
+    'net_g_reg_every',
+    'mixing_prob',
+    'path_batch_shrink',
+    'path_reg_weight',
+    'dcn_lr_mul',
+    'flow_lr_mul',
+    'fix_flow',
+    'lr_flow',
+    'tsa_iter',
+)
 LOSS_KEYS = tuple(key for key in TRAIN_KEYS if key.endswith('_opt'))
 # What YAML 1.1 leaves a string although it reads as a number: an exponent without a dot (2e-4).
 DOTLESS_EXPONENT = re.compile(r'^[+-]?\d+[eE][+-]?\d+$')
 
 # BasicSR 1.4.2's BaseModel.get_optimizer builds only Adam; setup_schedulers knows these names.
 OPTIMIZERS = ('Adam',)
-SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
-              'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
+SCHEDULERS = {
+    'MultiStepLR': 'MultiStepRestartLR',
+    'MultiStepRestartLR': 'MultiStepRestartLR',
+    'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR',
+}
 IO_BACKENDS = ('disk', 'lmdb', 'memcached')
 PREFETCH_MODES = (None, 'cpu', 'cuda')
 
 # Keys each dataset class reads without a default ([phase]: only in that phase), and the
 # datasets that crop gt_size patches in training.
-REALESRGAN_KERNEL_KEYS = ('blur_kernel_size', 'kernel_list', 'kernel_prob', 'blur_sigma', 'betag_range',
-                          'betap_range', 'sinc_prob', 'blur_kernel_size2', 'kernel_list2', 'kernel_prob2',
-                          'blur_sigma2', 'betag_range2', 'betap_range2', 'sinc_prob2', 'final_sinc_prob')
+REALESRGAN_KERNEL_KEYS = (
+    'blur_kernel_size',
+    'kernel_list',
+    'kernel_prob',
+    'blur_sigma',
+    'betag_range',
+    'betap_range',
+    'sinc_prob',
+    'blur_kernel_size2',
+    'kernel_list2',
+    'kernel_prob2',
+    'blur_sigma2',
+    'betag_range2',
+    'betap_range2',
+    'sinc_prob2',
+    'final_sinc_prob',
+)
 DATASET_REQUIRED = {
     'PairedImageDataset': {'all': ('dataroot_gt', 'dataroot_lq'), 'train': ('gt_size', 'use_hflip', 'use_rot')},
     'SingleImageDataset': {'all': ('dataroot_lq',)},
@@ -60,8 +107,12 @@ DATASET_REQUIRED = {
 }
 CROPPING_DATASETS = ('PairedImageDataset', 'ImageNetPairedDataset')
 # List-file keys per dataset, disk backend (an LMDB lists its keys in its own meta_info.txt).
-META_INFO_KEYS = {'PairedImageDataset': ('meta_info_file',), 'SingleImageDataset': ('meta_info_file',),
-                  'ImageNetPairedDataset': ('meta_info', 'meta_info_file'), 'RealESRGANDataset': ('meta_info',)}
+META_INFO_KEYS = {
+    'PairedImageDataset': ('meta_info_file',),
+    'SingleImageDataset': ('meta_info_file',),
+    'ImageNetPairedDataset': ('meta_info', 'meta_info_file'),
+    'RealESRGANDataset': ('meta_info',),
+}
 
 
 def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
@@ -147,16 +198,22 @@ class _Checker:
             found = registry._obj_map.get(name) or registry._obj_map.get(f'{name}_basicsr')
         if found is None:
             known = list(registry._obj_map)
-            self.refuse(f'{path}.{key}' if path else key, name,
-                        f"the name of a registered {kind} (No object named {name!r} in BasicSR's {kind} registry"
-                        f'{_suggestion(str(name), known)})')
+            self.refuse(
+                f'{path}.{key}' if path else key,
+                name,
+                f"the name of a registered {kind} (No object named {name!r} in BasicSR's {kind} registry"
+                f'{_suggestion(str(name), known)})',
+            )
         return found
 
     def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
         """Keys of `node` (besides type) must be parameters of `target`; a value must have the type
         of the parameter's default (number, bool, str, list for a tuple) where it has one."""
-        parameters = {name: parameter for name, parameter in inspect.signature(target).parameters.items()
-                      if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and name not in skip}
+        parameters = {
+            name: parameter
+            for name, parameter in inspect.signature(target).parameters.items()
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and name not in skip
+        }
         takes_more = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
         for key, value in node.items():
             if key == 'type':
@@ -165,8 +222,10 @@ class _Checker:
             if key not in parameters:
                 if takes_more:
                     continue
-                raise OptionFileError(f'{self.source}: {where} is not an option of {node.get("type")}'
-                                      f'{_suggestion(str(key), list(parameters))}; it takes {sorted(parameters)}')
+                raise OptionFileError(
+                    f'{self.source}: {where} is not an option of {node.get("type")}'
+                    f'{_suggestion(str(key), list(parameters))}; it takes {sorted(parameters)}'
+                )
             default = parameters[key].default
             if isinstance(default, bool):
                 self.boolean(value, where)
@@ -183,6 +242,7 @@ class _Checker:
 
 def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
     from basicsr.utils.registry import MODEL_REGISTRY
+
     name = check.require(opt, '', 'name', 'it names the experiment and its folders')
     if not isinstance(name, str) or not name:
         check.refuse('name', name, 'a non-empty string')
@@ -190,7 +250,7 @@ def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
     scale = check.require(opt, '', 'scale', 'the upscaling factor (an integer)')
     if not is_int(scale) or scale < 1:
         check.refuse('scale', scale, 'a positive integer')
-    num_gpu = check.require(opt, '', 'num_gpu', "auto, or the number of GPUs (0 for CPU)")
+    num_gpu = check.require(opt, '', 'num_gpu', 'auto, or the number of GPUs (0 for CPU)')
     if num_gpu != 'auto' and not (is_int(num_gpu) and num_gpu >= 0):
         check.refuse('num_gpu', num_gpu, "'auto' or an integer >= 0 (0: CPU)")
     seed = opt.get('manual_seed')
@@ -198,11 +258,11 @@ def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
         check.refuse('manual_seed', seed, 'an integer')
     if 'gt_size' in opt:  # the Real-HAT models crop their synthesised pairs to it
         _check_gt_size(check, opt['gt_size'], 'gt_size', scale)
-    check.mapping(check.require(opt, '', 'path', 'BasicSR reads its folders and weights from it'), 'path',
-                  'paths')
+    check.mapping(check.require(opt, '', 'path', 'BasicSR reads its folders and weights from it'), 'path', 'paths')
     for section in ('train', 'logger') if is_train else ('val',):
-        check.mapping(check.require(opt, '', section, f'{"training" if is_train else "testing"} reads it'),
-                      section, 'options')
+        check.mapping(
+            check.require(opt, '', section, f'{"training" if is_train else "testing"} reads it'), section, 'options'
+        )
 
 
 def _check_gt_size(check: _Checker, gt_size: Any, path: str, scale: int) -> None:
@@ -212,17 +272,24 @@ def _check_gt_size(check: _Checker, gt_size: Any, path: str, scale: int) -> None
 
 def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool, scale: int) -> None:
     from basicsr.utils.registry import DATASET_REGISTRY
+
     path = f'datasets.{phase_key}'
     phase = phase_key.split('_')[0]
     allowed = phase_key == 'train' or phase == 'val' if is_train else phase in ('train', 'val', 'test')
     if not allowed:
-        check.refuse(path, phase_key, 'a dataset named train, val or val_<N>' if is_train
-                     else 'a dataset named test[_<N>] or val[_<N>]')
+        check.refuse(
+            path,
+            phase_key,
+            'a dataset named train, val or val_<N>' if is_train else 'a dataset named test[_<N>] or val[_<N>]',
+        )
     dataset = check.mapping(dataset, path, 'dataset options')
     check.require(dataset, path, 'name', 'BasicSR logs datasets by name')
     kind = check.registered(dataset, path, DATASET_REGISTRY, 'dataset').__name__
-    backend = check.mapping(check.require(dataset, path, 'io_backend', 'e.g. {type: disk} or {type: lmdb}'),
-                            f'{path}.io_backend', 'io_backend options')
+    backend = check.mapping(
+        check.require(dataset, path, 'io_backend', 'e.g. {type: disk} or {type: lmdb}'),
+        f'{path}.io_backend',
+        'io_backend options',
+    )
     backend_type = check.require(backend, f'{path}.io_backend', 'type', f'one of {list(IO_BACKENDS)}')
     if backend_type not in IO_BACKENDS:
         check.refuse(f'{path}.io_backend.type', backend_type, f'one of {list(IO_BACKENDS)}')
@@ -240,10 +307,16 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     if phase == 'train':
         if 'gt_size' in dataset and kind in CROPPING_DATASETS:
             _check_gt_size(check, dataset['gt_size'], f'{path}.gt_size', scale)
-        check.integer(check.require(dataset, path, 'batch_size_per_gpu', 'the training batch per GPU'),
-                      f'{path}.batch_size_per_gpu', 1)
-        check.integer(check.require(dataset, path, 'num_worker_per_gpu', 'DataLoader workers per GPU (0: none)'),
-                      f'{path}.num_worker_per_gpu', 0)
+        check.integer(
+            check.require(dataset, path, 'batch_size_per_gpu', 'the training batch per GPU'),
+            f'{path}.batch_size_per_gpu',
+            1,
+        )
+        check.integer(
+            check.require(dataset, path, 'num_worker_per_gpu', 'DataLoader workers per GPU (0: none)'),
+            f'{path}.num_worker_per_gpu',
+            0,
+        )
         if 'dataset_enlarge_ratio' in dataset:
             check.integer(dataset['dataset_enlarge_ratio'], f'{path}.dataset_enlarge_ratio', 1)
         if dataset.get('prefetch_mode') not in PREFETCH_MODES:
@@ -255,22 +328,27 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
 
 def _missing_dataset_key_hint(kind: str, key: str, dataset: Mapping) -> str:
     if kind == 'RealESRGANDataset' and key == 'meta_info' and 'meta_info_file' in dataset:
-        return ("RealESRGANDataset reads its list of images from meta_info, not meta_info_file "
-                "(PairedImageDataset's key): rename meta_info_file to meta_info")
+        return (
+            'RealESRGANDataset reads its list of images from meta_info, not meta_info_file '
+            "(PairedImageDataset's key): rename meta_info_file to meta_info"
+        )
     return f'{kind} needs it'
 
 
 def _check_training(check: _Checker, opt: Mapping) -> None:
     from basicsr.utils.registry import LOSS_REGISTRY
+
     train = opt['train']
-    check.integer(check.require(train, 'train', 'total_iter', 'the number of iterations to train'),
-                  'train.total_iter', 1)
+    check.integer(
+        check.require(train, 'train', 'total_iter', 'the number of iterations to train'), 'train.total_iter', 1
+    )
     if 'warmup_iter' in train:
         check.integer(train['warmup_iter'], 'train.warmup_iter', -1)
     decay = train.get('ema_decay', 0)
     if not is_number(decay) or not 0 <= decay <= 1:
-        check.refuse('train.ema_decay', decay, 'a number in (0, 1] (the weight of the old EMA weights), or 0 '
-                                               'for no EMA')
+        check.refuse(
+            'train.ema_decay', decay, 'a number in (0, 1] (the weight of the old EMA weights), or 0 for no EMA'
+        )
     for key in ('optim_g', 'optim_d'):
         if key == 'optim_g' or key in train:
             _check_optimizer(check, check.require(train, 'train', key, 'e.g. {type: Adam, lr: 2.0e-4}'), f'train.{key}')
@@ -283,6 +361,7 @@ def _check_training(check: _Checker, opt: Mapping) -> None:
 
 def _check_optimizer(check: _Checker, optimizer: Any, path: str) -> None:
     import torch
+
     optimizer = check.mapping(optimizer, path, 'optimizer options')
     kind = check.require(optimizer, path, 'type', f'one of {list(OPTIMIZERS)}')
     if kind not in OPTIMIZERS:
@@ -298,17 +377,21 @@ def _check_optimizer(check: _Checker, optimizer: Any, path: str) -> None:
 
 def _check_scheduler(check: _Checker, train: Mapping) -> None:
     from basicsr.models import lr_scheduler
-    scheduler = check.mapping(check.require(train, 'train', 'scheduler', 'e.g. {type: MultiStepLR, milestones: '
-                                                                         '[250000], gamma: 0.5}'),
-                              'train.scheduler', 'scheduler options')
+
+    scheduler = check.mapping(
+        check.require(train, 'train', 'scheduler', 'e.g. {type: MultiStepLR, milestones: [250000], gamma: 0.5}'),
+        'train.scheduler',
+        'scheduler options',
+    )
     kind = check.require(scheduler, 'train.scheduler', 'type', f'one of {list(SCHEDULERS)}')
     if kind not in SCHEDULERS:
         check.refuse('train.scheduler.type', kind, f'one of {list(SCHEDULERS)}')
     for key, minimum in (('milestones', 0), ('restarts', 0), ('periods', 1)):
         if key in scheduler:
             check.integers(scheduler[key], f'train.scheduler.{key}', minimum)
-    check.arguments(scheduler, 'train.scheduler', getattr(lr_scheduler, SCHEDULERS[kind]),
-                    skip=('optimizer', 'last_epoch'))
+    check.arguments(
+        scheduler, 'train.scheduler', getattr(lr_scheduler, SCHEDULERS[kind]), skip=('optimizer', 'last_epoch')
+    )
     if scheduler.get('gamma', 0.1) <= 0:
         check.refuse('train.scheduler.gamma', scheduler['gamma'], 'a positive number')
     weights = scheduler.get('restart_weights', [1])
@@ -319,6 +402,7 @@ def _check_scheduler(check: _Checker, train: Mapping) -> None:
 
 def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
     from basicsr.utils.registry import METRIC_REGISTRY
+
     val = opt.get('val')
     if val is None:
         return
@@ -336,8 +420,10 @@ def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
 
 def _check_logger(check: _Checker, opt: Mapping) -> None:
     logger = opt['logger']
-    for key, why in (('print_freq', 'log every print_freq iterations'),
-                     ('save_checkpoint_freq', 'save a checkpoint every save_checkpoint_freq iterations')):
+    for key, why in (
+        ('print_freq', 'log every print_freq iterations'),
+        ('save_checkpoint_freq', 'save a checkpoint every save_checkpoint_freq iterations'),
+    ):
         check.integer(check.require(logger, 'logger', key, why), f'logger.{key}', 1)
     if 'use_tb_logger' in logger:
         check.boolean(logger['use_tb_logger'], 'logger.use_tb_logger')
@@ -347,14 +433,20 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
     """Raise OptionFileError for the first value BasicSR or hat_basicsr cannot use (without looking
     at the data: see check_data)."""
     from basicsr.utils.registry import ARCH_REGISTRY
+
     if not isinstance(opt, Mapping) or not opt:
         holds = repr(type(opt).__name__) if opt else 'nothing'
-        raise OptionFileError(f'{source}: the option file holds {holds}; expected a mapping of options (name, '
-                              'model_type, scale, datasets, network_g, ...)')
+        raise OptionFileError(
+            f'{source}: the option file holds {holds}; expected a mapping of options (name, '
+            'model_type, scale, datasets, network_g, ...)'
+        )
     check = _Checker(source)
     _check_top_level(check, opt, is_train)
-    datasets = check.mapping(check.require(opt, '', 'datasets', 'the datasets to train or test on'), 'datasets',
-                             'datasets (train, val, test_1, ...)')
+    datasets = check.mapping(
+        check.require(opt, '', 'datasets', 'the datasets to train or test on'),
+        'datasets',
+        'datasets (train, val, test_1, ...)',
+    )
     if not datasets:
         check.refuse('datasets', datasets, 'at least one dataset')
     if is_train and 'train' not in datasets:
@@ -409,13 +501,17 @@ def check_data(opt: Mapping, source: str) -> None:
             if lmdb:
                 meta = os.path.join(root, 'meta_info.txt')
                 if not os.path.isfile(os.path.join(root, 'data.mdb')) or not os.path.isfile(meta):
-                    check.refuse(f'{path}.{key}', root, 'an LMDB folder with data.mdb and meta_info.txt (as '
-                                                        "BasicSR's make_lmdb_from_imgs writes)")
+                    check.refuse(
+                        f'{path}.{key}',
+                        root,
+                        "an LMDB folder with data.mdb and meta_info.txt (as BasicSR's make_lmdb_from_imgs writes)",
+                    )
                 if _first_entry(meta) is None:
                     check.refuse(f'{path}.{key}', root, 'an LMDB with at least one key; its meta_info.txt is empty')
             elif not lists and not _has_images(root):
-                check.refuse(f'{path}.{key}', root, f'a folder with images ({", ".join(IMAGE_EXTENSIONS)}); '
-                                                    'it has none')
+                check.refuse(
+                    f'{path}.{key}', root, f'a folder with images ({", ".join(IMAGE_EXTENSIONS)}); it has none'
+                )
 
 
 def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
@@ -424,21 +520,30 @@ def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
     if isinstance(opt, Mapping):
         for key, value in _entries(opt):
             if isinstance(value, str) and DOTLESS_EXPONENT.match(value.strip()):
-                raise OptionFileError(f'{source}: {key}: {value!r} is read as a string by YAML; write it with a '
-                                      f'dot (e.g. {value.lower().replace("e", ".0e", 1)})')
+                raise OptionFileError(
+                    f'{source}: {key}: {value!r} is read as a string by YAML; write it with a '
+                    f'dot (e.g. {value.lower().replace("e", ".0e", 1)})'
+                )
     validate_options(opt, source, is_train)
     paths = opt['path']
     known_paths = PATH_KEYS + ('pretrain_network_g', 'strict_load_g', 'param_key_g')
     for key in paths:
         if key not in PATH_KEYS and not PATH_NETWORK_KEY.match(str(key)):
-            raise OptionFileError(f'{source}: unknown entry path.{key}{_suggestion(str(key), known_paths)}; BasicSR '
-                                  'would create a folder named after its value')
+            raise OptionFileError(
+                f'{source}: unknown entry path.{key}{_suggestion(str(key), known_paths)}; BasicSR '
+                'would create a folder named after its value'
+            )
     if not is_train and 'network_g' in opt and not paths.get('pretrain_network_g'):
-        raise OptionFileError(f'{source}: path.pretrain_network_g is not set: testing would score a randomly '
-                              'initialised network')
+        raise OptionFileError(
+            f'{source}: path.pretrain_network_g is not set: testing would score a randomly initialised network'
+        )
     train = opt['train'] if is_train else {}
-    return [f'{source}: train.{key} is not read by BasicSR or hat_basicsr{_suggestion(str(key), TRAIN_KEYS)}; '
-            'it has no effect unless a custom model reads it' for key in train if key not in TRAIN_KEYS]
+    return [
+        f'{source}: train.{key} is not read by BasicSR or hat_basicsr{_suggestion(str(key), TRAIN_KEYS)}; '
+        'it has no effect unless a custom model reads it'
+        for key in train
+        if key not in TRAIN_KEYS
+    ]
 
 
 def option_file_argument(args: Sequence[str]) -> Optional[str]:
@@ -456,7 +561,7 @@ def forced_entries(args: Sequence[str]) -> List[str]:
     if '--force_yml' not in args:
         return []
     entries = []
-    for arg in args[args.index('--force_yml') + 1:]:
+    for arg in args[args.index('--force_yml') + 1 :]:
         if arg.startswith('-'):
             break
         entries.append(arg)
@@ -466,14 +571,17 @@ def forced_entries(args: Sequence[str]) -> List[str]:
 def apply_forced(opt: Dict, entries: Sequence[str], source: str) -> None:
     """Apply --force_yml entries as BasicSR's parse_options will (an existing parent key is needed)."""
     from basicsr.utils.options import _postprocess_yml_value
+
     for entry in entries:
         keys, separator, value = entry.partition('=')
         *parents, leaf = [key.strip() for key in keys.split(':')]
         node = opt
         for depth, key in enumerate(parents):
             if not separator or not isinstance(node, Mapping) or key not in node:
-                raise OptionFileError(f'--force_yml {entry}: {source} has no option {":".join(parents[:depth + 1])}; '
-                                      'expected key:key=value on existing options')
+                raise OptionFileError(
+                    f'--force_yml {entry}: {source} has no option {":".join(parents[: depth + 1])}; '
+                    'expected key:key=value on existing options'
+                )
             node = node[key]
         if not separator or not isinstance(node, dict):
             raise OptionFileError(f'--force_yml {entry}: expected key:key=value on existing options')
@@ -483,6 +591,7 @@ def apply_forced(opt: Dict, entries: Sequence[str], source: str) -> None:
 def load_option_file(path: str) -> Any:
     """The option file as BasicSR loads it; OptionFileError for a missing file or invalid YAML."""
     from basicsr.utils.options import ordered_yaml
+
     try:
         with open(path, encoding='utf-8') as stream:
             return yaml.load(stream, Loader=ordered_yaml()[0])

@@ -3,6 +3,7 @@ directory.
 
     python -m hat_basicsr.test -opt options/test/X.yml
 """
+
 import os
 import sys
 from typing import List, Optional
@@ -17,6 +18,7 @@ from hat_basicsr.train import run_pipeline  # noqa: E402
 def main(argv: Optional[List[str]] = None) -> None:
     """basicsr.test.test_pipeline on `argv` (default: the command line)."""
     from basicsr.test import test_pipeline
+
     run_pipeline(test_pipeline, 'hat_basicsr.test', argv, is_train=False)
 
 

@@ -8,6 +8,7 @@ A training holds its experiment's lock while it runs (hat_basicsr.utils.run_lock
 training state at the next iteration boundary and exits with status 143, Ctrl-C exits with 130,
 each with one line (hat_basicsr.utils.training_stop).
 """
+
 import contextlib
 import os
 import sys
@@ -30,13 +31,16 @@ from hat_basicsr.utils.training_stop import (  # noqa: E402
 )
 from hat_basicsr.utils.user_errors import user_error_message  # noqa: E402
 
-LEGACY_LAUNCHER = ('{prog}: error: got --local-rank, which `python -m torch.distributed.launch` passes; '
-                   'that launcher is deprecated and BasicSR does not accept the argument. Use torchrun:\n'
-                   '  torchrun --nproc_per_node=NUM_GPUS -m {prog} -opt OPTIONS.yml --launcher pytorch')
+LEGACY_LAUNCHER = (
+    '{prog}: error: got --local-rank, which `python -m torch.distributed.launch` passes; '
+    'that launcher is deprecated and BasicSR does not accept the argument. Use torchrun:\n'
+    '  torchrun --nproc_per_node=NUM_GPUS -m {prog} -opt OPTIONS.yml --launcher pytorch'
+)
 
 
-def run_pipeline(pipeline: Callable[[str], Any], prog: str, argv: Optional[List[str]] = None,
-                 is_train: bool = True) -> None:
+def run_pipeline(
+    pipeline: Callable[[str], Any], prog: str, argv: Optional[List[str]] = None, is_train: bool = True
+) -> None:
     """Run a BasicSR pipeline (which parses sys.argv itself) on `argv` with the current directory
     as root_path, after checking the option file for what BasicSR would silently misread. Option,
     data and checkpoint errors (bad values or types, missing keys, registry names or files, corrupt
@@ -69,6 +73,7 @@ def run_pipeline(pipeline: Callable[[str], Any], prog: str, argv: Optional[List[
 def main(argv: Optional[List[str]] = None) -> None:
     """basicsr.train.train_pipeline on `argv` (default: the command line)."""
     from basicsr.train import train_pipeline
+
     run_pipeline(train_pipeline, 'hat_basicsr.train', argv)
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny paired datasets (folders and LMDB) and a trained tiny HAT checkpoint, so
 the training/test pipelines run end to end on CPU in seconds (the helpers they use: helpers.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,12 +22,23 @@ def sr_data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     names = write_pairs(root / 'train', photo_crops(4, 48, offset=11))
     write_pairs(root / 'val', photo_crops(2, 32, offset=140))
     for folder in ('HR', 'LR'):
-        make_lmdb_from_imgs(str(root / 'train' / folder), str(root / 'train' / f'{folder}.lmdb'), names,
-                            [Path(name).stem for name in names])
+        make_lmdb_from_imgs(
+            str(root / 'train' / folder),
+            str(root / 'train' / f'{folder}.lmdb'),
+            names,
+            [Path(name).stem for name in names],
+        )
     (root / 'train' / 'meta_info.txt').write_text(''.join(f'{name}\n' for name in names))
-    return {'root': root, 'train_hr': root / 'train' / 'HR', 'train_lr': root / 'train' / 'LR',
-            'train_hr_lmdb': root / 'train' / 'HR.lmdb', 'train_lr_lmdb': root / 'train' / 'LR.lmdb',
-            'meta_info': root / 'train' / 'meta_info.txt', 'val_hr': root / 'val' / 'HR', 'val_lr': root / 'val' / 'LR'}
+    return {
+        'root': root,
+        'train_hr': root / 'train' / 'HR',
+        'train_lr': root / 'train' / 'LR',
+        'train_hr_lmdb': root / 'train' / 'HR.lmdb',
+        'train_lr_lmdb': root / 'train' / 'LR.lmdb',
+        'meta_info': root / 'train' / 'meta_info.txt',
+        'val_hr': root / 'val' / 'HR',
+        'val_lr': root / 'val' / 'LR',
+    }
 
 
 @pytest.fixture(scope='session')
@@ -35,6 +47,7 @@ def trained_checkpoint(sr_data: Dict[str, Path], tmp_path_factory: pytest.TempPa
     import torch
 
     from basicsr.data import build_dataloader, build_dataset
+
     workdir = tmp_path_factory.mktemp('trained')
     torch.manual_seed(0)
     model = in_process_model(data=sr_data, workdir=workdir)

@@ -3,6 +3,7 @@
 Real ones are tmpfs mounts, which need root (as the test machines and CI run); where mounting is not
 permitted those tests skip, and `simulate_full_disk` still covers the full disk: it points
 atomic_write's writes at /dev/full, for which the kernel answers every write with ENOSPC."""
+
 from __future__ import annotations
 
 import os
@@ -24,11 +25,16 @@ def tmpfs(path: Path, size: int, read_only: bool = False) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     options = f'size={size}' + (',ro' if read_only else '')
     mount = shutil.which('mount')
-    result = subprocess.run([mount, '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)], capture_output=True,
-                            text=True) if mount else None
+    result = (
+        subprocess.run([mount, '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)], capture_output=True, text=True)
+        if mount
+        else None
+    )
     if result is None or result.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs at {path} ({result.stderr.strip() if result else "no mount command"}); '
-                    'the tests with a simulated full disk still run')
+        pytest.skip(
+            f'cannot mount a tmpfs at {path} ({result.stderr.strip() if result else "no mount command"}); '
+            'the tests with a simulated full disk still run'
+        )
     try:
         yield path
     finally:

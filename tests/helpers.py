@@ -1,5 +1,6 @@
 """What the tests share besides fixtures: the tiny HAT and its option files, tiny paired data,
 subprocess runs on one thread, BasicSR log reading, and an in-process HATModel."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,23 +25,41 @@ from basicsr.utils.matlab_functions import imresize
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
 # A HAT of one RHAG with one HAB, window 4: the options the tests vary around.
-TINY_OPTIONS = {'embed_dim': 16, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 2,
-                'squeeze_factor': 4, 'mlp_ratio': 2, 'img_size': 16, 'upsampler': 'pixelshuffle'}
+TINY_OPTIONS = {
+    'embed_dim': 16,
+    'depths': [1],
+    'num_heads': [2],
+    'window_size': 4,
+    'compress_ratio': 2,
+    'squeeze_factor': 4,
+    'mlp_ratio': 2,
+    'img_size': 16,
+    'upsampler': 'pixelshuffle',
+}
 # It as an option file's network_g, with the defaults spelled out.
-TINY_HAT = {'type': 'HAT', 'upscale': SCALE, **TINY_OPTIONS, 'in_chans': 3, 'conv_scale': 0.01, 'overlap_ratio': 0.5,
-            'img_range': 1.0, 'resi_connection': '1conv'}
+TINY_HAT = {
+    'type': 'HAT',
+    'upscale': SCALE,
+    **TINY_OPTIONS,
+    'in_chans': 3,
+    'conv_scale': 0.01,
+    'overlap_ratio': 0.5,
+    'img_range': 1.0,
+    'resi_connection': '1conv',
+}
 
 
 def photo_crops(count: int, size: int, offset: int) -> List[np.ndarray]:
     """`count` BGR crops of `size` px from skimage's sample photos (real textures, no downloads)."""
     from skimage import data
+
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     crops = []
     for index in range(count):
         photo = photos[index % len(photos)]
         top = (offset + 37 * index) % (photo.shape[0] - size)
         left = (offset + 53 * index) % (photo.shape[1] - size)
-        crops.append(np.ascontiguousarray(photo[top:top + size, left:left + size, ::-1]))
+        crops.append(np.ascontiguousarray(photo[top : top + size, left : left + size, ::-1]))
     return crops
 
 
@@ -58,32 +77,70 @@ def write_pairs(root: Path, crops: List[np.ndarray]) -> List[str]:
 
 
 def val_dataset(data: Dict[str, Path], phase: str = 'val') -> Dict[str, Any]:
-    return {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': str(data['val_hr']),
-            'dataroot_lq': str(data['val_lr']), 'io_backend': {'type': 'disk'}, 'phase': phase, 'scale': SCALE}
+    return {
+        'name': 'tiny_val',
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(data['val_hr']),
+        'dataroot_lq': str(data['val_lr']),
+        'io_backend': {'type': 'disk'},
+        'phase': phase,
+        'scale': SCALE,
+    }
 
 
-def train_options(data: Dict[str, Path], name: str, total_iter: int = 4, checkpoint_freq: int = 2,
-                  val_freq: Optional[int] = 2, train_dataset: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def train_options(
+    data: Dict[str, Path],
+    name: str,
+    total_iter: int = 4,
+    checkpoint_freq: int = 2,
+    val_freq: Optional[int] = 2,
+    train_dataset: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """Options for a tiny HAT trained with L1, Adam, MultiStepLR and EMA, validated with PSNR/SSIM."""
-    dataset = train_dataset or {'type': 'PairedImageDataset', 'dataroot_gt': str(data['train_hr']),
-                                'dataroot_lq': str(data['train_lr']), 'io_backend': {'type': 'disk'}}
+    dataset = train_dataset or {
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(data['train_hr']),
+        'dataroot_lq': str(data['train_lr']),
+        'io_backend': {'type': 'disk'},
+    }
     opt = {
-        'name': name, 'model_type': 'HATModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
+        'name': name,
+        'model_type': 'HATModel',
+        'scale': SCALE,
+        'num_gpu': 0,
+        'manual_seed': 0,
         'datasets': {
-            'train': {'name': 'tiny_train', 'gt_size': 32, 'use_hflip': True, 'use_rot': True,
-                      'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1,
-                      'prefetch_mode': None, **dataset},
+            'train': {
+                'name': 'tiny_train',
+                'gt_size': 32,
+                'use_hflip': True,
+                'use_rot': True,
+                'num_worker_per_gpu': 0,
+                'batch_size_per_gpu': 2,
+                'dataset_enlarge_ratio': 1,
+                'prefetch_mode': None,
+                **dataset,
+            },
             'val': {k: v for k, v in val_dataset(data).items() if k not in ('phase', 'scale')},
         },
         'network_g': copy.deepcopy(TINY_HAT),
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 2e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [2, 1000], 'gamma': 0.5},
-                  'total_iter': total_iter, 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'val': {'val_freq': val_freq, 'save_img': True,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True},
-                            'ssim': {'type': 'calculate_ssim', 'crop_border': SCALE, 'test_y_channel': True}}},
+        'train': {
+            'ema_decay': 0.9,
+            'optim_g': {'type': 'Adam', 'lr': 2e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [2, 1000], 'gamma': 0.5},
+            'total_iter': total_iter,
+            'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {
+            'val_freq': val_freq,
+            'save_img': True,
+            'metrics': {
+                'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True},
+                'ssim': {'type': 'calculate_ssim', 'crop_border': SCALE, 'test_y_channel': True},
+            },
+        },
         'logger': {'print_freq': 1, 'save_checkpoint_freq': checkpoint_freq, 'use_tb_logger': True},
         'dist_params': {'backend': 'gloo', 'port': 29500},
     }
@@ -99,14 +156,20 @@ def write_options(path: Path, opt: Dict[str, Any]) -> Path:
 
 def subprocess_env() -> Dict[str, str]:
     """One thread per process (the test machine's cores are shared) and no GPU."""
-    return {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '',
-            'PYTHONUNBUFFERED': '1'}
+    return {
+        **os.environ,
+        'OMP_NUM_THREADS': '1',
+        'MKL_NUM_THREADS': '1',
+        'CUDA_VISIBLE_DEVICES': '',
+        'PYTHONUNBUFFERED': '1',
+    }
 
 
 def run_python(args: List[str], cwd: Path, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
     """Run `python ARGS` (output captured); with check, fail the test showing the output."""
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         pytest.fail(f'python {" ".join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
@@ -123,6 +186,7 @@ def in_process_model(data: Dict[str, Path], workdir: Path, **overrides: Any):
     """A HATModel built in this process from train_options (what parse_options would add, paths
     under workdir); `overrides` replace top-level options."""
     from hat_basicsr.models.hat_model import HATModel
+
     opt = train_options(data, 'in_process')
     opt.update(overrides)
     opt.update(is_train=opt.get('is_train', True), dist=False, rank=0, world_size=1, auto_resume=False)
@@ -139,8 +203,17 @@ def run_command(add_parser: Callable[[argparse._SubParsersAction], None], argv: 
     return args.func(args)
 
 
-def small_hat(depths=(1, ), window_size: int = 4, upscale: int = 2) -> HAT:
+def small_hat(depths=(1,), window_size: int = 4, upscale: int = 2) -> HAT:
     """A seeded HAT small enough for the analysis tests (window 4, embed_dim 16)."""
     torch.manual_seed(0)
-    return HAT(img_size=16, embed_dim=16, depths=list(depths), num_heads=[2] * len(depths), window_size=window_size,
-               mlp_ratio=2, squeeze_factor=4, upscale=upscale, upsampler='pixelshuffle')
+    return HAT(
+        img_size=16,
+        embed_dim=16,
+        depths=list(depths),
+        num_heads=[2] * len(depths),
+        window_size=window_size,
+        mlp_ratio=2,
+        squeeze_factor=4,
+        upscale=upscale,
+        upsampler='pixelshuffle',
+    )

@@ -1,4 +1,5 @@
 """The release-architecture reference fixtures in tests/fixtures (weights, inputs, outputs)."""
+
 import json
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -27,6 +28,7 @@ def fixture_cases(name: str) -> List[Tuple[torch.Tensor, torch.Tensor]]:
 def fixture_model(name: str, **overrides):
     from hat_basicsr import HAT
     from hat_basicsr.utils.weights import load_weights
+
     model = HAT(**{**fixture_options(name), **overrides})
     load_weights(model, fixture_weights_path(name))
     return model.eval()

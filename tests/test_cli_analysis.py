@@ -1,4 +1,5 @@
 """The analysis subcommands `hat-basicsr lam` and `hat-basicsr features`."""
+
 from __future__ import annotations
 
 import math
@@ -34,12 +35,16 @@ def photo(tmp_path_factory) -> Path:
 def edsr_options(tmp_path_factory) -> Path:
     """A BasicSR option file for a tiny randomly initialised EDSR x2, weights saved with torch.save."""
     from basicsr.archs import build_network
+
     folder = tmp_path_factory.mktemp('edsr')
     network = dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=2)
     torch.manual_seed(0)
     torch.save({'params': build_network(dict(network)).state_dict()}, folder / 'edsr.pth')
-    options = {'scale': 2, 'network_g': network,
-               'path': {'pretrain_network_g': str(folder / 'edsr.pth'), 'param_key_g': 'params'}}
+    options = {
+        'scale': 2,
+        'network_g': network,
+        'path': {'pretrain_network_g': str(folder / 'edsr.pth'), 'param_key_g': 'params'},
+    }
     (folder / 'edsr.yml').write_text(yaml.safe_dump(options))
     return folder / 'edsr.yml'
 
@@ -52,8 +57,25 @@ def panel_shape(side: int) -> tuple:
 
 def test_cli_lam_on_an_option_file_of_a_basicsr_arch(photo, edsr_options, tmp_path, capsys):
     out = tmp_path / 'edsr_lam.png'
-    status = cli_main(['lam', str(photo), '-m', str(edsr_options), '--box', '8', '12', '--size', '12',
-                              '--steps', '6', '--device', 'cpu', '-o', str(out)])
+    status = cli_main(
+        [
+            'lam',
+            str(photo),
+            '-m',
+            str(edsr_options),
+            '--box',
+            '8',
+            '12',
+            '--size',
+            '12',
+            '--steps',
+            '6',
+            '--device',
+            'cpu',
+            '-o',
+            str(out),
+        ]
+    )
     assert status == 0
     di = float(re.search(r'DI (\d+\.\d+)', capsys.readouterr().out).group(1))
     assert 0 < di < 100
@@ -62,22 +84,40 @@ def test_cli_lam_on_an_option_file_of_a_basicsr_arch(photo, edsr_options, tmp_pa
 
 def test_cli_lam_on_a_hat_checkpoint(photo, tmp_path, capsys):
     out = tmp_path / 'hat_lam.png'
-    status = cli_main(['lam', str(photo), '-m', str(FIXTURES / 'hat_tiny_x4_w8.pth'), '--box', '24', '24',
-                              '--steps', '4', '--batch', '5', '-o', str(out)])
+    status = cli_main(
+        [
+            'lam',
+            str(photo),
+            '-m',
+            str(FIXTURES / 'hat_tiny_x4_w8.pth'),
+            '--box',
+            '24',
+            '24',
+            '--steps',
+            '4',
+            '--batch',
+            '5',
+            '-o',
+            str(out),
+        ]
+    )
     assert status == 0
     assert 'x4' in capsys.readouterr().out
     assert cv2.imread(str(out)).shape == panel_shape(16)
 
 
-@pytest.mark.parametrize('box, size, message', [
-    (['30', '0'], '8', r'leaves the SR output \(32x32, W x H\): x must be in \[0, 24\]'),
-    (['0', '-3'], '8', r'y must be in|y in \[0, 24\]'),
-    (['0', '0'], '40', 'larger than the SR output'),
-], ids=['right', 'above', 'too-large'])
+@pytest.mark.parametrize(
+    'box, size, message',
+    [
+        (['30', '0'], '8', r'leaves the SR output \(32x32, W x H\): x must be in \[0, 24\]'),
+        (['0', '-3'], '8', r'y must be in|y in \[0, 24\]'),
+        (['0', '0'], '40', 'larger than the SR output'),
+    ],
+    ids=['right', 'above', 'too-large'],
+)
 def test_cli_lam_bad_box_exits_2_with_a_message(photo, edsr_options, tmp_path, capsys, box, size, message):
     out = tmp_path / 'never.png'
-    status = cli_main(['lam', str(photo), '-m', str(edsr_options), '--box', *box, '--size', size, '-o',
-                              str(out)])
+    status = cli_main(['lam', str(photo), '-m', str(edsr_options), '--box', *box, '--size', size, '-o', str(out)])
     err = capsys.readouterr().err
     assert status == 2
     assert re.search(message, err) and 'Traceback' not in err
@@ -88,27 +128,25 @@ def test_cli_unreadable_image_exits_2(edsr_options, tmp_path, capsys):
     fake = tmp_path / 'not_an_image.png'
     fake.write_text('hello')
     for command in (['lam', '--box', '0', '0'], ['features']):
-        status = cli_main([command[0], str(fake), '-m', str(edsr_options), *command[1:], '-o',
-                                  str(tmp_path / 'x.png')])
+        status = cli_main([command[0], str(fake), '-m', str(edsr_options), *command[1:], '-o', str(tmp_path / 'x.png')])
         assert status == 2
         assert 'not_an_image.png' in capsys.readouterr().err
 
 
 def test_cli_features(photo, edsr_options, tmp_path, capsys):
     out = tmp_path / 'features.png'
-    assert cli_main(['features', str(photo), '-m', str(edsr_options), '--channels', '0', '3', '-o',
-                            str(out)]) == 0
+    assert cli_main(['features', str(photo), '-m', str(edsr_options), '--channels', '0', '3', '-o', str(out)]) == 0
     assert 'body.0, body.1' in capsys.readouterr().out
     tile = 16 * math.ceil(128 / 16)
     assert cv2.imread(str(out)).shape == (2 * (HEADER + tile) + GAP, 2 * tile + GAP, 3)
-    assert cli_main(['features', str(photo), '-m', str(edsr_options), '--channels', '8', '-o',
-                            str(out)]) == 2
+    assert cli_main(['features', str(photo), '-m', str(edsr_options), '--channels', '8', '-o', str(out)]) == 2
     assert 'this stage has 8 channels' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('command', [['lam', '--box', '0', '0'], ['features']])
-def test_cli_output_name_opencv_cannot_write_exits_2_before_computing(photo, edsr_options, tmp_path, capsys,
-                                                                      monkeypatch, command):
+def test_cli_output_name_opencv_cannot_write_exits_2_before_computing(
+    photo, edsr_options, tmp_path, capsys, monkeypatch, command
+):
     def never(*args, **kwargs):
         raise AssertionError('computed before checking the output name')
 

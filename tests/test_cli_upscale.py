@@ -1,4 +1,5 @@
 """`hat-basicsr upscale` on real photo crops in every supported format, depth and layout."""
+
 import os
 import signal
 import subprocess
@@ -45,7 +46,7 @@ def forward(model, image):
 
 
 def bgr(photo, top, left, size=(20, 24)):
-    return np.ascontiguousarray(photo[top:top + size[0], left:left + size[1], ::-1])
+    return np.ascontiguousarray(photo[top : top + size[0], left : left + size[1], ::-1])
 
 
 @pytest.fixture(scope='module')
@@ -63,23 +64,31 @@ def workspace(tmp_path_factory):
     cv2.imwrite(str(inputs / 'scan.tif'), bgr(astronaut, 300, 300))
     cv2.imwrite(str(inputs / 'old.bmp'), bgr(chelsea, 10, 10))
     whole = cv2.imencode('.png', bgr(astronaut, 0, 0))[1].tobytes()
-    (inputs / 'broken.png').write_bytes(whole[:len(whole) // 2])
+    (inputs / 'broken.png').write_bytes(whole[: len(whole) // 2])
     return {'root': root, 'model': model, 'inputs': inputs, 'checkpoint': root / 'tiny.pth'}
 
 
 @pytest.fixture(scope='module')
 def upscaled(workspace):
     output = workspace['root'] / 'out'
-    status = run_command(upscale.add_parser, ['upscale', str(workspace['inputs']), '-o', str(output), '-m',
-                                              str(workspace['checkpoint']), '--device', 'cpu'])
+    status = run_command(
+        upscale.add_parser,
+        ['upscale', str(workspace['inputs']), '-o', str(output), '-m', str(workspace['checkpoint']), '--device', 'cpu'],
+    )
     return status, output
 
 
 def test_folder_of_every_format_with_one_truncated_file(workspace, upscaled):
     status, output = upscaled
     assert status == 1
-    assert sorted(p.name for p in output.iterdir()) == ['cutout.png', 'deep.png', 'gray.jpg', 'old.bmp',
-                                                        'photo.webp', 'scan.tif']
+    assert sorted(p.name for p in output.iterdir()) == [
+        'cutout.png',
+        'deep.png',
+        'gray.jpg',
+        'old.bmp',
+        'photo.webp',
+        'scan.tif',
+    ]
     model = workspace['model']
     for name in ('photo.webp', 'scan.tif', 'old.bmp'):
         image, alpha, depth = read_image(workspace['inputs'] / name)
@@ -122,8 +131,17 @@ def test_gray_image_through_an_rgb_model_stays_gray(workspace, upscaled):
 def test_truncated_file_is_named_in_one_line(upscaled, capfd):
     # The module-scoped run printed before this test captured; rerun on the broken file alone.
     output = upscaled[1]
-    status = run_command(upscale.add_parser, ['upscale', str(upscaled[1].parent / 'inputs' / 'broken.png'), '-o',
-                                              str(output), '-m', str(output.parent / 'tiny.pth')])
+    status = run_command(
+        upscale.add_parser,
+        [
+            'upscale',
+            str(upscaled[1].parent / 'inputs' / 'broken.png'),
+            '-o',
+            str(output),
+            '-m',
+            str(output.parent / 'tiny.pth'),
+        ],
+    )
     failures = [line for line in capfd.readouterr().err.splitlines() if 'failed:' in line]
     assert status == 1 and len(failures) == 1 and 'broken.png' in failures[0] and 'truncated' in failures[0]
 
@@ -145,8 +163,13 @@ def test_skip_existing_leaves_outputs_alone(workspace, tmp_path):
 def test_tiles_and_bf16_stay_close_to_the_plain_run(mode, workspace, upscaled, tmp_path):
     extra = ['--tile', '8', '--tile-overlap', '4'] if mode == 'tile' else ['--bf16']
     source = workspace['inputs'] / 'scan.tif'
-    assert run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path), '-m',
-                                            str(workspace['checkpoint']), *extra]) == 0
+    assert (
+        run_command(
+            upscale.add_parser,
+            ['upscale', str(source), '-o', str(tmp_path), '-m', str(workspace['checkpoint']), *extra],
+        )
+        == 0
+    )
     result, _, _ = read_image(tmp_path / 'scan.tif')
     plain, _, _ = read_image(upscaled[1] / 'scan.tif')
     assert np.abs(result - plain).mean() < 0.01
@@ -155,13 +178,18 @@ def test_tiles_and_bf16_stay_close_to_the_plain_run(mode, workspace, upscaled, t
 
 def test_option_file_source_and_a_luminance_model_on_rgb(tmp_path, workspace):
     gray_model = make_checkpoint(tmp_path / 'gray.pth', in_chans=1)
-    options = {'scale': 2, 'network_g': {'type': 'HAT', 'in_chans': 1, **TINY},
-               'path': {'pretrain_network_g': 'gray.pth', 'param_key_g': 'params_ema'}}
+    options = {
+        'scale': 2,
+        'network_g': {'type': 'HAT', 'in_chans': 1, **TINY},
+        'path': {'pretrain_network_g': 'gray.pth', 'param_key_g': 'params_ema'},
+    }
     option_file = tmp_path / 'gray.yml'
     option_file.write_text(yaml.safe_dump(options))
     source = workspace['inputs'] / 'old.bmp'
-    assert run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / 'out'), '-m',
-                                            str(option_file)]) == 0
+    assert (
+        run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / 'out'), '-m', str(option_file)])
+        == 0
+    )
     image, _, _ = read_image(source)
     result, _, _ = read_image(tmp_path / 'out' / 'old.bmp')
     # Y as BasicSR's `color: y` datasets compute it (BT.601 studio range), which the model trained on.
@@ -174,8 +202,12 @@ def test_option_file_source_and_a_luminance_model_on_rgb(tmp_path, workspace):
 def test_gray_image_through_a_luminance_model(tmp_path, workspace):
     gray_model = make_checkpoint(tmp_path / 'gray.pth', in_chans=1)
     source = workspace['inputs'] / 'gray.jpg'
-    assert run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / 'out'), '-m',
-                                            str(tmp_path / 'gray.pth')]) == 0
+    assert (
+        run_command(
+            upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / 'out'), '-m', str(tmp_path / 'gray.pth')]
+        )
+        == 0
+    )
     image, _, _ = read_image(source)
     result, _, _ = read_image(tmp_path / 'out' / 'gray.jpg')
     low, span = 16 / 255, 219 / 255  # a gray level g has Y = 16/255 + g * 219/255
@@ -190,19 +222,38 @@ def test_option_file_without_weights_needs_allow_random_init(tmp_path, capsys):
         load_model(option_file, 'cpu')
     model, scale = load_model(option_file, 'cpu', allow_random_init=True)
     assert scale == 2 and not model.training
-    assert run_command(upscale.add_parser, ['upscale', str(tmp_path), '-o', str(tmp_path / 'o'), '-m',
-                                            str(option_file)]) == 2
+    assert (
+        run_command(upscale.add_parser, ['upscale', str(tmp_path), '-o', str(tmp_path / 'o'), '-m', str(option_file)])
+        == 2
+    )
     assert capsys.readouterr().err.count('\n') == 1
 
 
 @pytest.mark.parametrize('alpha_kind', ['ramp', 'opaque'])
 def test_bicubic_alpha_and_constant_alpha(alpha_kind, workspace, tmp_path):
     image = bgr(data.astronaut(), 100, 100)
-    alpha = np.full((20, 24), 255, np.uint8) if alpha_kind == 'opaque' else \
-        np.tile(np.linspace(0, 255, 20, dtype=np.float32)[:, None], (1, 24)).astype(np.uint8)
+    alpha = (
+        np.full((20, 24), 255, np.uint8)
+        if alpha_kind == 'opaque'
+        else np.tile(np.linspace(0, 255, 20, dtype=np.float32)[:, None], (1, 24)).astype(np.uint8)
+    )
     cv2.imwrite(str(tmp_path / 'in.png'), np.dstack([image, alpha]))
-    assert run_command(upscale.add_parser, ['upscale', str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out'), '-m',
-                                            str(workspace['checkpoint']), '--alpha', 'bicubic']) == 0
+    assert (
+        run_command(
+            upscale.add_parser,
+            [
+                'upscale',
+                str(tmp_path / 'in.png'),
+                '-o',
+                str(tmp_path / 'out'),
+                '-m',
+                str(workspace['checkpoint']),
+                '--alpha',
+                'bicubic',
+            ],
+        )
+        == 0
+    )
     _, result_alpha, _ = read_image(tmp_path / 'out' / 'in.png')
     expected = cv2.resize(alpha.astype(np.float32) / 255, (48, 40), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     assert np.abs(result_alpha - expected).max() <= 0.5 / 255 + 1e-6
@@ -224,13 +275,19 @@ def test_exif_orientation_is_applied_on_reading(orientation, tmp_path):
 
 def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, capsys):
     source = workspace['inputs'] / 'scan.tif'
-    options = {'scale': 2, 'network_g': {'type': 'HAT', **TINY}, 'tile': {'tile_size': 8, 'tile_pad': 4},
-               'path': {'pretrain_network_g': str(workspace['checkpoint']), 'param_key_g': 'params_ema'}}
+    options = {
+        'scale': 2,
+        'network_g': {'type': 'HAT', **TINY},
+        'tile': {'tile_size': 8, 'tile_pad': 4},
+        'path': {'pretrain_network_g': str(workspace['checkpoint']), 'param_key_g': 'params_ema'},
+    }
     (tmp_path / 'tiled.yml').write_text(yaml.safe_dump(options))
-    runs = {'option-file': ['-m', str(tmp_path / 'tiled.yml')],
-            'flags': ['-m', str(workspace['checkpoint']), '--tile', '8', '--tile-overlap', '4'],
-            'whole': ['-m', str(workspace['checkpoint'])],
-            'off-grid': ['-m', str(tmp_path / 'tiled.yml'), '--tile', '6']}
+    runs = {
+        'option-file': ['-m', str(tmp_path / 'tiled.yml')],
+        'flags': ['-m', str(workspace['checkpoint']), '--tile', '8', '--tile-overlap', '4'],
+        'whole': ['-m', str(workspace['checkpoint'])],
+        'off-grid': ['-m', str(tmp_path / 'tiled.yml'), '--tile', '6'],
+    }
     results = {}
     for name, arguments in runs.items():
         assert run_command(upscale.add_parser, ['upscale', str(source), '-o', str(tmp_path / name), *arguments]) == 0
@@ -241,14 +298,17 @@ def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, cap
     assert not np.array_equal(results['option-file'], results['whole'])
 
 
-@pytest.mark.parametrize('problem, message', [
-    ('output-is-a-file', 'cannot create folder'),
-    ('empty-folder', 'no images'),
-    ('suffix', 'path separator'),
-    ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
-    ('negative-tile', '--tile and --tile-overlap must be >= 0'),
-    ('max-pixels', '--max-pixels must be positive'),
-])
+@pytest.mark.parametrize(
+    'problem, message',
+    [
+        ('output-is-a-file', 'cannot create folder'),
+        ('empty-folder', 'no images'),
+        ('suffix', 'path separator'),
+        ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
+        ('negative-tile', '--tile and --tile-overlap must be >= 0'),
+        ('max-pixels', '--max-pixels must be positive'),
+    ],
+)
 def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd):
     source, output, model = workspace['inputs'] / 'old.bmp', tmp_path / 'out', str(workspace['checkpoint'])
     extra = []
@@ -261,8 +321,9 @@ def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspa
     elif problem == 'suffix':
         extra = ['--suffix', '/../escaped']
     elif problem == 'scale-mismatch':
-        (tmp_path / 'x3.yml').write_text(yaml.safe_dump({'scale': 3, 'network_g': {'type': 'HAT', **TINY},
-                                                          'path': {'pretrain_network_g': model}}))
+        (tmp_path / 'x3.yml').write_text(
+            yaml.safe_dump({'scale': 3, 'network_g': {'type': 'HAT', **TINY}, 'path': {'pretrain_network_g': model}})
+        )
         model = str(tmp_path / 'x3.yml')
     elif problem == 'max-pixels':
         extra = ['--max-pixels', '0']
@@ -281,8 +342,9 @@ def test_an_output_that_cannot_be_written_fails_that_image_only(workspace, tmp_p
     sources.mkdir()
     for name in ('old.bmp', 'photo.webp'):
         (sources / name).write_bytes((workspace['inputs'] / name).read_bytes())
-    status = run_command(upscale.add_parser, ['upscale', str(sources), '-o', str(output), '-m',
-                                              str(workspace['checkpoint'])])
+    status = run_command(
+        upscale.add_parser, ['upscale', str(sources), '-o', str(output), '-m', str(workspace['checkpoint'])]
+    )
     failures = [line for line in capfd.readouterr().err.splitlines() if 'failed:' in line]
     assert status == 1 and len(failures) == 1 and 'cannot write' in failures[0] and 'old.bmp' in failures[0]
     assert read_image(output / 'photo.webp')[0].shape == (40, 48, 3)
@@ -292,8 +354,20 @@ def test_an_output_that_cannot_be_written_fails_that_image_only(workspace, tmp_p
 def test_outputs_get_the_permissions_of_the_umask(workspace, tmp_path):
     previous = os.umask(0o022)
     try:
-        assert run_command(upscale.add_parser, ['upscale', str(workspace['inputs'] / 'old.bmp'), '-o',
-                                                str(tmp_path), '-m', str(workspace['checkpoint'])]) == 0
+        assert (
+            run_command(
+                upscale.add_parser,
+                [
+                    'upscale',
+                    str(workspace['inputs'] / 'old.bmp'),
+                    '-o',
+                    str(tmp_path),
+                    '-m',
+                    str(workspace['checkpoint']),
+                ],
+            )
+            == 0
+        )
     finally:
         os.umask(previous)
     assert (tmp_path / 'old.bmp').stat().st_mode & 0o777 == 0o644
@@ -307,8 +381,10 @@ def test_non_finite_weights_are_refused_before_any_image(workspace, tmp_path, ca
     checkpoint = torch.load(workspace['checkpoint'], weights_only=True)
     checkpoint['params_ema']['conv_last.weight'][0, 0, 0, 0] = float('nan')
     torch.save(checkpoint, tmp_path / 'diverged.pth')
-    status = run_command(upscale.add_parser, ['upscale', str(workspace['inputs']), '-o', str(tmp_path / 'out'), '-m',
-                                              str(tmp_path / 'diverged.pth')])
+    status = run_command(
+        upscale.add_parser,
+        ['upscale', str(workspace['inputs']), '-o', str(tmp_path / 'out'), '-m', str(tmp_path / 'diverged.pth')],
+    )
     error = capfd.readouterr().err
     assert status == 2 and error.count('\n') == 1
     assert f'{tmp_path / "diverged.pth"}: tensor conv_last.weight holds NaN or infinite values' in error
@@ -323,8 +399,10 @@ def test_non_finite_output_fails_each_image_and_writes_nothing(workspace, tmp_pa
     for source in sources:
         (tmp_path / 'in').mkdir(exist_ok=True)
         (tmp_path / 'in' / source.name).write_bytes(source.read_bytes())
-    status = run_command(upscale.add_parser, ['upscale', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '-m',
-                                              str(tmp_path / 'overflowing.pth')])
+    status = run_command(
+        upscale.add_parser,
+        ['upscale', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '-m', str(tmp_path / 'overflowing.pth')],
+    )
     failures = failure_lines(capfd)
     assert status == 1 and len(failures) == 2
     assert all('NaN or infinite values; nothing written' in line for line in failures)
@@ -340,15 +418,19 @@ def test_image_over_the_pixel_limit_fails_alone_before_decoding(workspace, tmp_p
     (folder / 'old.bmp').write_bytes((workspace['inputs'] / 'old.bmp').read_bytes())
     arguments = ['upscale', str(folder), '-o', str(tmp_path / 'out'), '-m', str(workspace['checkpoint'])]
     assert run_command(upscale.add_parser, arguments) == 1
-    assert failure_lines(capfd) == [f'hat-basicsr upscale: failed: {folder / "huge.png"}: 14000x14000 is 196,000,000 '
-                                    'pixels, more than the limit of 100,000,000 (--max-pixels)']
+    assert failure_lines(capfd) == [
+        f'hat-basicsr upscale: failed: {folder / "huge.png"}: 14000x14000 is 196,000,000 '
+        'pixels, more than the limit of 100,000,000 (--max-pixels)'
+    ]
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['old.bmp']
 
     (folder / 'huge.png').unlink()
     cv2.imwrite(str(folder / 'small.png'), bgr(data.coffee(), 0, 0, size=(16, 16)))
     assert run_command(upscale.add_parser, [*arguments, '--max-pixels', '400']) == 1  # old.bmp has 20x24 = 480
-    assert failure_lines(capfd) == [f'hat-basicsr upscale: failed: {folder / "old.bmp"}: 24x20 is 480 pixels, '
-                                    'more than the limit of 400 (--max-pixels)']
+    assert failure_lines(capfd) == [
+        f'hat-basicsr upscale: failed: {folder / "old.bmp"}: 24x20 is 480 pixels, '
+        'more than the limit of 400 (--max-pixels)'
+    ]
     assert read_image(tmp_path / 'out' / 'small.png')[0].shape == (32, 32, 3)
 
 
@@ -360,10 +442,19 @@ def test_next_run_removes_the_temporary_files_of_a_killed_run(workspace, tmp_pat
     source = workspace['inputs'] / 'old.bmp'
     arguments = ['upscale', str(source), '-o', str(output), '-m', str(workspace['checkpoint'])]
     # Killed (SIGKILL) after writing its output's temporary file, before renaming it.
-    killed = subprocess.run([sys.executable, '-c', 'import os, signal, sys\n'
-                             'os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n'
-                             'from hat_basicsr.cli import main\n'
-                             'main(sys.argv[1:])', *arguments], env=subprocess_env(), capture_output=True)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            '-c',
+            'import os, signal, sys\n'
+            'os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n'
+            'from hat_basicsr.cli import main\n'
+            'main(sys.argv[1:])',
+            *arguments,
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+    )
     assert killed.returncode == -signal.SIGKILL
     left = [path for path in output.iterdir() if path.name.startswith('.old.bmp.')]
     assert len(left) == 1 and left[0].stat().st_size > 0
@@ -375,8 +466,9 @@ def test_read_only_output_folder_is_refused_before_the_model_is_read(workspace, 
     # Root writes through permission bits, so the folder is a read-only mount, which refuses root too.
     with tmpfs(tmp_path / 'read-only', size=64 * 1024, read_only=True) as output:
         for model in (str(workspace['checkpoint']), str(tmp_path / 'no-such-model.pth')):
-            status = run_command(upscale.add_parser, ['upscale', str(workspace['inputs'] / 'old.bmp'), '-o',
-                                                      str(output), '-m', model])
+            status = run_command(
+                upscale.add_parser, ['upscale', str(workspace['inputs'] / 'old.bmp'), '-o', str(output), '-m', model]
+            )
             error = capfd.readouterr().err
             assert status == 2
             assert error == f'hat-basicsr upscale: error: cannot write into folder {output}: Read-only file system\n'

@@ -1,6 +1,7 @@
 """The code's style and layout, checked on its source: ruff's lint rules and formatting, layers that
 import one way, subcommand modules that do not import from each other, and every exception class
 in hat_basicsr/errors.py."""
+
 from __future__ import annotations
 
 import ast
@@ -35,18 +36,24 @@ def imported_modules(path: Path) -> Iterator[Tuple[int, str]]:
 
 
 def test_layers_import_one_way():
-    violations = [f'{path.relative_to(PACKAGE.parent)}:{line} imports {module}'
-                  for layer, forbidden in FORBIDDEN.items() for path in sorted((PACKAGE / layer).rglob('*.py'))
-                  for line, module in imported_modules(path)
-                  if module.split('.')[:2] in (['hat_basicsr', name] for name in forbidden)]
+    violations = [
+        f'{path.relative_to(PACKAGE.parent)}:{line} imports {module}'
+        for layer, forbidden in FORBIDDEN.items()
+        for path in sorted((PACKAGE / layer).rglob('*.py'))
+        for line, module in imported_modules(path)
+        if module.split('.')[:2] in (['hat_basicsr', name] for name in forbidden)
+    ]
     assert not violations, '\n'.join(violations)
 
 
 def test_subcommand_modules_do_not_import_each_other():
     """The subcommands (one module each) share code only through the other modules of cli/."""
-    violations = [f'cli/{name}.py:{line} imports {module}' for name in SUBCOMMANDS
-                  for line, module in imported_modules(PACKAGE / 'cli' / f'{name}.py')
-                  if module in {f'hat_basicsr.cli.{other}' for other in SUBCOMMANDS}]
+    violations = [
+        f'cli/{name}.py:{line} imports {module}'
+        for name in SUBCOMMANDS
+        for line, module in imported_modules(PACKAGE / 'cli' / f'{name}.py')
+        if module in {f'hat_basicsr.cli.{other}' for other in SUBCOMMANDS}
+    ]
     assert not violations, '\n'.join(violations)
 
 
@@ -56,10 +63,15 @@ def test_exception_classes_are_defined_in_errors_only():
     elsewhere = []
     for path in sorted(PACKAGE.rglob('*.py')):
         for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
-            bases = [base.id if isinstance(base, ast.Name) else getattr(base, 'attr', '')
-                     for base in getattr(node, 'bases', [])]
-            if isinstance(node, ast.ClassDef) and any(base.endswith(('Error', 'Exception')) for base in bases) \
-                    and path.name != 'errors.py':
+            bases = [
+                base.id if isinstance(base, ast.Name) else getattr(base, 'attr', '')
+                for base in getattr(node, 'bases', [])
+            ]
+            if (
+                isinstance(node, ast.ClassDef)
+                and any(base.endswith(('Error', 'Exception')) for base in bases)
+                and path.name != 'errors.py'
+            ):
                 elsewhere.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno} class {node.name}')
     assert not elsewhere, '\n'.join(elsewhere)
 
@@ -67,14 +79,19 @@ def test_exception_classes_are_defined_in_errors_only():
 def test_tests_take_helpers_from_helpers_not_conftest():
     """conftest.py holds fixtures, which pytest injects; what tests import lives in helpers.py."""
     tests = Path(__file__).resolve().parent
-    violations = [f'{path.name}:{line}' for path in sorted(tests.glob('*.py'))
-                  for line, module in imported_modules(path) if module == 'conftest']
+    violations = [
+        f'{path.name}:{line}'
+        for path in sorted(tests.glob('*.py'))
+        for line, module in imported_modules(path)
+        if module == 'conftest'
+    ]
     assert not violations, '\n'.join(violations)
 
 
-@pytest.mark.parametrize('command', [('check', ), ('format', '--check', '--diff')], ids=['check', 'format'])
+@pytest.mark.parametrize('command', [('check',), ('format', '--check', '--diff')], ids=['check', 'format'])
 def test_ruff_finds_nothing(command):
     """The lint rules and the formatting of pyproject.toml's [tool.ruff], on every source folder."""
-    proc = subprocess.run([sys.executable, '-m', 'ruff', *command, *SOURCE_FOLDERS], cwd=PACKAGE.parent,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'ruff', *command, *SOURCE_FOLDERS], cwd=PACKAGE.parent, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,4 +1,5 @@
 """Each fix in hat_basicsr.basicsr_compat, shown to be needed and to work."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,14 @@ from helpers import REPO_ROOT, subprocess_env
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=REPO_ROOT, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_plain_basicsr_import_fails_on_this_torchvision():
@@ -32,7 +39,7 @@ def test_plain_basicsr_import_fails_on_this_torchvision():
 
 
 def test_import_hat_basicsr_then_basicsr_and_again():
-    proc = _python('''
+    proc = _python("""
         import hat_basicsr
         import basicsr
         import hat_basicsr
@@ -45,7 +52,7 @@ def test_import_hat_basicsr_then_basicsr_and_again():
         print(ARCH_REGISTRY.get('HAT').__name__, MODEL_REGISTRY.get('HATModel').__name__)
         from torchvision.transforms.functional_tensor import rgb_to_grayscale
         from basicsr.data.degradations import random_add_gaussian_noise_pt
-    ''')
+    """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ['HAT', 'HATModel']
 
@@ -61,6 +68,7 @@ def fake_process_group(monkeypatch):
 
 def test_torchrun_picks_the_gpu_from_local_rank(fake_process_group, monkeypatch):
     from basicsr.utils import dist_util
+
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 4)
     # a node whose ranks are not a contiguous block: basicsr would take GPU 5 % 4 = 1, not 3
@@ -72,6 +80,7 @@ def test_torchrun_picks_the_gpu_from_local_rank(fake_process_group, monkeypatch)
 
 def test_pytorch_launcher_uses_gloo_without_cuda(fake_process_group, monkeypatch):
     from basicsr.utils import dist_util
+
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.setenv('RANK', '1')
     monkeypatch.setenv('LOCAL_RANK', '1')
@@ -87,6 +96,7 @@ def _free_port() -> int:
 
 def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
     from basicsr.models.base_model import BaseModel
+
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
     monkeypatch.setenv('MASTER_PORT', str(_free_port()))
     torch.distributed.init_process_group('gloo', rank=0, world_size=1)
@@ -101,14 +111,24 @@ def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
 
 
 def _resume_opt(tmp_path: Path, auto_resume: bool = True) -> dict:
-    return {'auto_resume': auto_resume, 'network_g': {}, 'name': 'run', 'rank': 0, 'dist': False,
-            'path': {'experiments_root': str(tmp_path / 'run'),
-                     'training_states': str(tmp_path / 'run' / 'training_states'),
-                     'models': str(tmp_path / 'run' / 'models'), 'resume_state': None}}
+    return {
+        'auto_resume': auto_resume,
+        'network_g': {},
+        'name': 'run',
+        'rank': 0,
+        'dist': False,
+        'path': {
+            'experiments_root': str(tmp_path / 'run'),
+            'training_states': str(tmp_path / 'run' / 'training_states'),
+            'models': str(tmp_path / 'run' / 'models'),
+            'resume_state': None,
+        },
+    }
 
 
 def test_auto_resume_uses_the_runs_own_folder_on_cpu(tmp_path, monkeypatch):
     import basicsr.train
+
     states = tmp_path / 'run' / 'training_states'
     states.mkdir(parents=True)
     for name, iteration in (('2.state', 2), ('10.state', 10), ('.12.state.x1.tmp', 12)):
@@ -124,11 +144,13 @@ def test_auto_resume_uses_the_runs_own_folder_on_cpu(tmp_path, monkeypatch):
 
 def test_auto_resume_without_states_starts_fresh(tmp_path):
     import basicsr.train
+
     assert basicsr.train.load_resume_state(_resume_opt(tmp_path)) is None
 
 
 def test_unloadable_resume_state_is_named(tmp_path):
     import basicsr.train
+
     states = tmp_path / 'run' / 'training_states'
     states.mkdir(parents=True)
     (states / '4.state').write_bytes(b'truncated')
@@ -139,6 +161,7 @@ def test_unloadable_resume_state_is_named(tmp_path):
 def test_multistep_scheduler_state_loads_with_weights_only():
     """MultiStepRestartLR keeps milestones in a collections.Counter; weights_only must accept it."""
     from basicsr.models.lr_scheduler import MultiStepRestartLR
+
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = MultiStepRestartLR(optimizer, milestones=[2, 4], gamma=0.5)
     buffer = io.BytesIO()
@@ -150,6 +173,7 @@ def test_multistep_scheduler_state_loads_with_weights_only():
 
 def test_cuda_prefetch_mode_falls_back_to_cpu_with_a_warning(caplog):
     import basicsr.train
+
     batches = [{'lq': torch.zeros(1)}, {'lq': torch.ones(1)}]
     with caplog.at_level('WARNING', logger='basicsr'):
         prefetcher = basicsr.train.CUDAPrefetcher(batches, {'num_gpu': 0, 'datasets': {'train': {}}})
@@ -161,8 +185,14 @@ def test_cuda_prefetch_mode_falls_back_to_cpu_with_a_warning(caplog):
 
 @pytest.mark.parametrize('module', ['hat_basicsr.train', 'hat_basicsr.test'])
 def test_torch_distributed_launch_gets_a_torchrun_message(module, tmp_path):
-    proc = subprocess.run([sys.executable, '-m', module, '--local-rank=0', '-opt', 'x.yml'], cwd=tmp_path,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, '-m', module, '--local-rank=0', '-opt', 'x.yml'],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert 'torchrun --nproc_per_node' in proc.stderr and 'Traceback' not in proc.stderr
 
@@ -170,15 +200,36 @@ def test_torch_distributed_launch_gets_a_torchrun_message(module, tmp_path):
 def test_basicsr_train_and_test_paths_use_no_removed_numpy_aliases():
     """numpy 2 removed np.float/np.int/np.bool and friends; the modules the pipelines run must not use them."""
     import basicsr
+
     root = Path(basicsr.__file__).parent
-    removed = re.compile(r'\bnp\.(float|int|bool|object|complex|str|long|unicode|float_|complex_|string_|'
-                         r'product|cumproduct|alltrue|sometrue|in1d|row_stack|trapz|asfarray|Inf|NaN|NAN)\b(?!\d)')
-    modules = ['train.py', 'test.py', 'utils/misc.py', 'utils/options.py', 'utils/img_util.py',
-               'utils/matlab_functions.py', 'utils/lmdb_util.py', 'data/paired_image_dataset.py',
-               'data/transforms.py', 'data/data_util.py', 'metrics/psnr_ssim.py', 'metrics/metric_util.py',
-               'utils/color_util.py', 'models/sr_model.py', 'models/base_model.py', 'models/lr_scheduler.py']
-    hits = [f'{name}:{number}: {line.strip()}' for name in modules
-            for number, line in enumerate((root / name).read_text().splitlines(), 1) if removed.search(line)]
+    removed = re.compile(
+        r'\bnp\.(float|int|bool|object|complex|str|long|unicode|float_|complex_|string_|'
+        r'product|cumproduct|alltrue|sometrue|in1d|row_stack|trapz|asfarray|Inf|NaN|NAN)\b(?!\d)'
+    )
+    modules = [
+        'train.py',
+        'test.py',
+        'utils/misc.py',
+        'utils/options.py',
+        'utils/img_util.py',
+        'utils/matlab_functions.py',
+        'utils/lmdb_util.py',
+        'data/paired_image_dataset.py',
+        'data/transforms.py',
+        'data/data_util.py',
+        'metrics/psnr_ssim.py',
+        'metrics/metric_util.py',
+        'utils/color_util.py',
+        'models/sr_model.py',
+        'models/base_model.py',
+        'models/lr_scheduler.py',
+    ]
+    hits = [
+        f'{name}:{number}: {line.strip()}'
+        for name in modules
+        for number, line in enumerate((root / name).read_text().splitlines(), 1)
+        if removed.search(line)
+    ]
     assert not hits, hits
 
 
@@ -188,6 +239,7 @@ def tiny_lmdb(tmp_path):
     import numpy as np
 
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
     folder = tmp_path / 'images'
     folder.mkdir()
     cv2.imwrite(str(folder / 'a.png'), np.random.default_rng(0).integers(0, 256, (48, 48, 3), np.uint8))
@@ -198,6 +250,7 @@ def tiny_lmdb(tmp_path):
 def test_py_lmdb_refuses_to_open_an_environment_twice(tiny_lmdb):
     """Why the LmdbBackend fix exists (py-lmdb >= 3.0)."""
     import lmdb
+
     first = lmdb.open(tiny_lmdb, readonly=True, lock=False)
     try:
         with pytest.raises(lmdb.Error, match='already open'):
@@ -208,6 +261,7 @@ def test_py_lmdb_refuses_to_open_an_environment_twice(tiny_lmdb):
 
 def _read_in_child(path: str, results) -> None:
     from basicsr.utils import FileClient
+
     results.put(FileClient('lmdb', db_paths=path).get('a'))
 
 
@@ -215,6 +269,7 @@ def test_two_lmdb_file_clients_on_one_database_and_a_forked_worker(tiny_lmdb):
     import multiprocessing
 
     from basicsr.utils import FileClient
+
     train, val = (FileClient('lmdb', db_paths=tiny_lmdb) for _ in range(2))
     assert train.get('a') == val.get('a') and len(train.get('a')) > 0
     context = multiprocessing.get_context('fork')  # how DataLoader workers start on Linux

@@ -1,4 +1,5 @@
 """`hat-basicsr convert`, safe loading, and interoperability with spandrel 0.4.2 (chaiNNer, ComfyUI)."""
+
 import json
 import os
 
@@ -21,8 +22,13 @@ BASE = {**TINY_OPTIONS, 'depths': [2]}
 CONFIGS = {
     'x2': {'upscale': 2},
     'x3-two-layers': {'upscale': 3, 'embed_dim': 24, 'depths': [1, 2], 'num_heads': [2, 3], 'window_size': 8},
-    'x4-gray-identity': {'upscale': 4, 'in_chans': 1, 'resi_connection': 'identity', 'overlap_ratio': 0.25,
-                         'window_size': 8},
+    'x4-gray-identity': {
+        'upscale': 4,
+        'in_chans': 1,
+        'resi_connection': 'identity',
+        'overlap_ratio': 0.25,
+        'window_size': 8,
+    },
 }
 
 
@@ -74,8 +80,11 @@ def test_training_checkpoints_and_converted_files_load_in_spandrel(config, tmp_p
 def test_converted_files_layout_and_metadata(tmp_path):
     _, checkpoint = trained_like(CONFIGS['x3-two-layers'])
     # A torch.compile'd, DDP-wrapped model without the derived index buffers: spandrel cannot detect it.
-    state = {f'module._orig_mod.{key}': value for key, value in checkpoint['params_ema'].items()
-             if not key.startswith('relative_position_index')}
+    state = {
+        f'module._orig_mod.{key}': value
+        for key, value in checkpoint['params_ema'].items()
+        if not key.startswith('relative_position_index')
+    }
     source = tmp_path / 'compiled.pth'
     torch.save({'params': state}, source)
     with pytest.raises(Exception):  # noqa: B017  (spandrel raises no documented type when detection fails)
@@ -104,13 +113,17 @@ def test_options_no_tensor_records_come_from_an_option_file_and_are_warned_about
     option_file = tmp_path / 'train.yml'
     option_file.write_text(yaml.safe_dump({'network_g': {'type': 'HAT', **fixture_options(name)}}))
     target = tmp_path / 'gray.safetensors'
-    assert run_command(convert.add_parser, ['convert', str(fixture_weights_path(name)), str(target), '--options',
-                                            str(option_file)]) == 0
+    assert (
+        run_command(
+            convert.add_parser, ['convert', str(fixture_weights_path(name)), str(target), '--options', str(option_file)]
+        )
+        == 0
+    )
     warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == 2
     assert 'img_range=255.0' in ' '.join(warnings) and 'conv_scale=0.02' in ' '.join(warnings)
 
-    (lq, expected), = fixture_cases(name)[:1]
+    ((lq, expected),) = fixture_cases(name)[:1]
     ours, _ = load_model(target, 'cpu')
     spandrel_out, _ = spandrel_output(target, lq)
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """The demo dataset builder (hat_basicsr.data.demo_data) and the demo option files that read it."""
+
 import copy
 import random
 import runpy
@@ -70,7 +71,8 @@ def test_lmdbs_and_meta_info_hold_the_same_images(demo_root: Path):
     meta = [line.split()[0] for line in (train / 'meta_info.txt').read_text().splitlines()]
     assert meta == names(train / 'HR')
     for lmdb_name, folder in [('HR.lmdb', train / 'HR')] + [
-            (f'LR_bicubic_X{s}.lmdb', train / 'LR_bicubic' / f'X{s}') for s in SCALES]:
+        (f'LR_bicubic_X{s}.lmdb', train / 'LR_bicubic' / f'X{s}') for s in SCALES
+    ]:
         lmdb_path = train / lmdb_name
         keys = [line.split('.')[0] for line in (lmdb_path / 'meta_info.txt').read_text().splitlines()]
         assert keys == stems
@@ -124,8 +126,11 @@ def demo_option(path: Path, root: Path) -> Dict:
 
 
 def test_demo_option_files_read_the_demo_data(demo_root: Path):
-    assert [p.name for p in DEMO_OPTIONS] == ['HAT-tiny_SRx2_demo.yml', 'HAT-tiny_SRx2_demo_imagenet.yml',
-                                              'HAT-tiny_SRx2_demo_lmdb.yml']
+    assert [p.name for p in DEMO_OPTIONS] == [
+        'HAT-tiny_SRx2_demo.yml',
+        'HAT-tiny_SRx2_demo_imagenet.yml',
+        'HAT-tiny_SRx2_demo_lmdb.yml',
+    ]
     samples = {}
     for path in DEMO_OPTIONS:
         opt = demo_option(path, demo_root)

@@ -1,5 +1,6 @@
 """A full disk while saving weights (issue 13): one line naming the file, the previous file kept, no
 temporary file left; for atomic_save itself and for a training that runs out of space."""
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,9 @@ def test_atomic_save_when_the_kernel_refuses_writes(tmp_path, monkeypatch):
 def test_training_that_fills_the_disk_stops_in_one_line_keeping_its_checkpoints(sr_data, tmp_path):
     network = HAT(**{key: value for key, value in TINY_HAT.items() if key != 'type'}).state_dict()
     buffer = io.BytesIO()
-    torch.save({key: {name: value.clone() for name, value in network.items()} for key in ('params', 'params_ema')},
-               buffer)
+    torch.save(
+        {key: {name: value.clone() for name, value in network.items()} for key in ('params', 'params_ema')}, buffer
+    )
     checkpoint = buffer.tell()  # the training state (Adam's two moments) is about as large
     opt = train_options(sr_data, 'full_disk', total_iter=4, checkpoint_freq=2, val_freq=None)
     opt['logger']['use_tb_logger'] = False
@@ -57,8 +59,11 @@ def test_training_that_fills_the_disk_stops_in_one_line_keeping_its_checkpoints(
         proc = run_python([str(script), '-opt', str(options)], cwd=disk, check=False)
         run = disk / 'experiments' / 'full_disk'
         assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
-        assert proc.stderr.strip().splitlines()[-1].endswith(
-            f'cannot write {run / "models" / "net_g_4.pth"}: No space left on device'), proc.stderr
+        assert (
+            proc.stderr.strip()
+            .splitlines()[-1]
+            .endswith(f'cannot write {run / "models" / "net_g_4.pth"}: No space left on device')
+        ), proc.stderr
         assert sorted(p.name for p in (run / 'models').iterdir()) == ['net_g_2.pth']
         assert sorted(p.name for p in (run / 'training_states').iterdir()) == ['2.state']
         assert set(torch.load(run / 'models' / 'net_g_2.pth', weights_only=True)) == {'params', 'params_ema'}

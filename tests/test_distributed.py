@@ -1,5 +1,6 @@
 """torchrun with two CPU processes (gloo) trains through hat_basicsr.train, and DDP keeps both
 ranks' parameters identical; the ranks share one experiment lock."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from helpers import read_log, subprocess_env, train_options, write_options
 
 # Runs the real entry point (`-m hat_basicsr.train` as __main__) with one test-only addition: every
 # rank, not only rank 0, dumps its net_g parameters whenever the model saves.
-PROBE = '''
+PROBE = """
 import os, runpy, torch
 from hat_basicsr.models.hat_model import HATModel
 
@@ -30,23 +31,38 @@ def save_and_dump(self, epoch, current_iter):
 
 HATModel.save = save_and_dump
 runpy.run_module('hat_basicsr.train', run_name='__main__')
-'''
+"""
 
 
 def test_torchrun_two_cpu_ranks_stay_identical(sr_data, tmp_path):
     probe_dir = tmp_path / 'probe'
     probe_dir.mkdir()
     (tmp_path / 'probe.py').write_text(textwrap.dedent(PROBE))
-    options = write_options(tmp_path / 'ddp.yml', train_options(sr_data, 'ddp_run', total_iter=2, checkpoint_freq=2,
-                                                                 val_freq=2))
+    options = write_options(
+        tmp_path / 'ddp.yml', train_options(sr_data, 'ddp_run', total_iter=2, checkpoint_freq=2, val_freq=2)
+    )
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
     torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent))
-    proc = subprocess.Popen([torchrun, '--nproc_per_node=2', f'--master_port={port}', 'probe.py', '-opt',
-                             str(options), '--launcher', 'pytorch'], cwd=tmp_path,
-                            env={**subprocess_env(), 'PROBE_DIR': str(probe_dir)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            torchrun,
+            '--nproc_per_node=2',
+            f'--master_port={port}',
+            'probe.py',
+            '-opt',
+            str(options),
+            '--launcher',
+            'pytorch',
+        ],
+        cwd=tmp_path,
+        env={**subprocess_env(), 'PROBE_DIR': str(probe_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=180)
     finally:

@@ -1,5 +1,6 @@
 """Fused attention (attn_impl='sdpa') against the release's arithmetic, bf16, fp16 refusal,
 torch.compile and the acceleration options."""
+
 import pytest
 import torch
 from skimage import data

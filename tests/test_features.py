@@ -1,4 +1,5 @@
 """Per-stage feature maps (hat_basicsr.analysis.features)."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,10 @@ def test_stage_features_of_hat_are_cropped_to_the_input():
     assert [name for name, _ in stage_modules(model)] == ['layers.0', 'layers.1']
     image = torch.rand(3, 18, 14)  # padded to 20 x 16 inside HAT
     stages = capture_stage_features(model, image)
-    assert [(name, tuple(value.shape)) for name, value in stages] == [('layers.0', (16, 18, 14)),
-                                                                        ('layers.1', (16, 18, 14))]
+    assert [(name, tuple(value.shape)) for name, value in stages] == [
+        ('layers.0', (16, 18, 14)),
+        ('layers.1', (16, 18, 14)),
+    ]
     assert not model._forward_hooks and not model.layers[0]._forward_hooks, 'hooks removed'
     grid = render_feature_grid(stages, channels=[0, -1], tile=28)
     tile_h, tile_w = 2 * 18, 2 * 14  # shorter side enlarged to >= 28
@@ -32,6 +35,7 @@ def test_stage_features_of_hat_are_cropped_to_the_input():
 
 def test_stage_features_of_a_body_network():
     from basicsr.archs import build_network
+
     edsr = build_network(dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=3, upscale=2))
     stages = capture_stage_features(edsr, torch.rand(3, 10, 10))
     assert [name for name, _ in stages] == ['body.0', 'body.1', 'body.2']

@@ -1,4 +1,5 @@
 """The HAT architecture against the release: outputs, parameter counts, layout, sizes, options."""
+
 import numpy as np
 import pytest
 import torch
@@ -69,11 +70,12 @@ def pad_run_crop(model: HAT, lq: torch.Tensor) -> torch.Tensor:
     assert padded.shape[-2] % model.window_size == 0 and padded.shape[-1] % model.window_size == 0
     with torch.no_grad():
         out = model(padded)
-    return out[..., :height * model.upscale, :width * model.upscale]
+    return out[..., : height * model.upscale, : width * model.upscale]
 
 
-@pytest.mark.parametrize('shape', [(1, 3, 1, 1), (1, 3, 1, 5), (1, 3, 2, 3), (1, 3, 3, 17), (2, 3, 9, 30),
-                                   (3, 3, 31, 8), (1, 3, 17, 40)])
+@pytest.mark.parametrize(
+    'shape', [(1, 3, 1, 1), (1, 3, 1, 5), (1, 3, 2, 3), (1, 3, 3, 17), (2, 3, 9, 30), (3, 3, 31, 8), (1, 3, 17, 40)]
+)
 def test_any_input_size_gives_scale_times_size_and_equals_pad_run_crop(shape):
     model = fixture_model('hat_tiny_x4_w8')
     lq = torch.rand(shape)
@@ -104,7 +106,7 @@ def test_batched_input_equals_per_image_runs():
     lq = torch.rand(3, 1, 13, 29)
     with torch.no_grad():
         batched = model(lq)
-        single = torch.cat([model(lq[i:i + 1]) for i in range(3)])
+        single = torch.cat([model(lq[i : i + 1]) for i in range(3)])
     assert (batched - single).abs().max() < 1e-5
 
 
@@ -161,28 +163,31 @@ def test_checkpointing_really_recomputes():
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize('argument, overrides', [
-    ('num_heads', dict(embed_dim=30, num_heads=[4])),
-    ('depths', dict(depths=[2, 2], num_heads=[6])),
-    ('overlap_ratio', dict(window_size=8, overlap_ratio=0.125)),
-    ('upscale', dict(upscale=5)),
-    ('upscale', dict(upscale=6)),
-    ('upsampler', dict(upsampler='pixelshuffledirect')),
-    ('upsampler', dict(upsampler='')),
-    ('resi_connection', dict(resi_connection='3conv')),
-    ('img_size', dict(img_size=4, window_size=8)),
-    ('compress_ratio', dict(embed_dim=24, depths=[1], num_heads=[6], compress_ratio=32)),
-    ('squeeze_factor', dict(embed_dim=24, depths=[1], num_heads=[6], squeeze_factor=25)),
-    ('window_size', dict(window_size=1)),
-    ('compress_ratio', dict(compress_ratio=0)),
-    ('squeeze_factor', dict(squeeze_factor=0)),
-    ('img_range', dict(img_range=0)),
-    ('mlp_ratio', dict(mlp_ratio=-1)),
-    ('embed_dim', dict(embed_dim='16')),
-    ('depths', dict(depths=2)),
-    ('num_heads', dict(num_heads=[2.0])),
-    ('upscale', dict(upscale=True)),
-])
+@pytest.mark.parametrize(
+    'argument, overrides',
+    [
+        ('num_heads', dict(embed_dim=30, num_heads=[4])),
+        ('depths', dict(depths=[2, 2], num_heads=[6])),
+        ('overlap_ratio', dict(window_size=8, overlap_ratio=0.125)),
+        ('upscale', dict(upscale=5)),
+        ('upscale', dict(upscale=6)),
+        ('upsampler', dict(upsampler='pixelshuffledirect')),
+        ('upsampler', dict(upsampler='')),
+        ('resi_connection', dict(resi_connection='3conv')),
+        ('img_size', dict(img_size=4, window_size=8)),
+        ('compress_ratio', dict(embed_dim=24, depths=[1], num_heads=[6], compress_ratio=32)),
+        ('squeeze_factor', dict(embed_dim=24, depths=[1], num_heads=[6], squeeze_factor=25)),
+        ('window_size', dict(window_size=1)),
+        ('compress_ratio', dict(compress_ratio=0)),
+        ('squeeze_factor', dict(squeeze_factor=0)),
+        ('img_range', dict(img_range=0)),
+        ('mlp_ratio', dict(mlp_ratio=-1)),
+        ('embed_dim', dict(embed_dim='16')),
+        ('depths', dict(depths=2)),
+        ('num_heads', dict(num_heads=[2.0])),
+        ('upscale', dict(upscale=True)),
+    ],
+)
 def test_invalid_hyperparameters_raise_value_error_naming_the_argument(argument, overrides):
     options = {**fixture_options('hat_tiny_x4_w8'), **overrides}
     with pytest.raises(ValueError, match=argument):
@@ -259,7 +264,7 @@ def test_forward_keeps_no_state_that_can_go_stale():
         assert (after - before).abs().max() > 1e-3 and torch.allclose(after, reference(lq), atol=1e-5)
     model.requires_grad_(False)  # what LAM does after an inference-mode upscale
     pixels = lq.clone().requires_grad_(True)
-    (gradient, ) = torch.autograd.grad(model(pixels).sum(), pixels)
+    (gradient,) = torch.autograd.grad(model(pixels).sum(), pixels)
     assert gradient.abs().sum() > 0
 
 
@@ -274,8 +279,11 @@ def test_built_on_the_meta_device_then_materialised_reproduces_release_outputs(n
     for buffer in model.buffers():
         buffer.fill_(float('nan') if buffer.is_floating_point() else 10**6)
     model.init_non_persistent_buffers()
-    state = {key: value for key, value in read_state_dict(fixture_weights_path(name)).items()
-             if not key.startswith('relative_position_index')}
+    state = {
+        key: value
+        for key, value in read_state_dict(fixture_weights_path(name)).items()
+        if not key.startswith('relative_position_index')
+    }
     load_weights(model, state)
     with torch.no_grad():
         for lq, expected in fixture_cases(name):

@@ -1,4 +1,5 @@
 """HAT options read back from the weights alone (and from safetensors metadata when present)."""
+
 import json
 
 import pytest
@@ -13,8 +14,14 @@ from hat_basicsr.utils.weights import read_state_dict
 
 from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path
 
-COMMON = {'window_size': 16, 'overlap_ratio': 0.5, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
-          'resi_connection': '1conv', 'in_chans': 3}
+COMMON = {
+    'window_size': 16,
+    'overlap_ratio': 0.5,
+    'mlp_ratio': 2,
+    'upsampler': 'pixelshuffle',
+    'resi_connection': '1conv',
+    'in_chans': 3,
+}
 VARIANTS = {
     'HAT-S': {'embed_dim': 144, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 24, 'squeeze_factor': 24},
     'HAT': {'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 3, 'squeeze_factor': 30},
@@ -50,15 +57,28 @@ def test_release_variants_are_inferred_from_shapes(variant, scale):
     assert sum(p.numel() for p in rebuilt.parameters()) == RELEASE_PARAMS[variant][scale - 2]
 
 
-@pytest.mark.parametrize('overrides', [
-    {'in_chans': 1, 'resi_connection': 'identity', 'upscale': 1},
-    {'num_heads': [2, 4], 'depths': [1, 3], 'overlap_ratio': 0.25, 'mlp_ratio': 4, 'upscale': 8},
-    {'patch_norm': False, 'qkv_bias': False, 'compress_ratio': 5, 'squeeze_factor': 7},
-    {'ape': True, 'img_size': 24},
-], ids=['gray-identity-x1', 'heads-overlap-mlp-x8', 'no-norm-no-bias-odd-ratios', 'ape'])
+@pytest.mark.parametrize(
+    'overrides',
+    [
+        {'in_chans': 1, 'resi_connection': 'identity', 'upscale': 1},
+        {'num_heads': [2, 4], 'depths': [1, 3], 'overlap_ratio': 0.25, 'mlp_ratio': 4, 'upscale': 8},
+        {'patch_norm': False, 'qkv_bias': False, 'compress_ratio': 5, 'squeeze_factor': 7},
+        {'ape': True, 'img_size': 24},
+    ],
+    ids=['gray-identity-x1', 'heads-overlap-mlp-x8', 'no-norm-no-bias-odd-ratios', 'ape'],
+)
 def test_less_common_options_are_inferred(overrides):
-    options = {'embed_dim': 16, 'depths': [2], 'num_heads': [2], 'window_size': 8, 'upscale': 2,
-               'compress_ratio': 2, 'squeeze_factor': 4, 'upsampler': 'pixelshuffle', **overrides}
+    options = {
+        'embed_dim': 16,
+        'depths': [2],
+        'num_heads': [2],
+        'window_size': 8,
+        'upscale': 2,
+        'compress_ratio': 2,
+        'squeeze_factor': 4,
+        'upsampler': 'pixelshuffle',
+        **overrides,
+    }
     inferred = infer_hat_options(meta_state_dict(**options))
     expected = {**options}
     if overrides.get('squeeze_factor') == 7:  # 16 // 7 == 16 // 8: the largest equivalent is reported
@@ -75,13 +95,17 @@ def test_reference_fixtures_are_inferred(name):
 
 
 def test_flat_spandrel_style_state_dict_without_buffers():
-    state = {key: value for key, value in read_state_dict(fixture_weights_path('hat_tiny_x3_w16')).items()
-             if not key.startswith('relative_position_index')}
+    state = {
+        key: value
+        for key, value in read_state_dict(fixture_weights_path('hat_tiny_x3_w16')).items()
+        if not key.startswith('relative_position_index')
+    }
     assert infer_hat_options(state)['upscale'] == 3
 
 
 def test_state_dict_of_another_architecture_is_refused():
     from basicsr.archs.srvgg_arch import SRVGGNetCompact
+
     with pytest.raises(CheckpointError, match='not a HAT state dict: missing conv_first.weight'):
         infer_hat_options(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict())
 
@@ -97,7 +121,7 @@ def test_safetensors_metadata_supplies_options_the_weights_cannot(tmp_path):
     save_file(state, str(with_options), metadata={METADATA_KEY: json.dumps({'type': 'HAT', **fixture_options(name)})})
     assert checkpoint_options(with_options, state)['img_range'] == 255.0
 
-    (lq, expected), = fixture_cases(name)[:1]
+    ((lq, expected),) = fixture_cases(name)[:1]
     wrong, _ = load_model(bare, 'cpu')
     right, scale = load_model(with_options, 'cpu')
     with torch.no_grad():

@@ -2,6 +2,7 @@
 what is expected; the release's own option layouts start; the project's unexpected errors keep their
 traceback. Most cases call the checks in-process (what `run_pipeline` runs before BasicSR); a few
 run `python -m hat_basicsr.train` to prove the entry point."""
+
 from __future__ import annotations
 
 import copy
@@ -81,8 +82,13 @@ BAD_VALUES = [
     ('train.scheduler.restart_weights', 'x', lambda o, v: scheduler(o).update(restart_weights=v)),
     ('train.scheduler.restart_weights', [1, 0.5], lambda o, v: scheduler(o).update(restart_weights=v)),
     ('train.scheduler.type', 'StepLR', lambda o, v: scheduler(o).update(type=v)),
-    ('train.scheduler.periods', 'all', lambda o, v: o['train'].update(
-        scheduler={'type': 'CosineAnnealingRestartLR', 'periods': v, 'restart_weights': [1]})),
+    (
+        'train.scheduler.periods',
+        'all',
+        lambda o, v: o['train'].update(
+            scheduler={'type': 'CosineAnnealingRestartLR', 'periods': v, 'restart_weights': [1]}
+        ),
+    ),
     ('train.pixel_opt.loss_weight', 'one', lambda o, v: o['train']['pixel_opt'].update(loss_weight=v)),
     ('train.pixel_opt.type', 'L3Loss', lambda o, v: o['train']['pixel_opt'].update(type=v)),
     ('val.metrics.psnr.type', 'psnr', lambda o, v: o['val']['metrics']['psnr'].update(type=v)),
@@ -98,8 +104,7 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize('path, value, edit', BAD_VALUES,
-                         ids=[f'{path}={value!r}' for path, value, _ in BAD_VALUES])
+@pytest.mark.parametrize('path, value, edit', BAD_VALUES, ids=[f'{path}={value!r}' for path, value, _ in BAD_VALUES])
 def test_a_bad_value_is_refused_naming_its_path_and_value(sr_data, path, value, edit):
     message = refusal(edited(sr_data, lambda opt: edit(opt, value)))
     assert f'x.yml: {path}: got {value!r}, expected ' in message
@@ -107,10 +112,12 @@ def test_a_bad_value_is_refused_naming_its_path_and_value(sr_data, path, value, 
 
 def test_the_expectations_say_what_is_needed(sr_data):
     assert refusal(edited(sr_data, lambda o: train_set(o).update(gt_size=33))).endswith(
-        'expected a positive integer multiple of scale 2 (the GT patch size)')
+        'expected a positive integer multiple of scale 2 (the GT patch size)'
+    )
     assert 'expected a number in (0, 1]' in refusal(edited(sr_data, lambda o: o['train'].update(ema_decay=2.0)))
     assert 'a list of integers >= 0 (iterations)' in refusal(
-        edited(sr_data, lambda o: scheduler(o).update(milestones='soon')))
+        edited(sr_data, lambda o: scheduler(o).update(milestones='soon'))
+    )
     assert "did you mean 'HAT'?" in refusal(edited(sr_data, lambda o: o['network_g'].update(type='HATX')))
 
 
@@ -120,23 +127,26 @@ def test_ema_decay_in_range_or_off_is_accepted(sr_data, decay):
     assert check_options(opt, 'x.yml', is_train=True) == []
 
 
-@pytest.mark.parametrize('path, edit', [
-    ('datasets.train.dataroot_gt', lambda o: train_set(o).pop('dataroot_gt')),
-    ('datasets.train.dataroot_lq', lambda o: train_set(o).pop('dataroot_lq')),
-    ('datasets.train.gt_size', lambda o: train_set(o).pop('gt_size')),
-    ('datasets.train.use_rot', lambda o: train_set(o).pop('use_rot')),
-    ('datasets.train.io_backend', lambda o: train_set(o).pop('io_backend')),
-    ('datasets.val.name', lambda o: o['datasets']['val'].pop('name')),
-    ('datasets.train', lambda o: o['datasets'].pop('train')),
-    ('train.optim_g.lr', lambda o: o['train']['optim_g'].pop('lr')),
-    ('train.scheduler.milestones', lambda o: scheduler(o).pop('milestones')),
-    ('train.scheduler', lambda o: o['train'].pop('scheduler')),
-    ('val.val_freq', lambda o: o['val'].pop('val_freq')),
-    ('logger.save_checkpoint_freq', lambda o: o['logger'].pop('save_checkpoint_freq')),
-    ('logger', lambda o: o.pop('logger')),
-    ('num_gpu', lambda o: o.pop('num_gpu')),
-    ('network_g', lambda o: o.pop('network_g')),
-])
+@pytest.mark.parametrize(
+    'path, edit',
+    [
+        ('datasets.train.dataroot_gt', lambda o: train_set(o).pop('dataroot_gt')),
+        ('datasets.train.dataroot_lq', lambda o: train_set(o).pop('dataroot_lq')),
+        ('datasets.train.gt_size', lambda o: train_set(o).pop('gt_size')),
+        ('datasets.train.use_rot', lambda o: train_set(o).pop('use_rot')),
+        ('datasets.train.io_backend', lambda o: train_set(o).pop('io_backend')),
+        ('datasets.val.name', lambda o: o['datasets']['val'].pop('name')),
+        ('datasets.train', lambda o: o['datasets'].pop('train')),
+        ('train.optim_g.lr', lambda o: o['train']['optim_g'].pop('lr')),
+        ('train.scheduler.milestones', lambda o: scheduler(o).pop('milestones')),
+        ('train.scheduler', lambda o: o['train'].pop('scheduler')),
+        ('val.val_freq', lambda o: o['val'].pop('val_freq')),
+        ('logger.save_checkpoint_freq', lambda o: o['logger'].pop('save_checkpoint_freq')),
+        ('logger', lambda o: o.pop('logger')),
+        ('num_gpu', lambda o: o.pop('num_gpu')),
+        ('network_g', lambda o: o.pop('network_g')),
+    ],
+)
 def test_a_missing_key_is_named(sr_data, path, edit):
     assert f'x.yml: {path} is missing; ' in refusal(edited(sr_data, edit))
 
@@ -148,8 +158,9 @@ def test_an_unknown_scheduler_or_optimizer_option_is_named_with_the_likely_spell
     assert "train.optim_g.betaz is not an option of Adam (did you mean 'betas'?)" in refusal(opt)
 
 
-@pytest.mark.parametrize('content, holds', [('', 'nothing'), ('[1, 2]\n', "'list'"), ('just text\n', "'str'"),
-                                            ('{}\n', 'nothing')])
+@pytest.mark.parametrize(
+    'content, holds', [('', 'nothing'), ('[1, 2]\n', "'list'"), ('just text\n', "'str'"), ('{}\n', 'nothing')]
+)
 def test_an_empty_or_non_mapping_option_file_is_refused(tmp_path, content, holds):
     options = tmp_path / 'opt.yml'
     options.write_text(content)
@@ -181,8 +192,10 @@ def test_an_empty_or_missing_dataset_folder_is_named(sr_data, tmp_path, key):
     (tmp_path / 'empty' / 'sub').mkdir(parents=True)
     (tmp_path / 'empty' / 'notes.txt').write_text('no images here')
     opt = edited(sr_data, lambda o: train_set(o).update({key: str(tmp_path / 'empty')}))
-    assert refusal(opt).endswith(f"datasets.train.{key}: got '{tmp_path / 'empty'}', expected a folder with images "
-                                 '(.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .ppm); it has none')
+    assert refusal(opt).endswith(
+        f"datasets.train.{key}: got '{tmp_path / 'empty'}', expected a folder with images "
+        '(.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .ppm); it has none'
+    )
     opt = edited(sr_data, lambda o: o['datasets']['val'].update({key: str(tmp_path / 'nowhere')}))
     assert f"datasets.val.{key}: got '{tmp_path / 'nowhere'}', expected an existing folder" in refusal(opt)
 
@@ -199,8 +212,9 @@ def test_an_empty_list_file_or_lmdb_is_named(sr_data, tmp_path):
     (lmdb / 'meta_info.txt').write_text('')
     lmdbs = {'dataroot_gt': str(lmdb), 'dataroot_lq': str(sr_data['train_lr_lmdb']), 'io_backend': {'type': 'lmdb'}}
     opt = edited(sr_data, lambda o: train_set(o).update(lmdbs))
-    assert refusal(opt).endswith(f"datasets.train.dataroot_gt: got '{lmdb}', expected an LMDB with at least one "
-                                 'key; its meta_info.txt is empty')
+    assert refusal(opt).endswith(
+        f"datasets.train.dataroot_gt: got '{lmdb}', expected an LMDB with at least one key; its meta_info.txt is empty"
+    )
     opt = edited(sr_data, lambda o: train_set(o).update(io_backend={'type': 'lmdb'}))
     assert 'datasets.train.dataroot_gt' in refusal(opt) and 'whose name ends with .lmdb' in refusal(opt)
 
@@ -208,28 +222,60 @@ def test_an_empty_list_file_or_lmdb_is_named(sr_data, tmp_path):
 def realesrgan_dataset(data: Dict[str, Path]) -> Dict:
     """RealESRGANDataset options with the keys of the release's Real-HAT files."""
     kernels = ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso']
-    blur = {'kernel_list': kernels, 'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob': 0.1,
-            'betag_range': [0.5, 4], 'betap_range': [1, 2]}
-    return {'name': 'DF2K+OST', 'type': 'RealESRGANDataset', 'dataroot_gt': str(data['train_hr']),
-            'meta_info_file': str(data['meta_info']), 'io_backend': {'type': 'disk'},
-            'blur_kernel_size': 21, **blur, 'blur_sigma': [0.2, 3],
-            'blur_kernel_size2': 21, **{f'{key}2': value for key, value in blur.items()}, 'blur_sigma2': [0.2, 1.5],
-            'final_sinc_prob': 0.8, 'gt_size': 256, 'use_hflip': True, 'use_rot': False, 'use_shuffle': True,
-            'num_worker_per_gpu': 5, 'batch_size_per_gpu': 4, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None}
+    blur = {
+        'kernel_list': kernels,
+        'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+        'sinc_prob': 0.1,
+        'betag_range': [0.5, 4],
+        'betap_range': [1, 2],
+    }
+    return {
+        'name': 'DF2K+OST',
+        'type': 'RealESRGANDataset',
+        'dataroot_gt': str(data['train_hr']),
+        'meta_info_file': str(data['meta_info']),
+        'io_backend': {'type': 'disk'},
+        'blur_kernel_size': 21,
+        **blur,
+        'blur_sigma': [0.2, 3],
+        'blur_kernel_size2': 21,
+        **{f'{key}2': value for key, value in blur.items()},
+        'blur_sigma2': [0.2, 1.5],
+        'final_sinc_prob': 0.8,
+        'gt_size': 256,
+        'use_hflip': True,
+        'use_rot': False,
+        'use_shuffle': True,
+        'num_worker_per_gpu': 5,
+        'batch_size_per_gpu': 4,
+        'dataset_enlarge_ratio': 1,
+        'prefetch_mode': None,
+    }
 
 
 def release_common(opt: Dict) -> Dict:
     """The sections every release training file has besides datasets and network (tiny network)."""
-    opt.update(num_gpu='auto', manual_seed=0, network_g={**TINY_HAT},
-               path={'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-               logger={'print_freq': 100, 'save_checkpoint_freq': 1e4, 'use_tb_logger': True,
-                       'wandb': {'project': None, 'resume_id': None}},
-               dist_params={'backend': 'nccl', 'port': 29500})
-    opt['train'] = {'ema_decay': 0.999, 'optim_g': {'type': 'Adam', 'lr': 2e-4, 'weight_decay': 0,
-                                                    'betas': [0.9, 0.99]},
-                    'scheduler': {'type': 'MultiStepLR', 'milestones': [300000, 500000, 650000], 'gamma': 0.5},
-                    'total_iter': 800000, 'warmup_iter': -1,
-                    'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}}
+    opt.update(
+        num_gpu='auto',
+        manual_seed=0,
+        network_g={**TINY_HAT},
+        path={'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        logger={
+            'print_freq': 100,
+            'save_checkpoint_freq': 1e4,
+            'use_tb_logger': True,
+            'wandb': {'project': None, 'resume_id': None},
+        },
+        dist_params={'backend': 'nccl', 'port': 29500},
+    )
+    opt['train'] = {
+        'ema_decay': 0.999,
+        'optim_g': {'type': 'Adam', 'lr': 2e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+        'scheduler': {'type': 'MultiStepLR', 'milestones': [300000, 500000, 650000], 'gamma': 0.5},
+        'total_iter': 800000,
+        'warmup_iter': -1,
+        'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    }
     return opt
 
 
@@ -238,18 +284,36 @@ def release_val(data: Dict[str, Path], names=('val_1', 'val_2')) -> Dict:
 
 
 def release_metrics(val_freq: float) -> Dict:
-    return {'val_freq': val_freq, 'save_img': False, 'pbar': False,
-            'metrics': {name: {'type': f'calculate_{name}', 'crop_border': SCALE, 'test_y_channel': True,
-                               'better': 'higher'} for name in ('psnr', 'ssim')}}
+    return {
+        'val_freq': val_freq,
+        'save_img': False,
+        'pbar': False,
+        'metrics': {
+            name: {'type': f'calculate_{name}', 'crop_border': SCALE, 'test_y_channel': True, 'better': 'higher'}
+            for name in ('psnr', 'ssim')
+        },
+    }
 
 
 def release_imagenet(data: Dict[str, Path]) -> Dict:
     """The keys of the release's train_HAT*_SRx*_ImageNet_from_scratch.yml (meta_info_file, and
     dataroot_lq equal to dataroot_gt), on the tiny data."""
-    train = {'name': 'ImageNet', 'type': 'ImageNetPairedDataset', 'dataroot_gt': str(data['train_hr']),
-             'dataroot_lq': str(data['train_hr']), 'meta_info_file': str(data['meta_info']),
-             'io_backend': {'type': 'disk'}, 'gt_size': 32, 'use_hflip': True, 'use_rot': True, 'use_shuffle': True,
-             'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None}
+    train = {
+        'name': 'ImageNet',
+        'type': 'ImageNetPairedDataset',
+        'dataroot_gt': str(data['train_hr']),
+        'dataroot_lq': str(data['train_hr']),
+        'meta_info_file': str(data['meta_info']),
+        'io_backend': {'type': 'disk'},
+        'gt_size': 32,
+        'use_hflip': True,
+        'use_rot': True,
+        'use_shuffle': True,
+        'num_worker_per_gpu': 0,
+        'batch_size_per_gpu': 2,
+        'dataset_enlarge_ratio': 1,
+        'prefetch_mode': None,
+    }
     opt = release_common({'name': 'release_imagenet', 'model_type': 'HATModel', 'scale': SCALE})
     opt['datasets'] = {'train': train, **release_val(data)}
     opt['val'] = release_metrics(1e4)
@@ -259,32 +323,68 @@ def release_imagenet(data: Dict[str, Path]) -> Dict:
 def release_df2k(data: Dict[str, Path]) -> Dict:
     """The keys of the release's DF2K files (from scratch, x4 from x2, fine-tune after ImageNet)."""
     opt = release_imagenet(data)
-    opt['datasets'] = {'train': {**opt['datasets']['train'], 'name': 'DF2K', 'type': 'PairedImageDataset',
-                                 'dataroot_lq': str(data['train_lr'])},
-                       **release_val(data, ('val', 'val_2', 'val_3'))}
+    opt['datasets'] = {
+        'train': {
+            **opt['datasets']['train'],
+            'name': 'DF2K',
+            'type': 'PairedImageDataset',
+            'dataroot_lq': str(data['train_lr']),
+        },
+        **release_val(data, ('val', 'val_2', 'val_3')),
+    }
     opt['path'].update(param_key_g='params_ema')
     return opt
 
 
 def release_realhat(data: Dict[str, Path], gan: bool) -> Dict:
     """The keys of the release's train_Real_HAT_SRx4_mse_model.yml / ..._GAN_..._finetune_from_mse_model.yml."""
-    opt = release_common({'name': 'release_realhat', 'model_type': 'RealHATGANModel' if gan else 'RealHATMSEModel',
-                          'scale': SCALE, 'gt_size': 256, 'queue_size': 180,
-                          'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'gaussian_noise_prob': 0.5,
-                          'noise_range': [1, 30], 'poisson_scale_range': [0.05, 3], 'gray_noise_prob': 0.4,
-                          'jpeg_range': [30, 95], 'second_blur_prob': 0.8})
+    opt = release_common(
+        {
+            'name': 'release_realhat',
+            'model_type': 'RealHATGANModel' if gan else 'RealHATMSEModel',
+            'scale': SCALE,
+            'gt_size': 256,
+            'queue_size': 180,
+            'resize_prob': [0.2, 0.7, 0.1],
+            'resize_range': [0.15, 1.5],
+            'gaussian_noise_prob': 0.5,
+            'noise_range': [1, 30],
+            'poisson_scale_range': [0.05, 3],
+            'gray_noise_prob': 0.4,
+            'jpeg_range': [30, 95],
+            'second_blur_prob': 0.8,
+        }
+    )
     opt['datasets'] = {'train': realesrgan_dataset(data)}
     opt['train']['optim_d'] = dict(opt['train']['optim_g'])
     if gan:
-        opt.update(l1_gt_usm=True, percep_gt_usm=True, gan_gt_usm=False,
-                   network_d={'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 64, 'skip_connection': True})
+        opt.update(
+            l1_gt_usm=True,
+            percep_gt_usm=True,
+            gan_gt_usm=False,
+            network_d={'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 64, 'skip_connection': True},
+        )
         opt['train'].update(
-            perceptual_opt={'type': 'PerceptualLoss', 'layer_weights': {'conv1_2': 0.1, 'conv5_4': 1},
-                            'vgg_type': 'vgg19', 'use_input_norm': True, 'perceptual_weight': 1.0,
-                            'style_weight': 0, 'range_norm': False, 'criterion': 'l1'},
-            gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'real_label_val': 1.0, 'fake_label_val': 0.0,
-                     'loss_weight': 0.1},
-            net_d_iters=1, net_d_init_iters=0)
+            perceptual_opt={
+                'type': 'PerceptualLoss',
+                'layer_weights': {'conv1_2': 0.1, 'conv5_4': 1},
+                'vgg_type': 'vgg19',
+                'use_input_norm': True,
+                'perceptual_weight': 1.0,
+                'style_weight': 0,
+                'range_norm': False,
+                'criterion': 'l1',
+            },
+            gan_opt={
+                'type': 'GANLoss',
+                'gan_type': 'vanilla',
+                'real_label_val': 1.0,
+                'fake_label_val': 0.0,
+                'loss_weight': 0.1,
+            },
+            net_d_iters=1,
+            net_d_init_iters=0,
+        )
     return opt
 
 
@@ -299,8 +399,12 @@ def test_the_release_layouts_pass_the_checks_given_data(sr_data, layout):
 def test_the_release_realhat_files_are_told_the_key_realesrgan_dataset_needs(sr_data, gan):
     opt = release_realhat(sr_data, gan)
     message = refusal(opt)
-    assert 'x.yml: datasets.train.meta_info is missing; RealESRGANDataset reads its list of images from ' \
-           'meta_info, not meta_info_file' in message and 'rename meta_info_file to meta_info' in message
+    assert (
+        'x.yml: datasets.train.meta_info is missing; RealESRGANDataset reads its list of images from '
+        'meta_info, not meta_info_file'
+        in message
+        and 'rename meta_info_file to meta_info' in message
+    )
     train_set(opt)['meta_info'] = train_set(opt).pop('meta_info_file')
     assert check_options(opt, 'x.yml', is_train=True) == []
     check_data(opt, 'x.yml')
@@ -321,8 +425,10 @@ def test_the_entry_point_ends_with_one_line_and_creates_nothing(sr_data, tmp_pat
     options = tmp_path / 'opt.yml'
     if problem == 'empty yaml':
         options.write_text('# nothing but a comment\n')
-        expected = (f'{PROG}: error: OptionFileError: {options}: the option file holds nothing; expected a mapping '
-                    'of options (name, model_type, scale, datasets, network_g, ...)')
+        expected = (
+            f'{PROG}: error: OptionFileError: {options}: the option file holds nothing; expected a mapping '
+            'of options (name, model_type, scale, datasets, network_g, ...)'
+        )
     else:
         write_options(options, edited(sr_data, lambda o: o['val'].update(val_freq=0)))
         expected = f'{PROG}: error: OptionFileError: {options}: val.val_freq: got 0, expected a positive integer'
@@ -336,17 +442,33 @@ def dataset_error(dataset_opt: Dict, reading: str) -> BaseException:
     """What building `dataset_opt` with BasicSR and reading its sample whose GT or LQ path ends
     with `reading` raises (folder scans are unsorted)."""
     from basicsr.data import build_dataset
+
     with pytest.raises(Exception) as error:
         dataset = build_dataset(dataset_opt)
-        dataset[next(index for index, pair in enumerate(dataset.paths)
-                     if any(str(path).endswith(reading) for path in pair.values()))]
+        dataset[
+            next(
+                index
+                for index, pair in enumerate(dataset.paths)
+                if any(str(path).endswith(reading) for path in pair.values())
+            )
+        ]
     return error.value
 
 
 def paired(data: Dict[str, Path], **options: Any) -> Dict:
-    return {'name': 'hostile', 'type': 'PairedImageDataset', 'dataroot_gt': str(data['train_hr']),
-            'dataroot_lq': str(data['train_lr']), 'io_backend': {'type': 'disk'}, 'phase': 'train', 'scale': SCALE,
-            'gt_size': 32, 'use_hflip': False, 'use_rot': False, **options}
+    return {
+        'name': 'hostile',
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(data['train_hr']),
+        'dataroot_lq': str(data['train_lr']),
+        'io_backend': {'type': 'disk'},
+        'phase': 'train',
+        'scale': SCALE,
+        'gt_size': 32,
+        'use_hflip': False,
+        'use_rot': False,
+        **options,
+    }
 
 
 def copied_pairs(data: Dict[str, Path], root: Path, suffix: str = '') -> Dict[str, Path]:
@@ -371,25 +493,34 @@ def test_a_key_missing_from_an_lmdb_is_named(sr_data, tmp_path):
     for folder in folders.values():  # both lists name a key the databases do not hold
         with open(folder / 'meta_info.txt', 'a') as fout:
             fout.write('ghost.png (48,48,3) 1\n')
-    error = dataset_error(paired(sr_data, dataroot_gt=str(folders['HR']), dataroot_lq=str(folders['LR']),
-                                 io_backend={'type': 'lmdb'}), 'ghost')
-    assert user_error_message(error) == ('an LMDB of the dataset has no such key (check its meta_info.txt); '
-                                         'it was reading gt_path ghost')
+    error = dataset_error(
+        paired(sr_data, dataroot_gt=str(folders['HR']), dataroot_lq=str(folders['LR']), io_backend={'type': 'lmdb'}),
+        'ghost',
+    )
+    assert user_error_message(error) == (
+        'an LMDB of the dataset has no such key (check its meta_info.txt); it was reading gt_path ghost'
+    )
 
 
 def test_basicsr_checks_of_folders_and_crops_are_reported_in_one_line(sr_data, tmp_path):
     folders = copied_pairs(sr_data, tmp_path)
     sorted(folders['LR'].iterdir())[0].unlink()
     error = dataset_error(paired(sr_data, dataroot_gt=str(folders['HR']), dataroot_lq=str(folders['LR'])), '')
-    assert user_error_message(error) == ('AssertionError: lq and gt datasets have different number of images: '
-                                         '3, 4.')
+    assert user_error_message(error) == ('AssertionError: lq and gt datasets have different number of images: 3, 4.')
     error = dataset_error(paired(sr_data, gt_size=64), '')
     assert user_error_message(error).startswith('ValueError: LQ (24, 24) is smaller than patch size (32, 32)')
 
 
-@pytest.mark.parametrize('error', [KeyError('params'), TypeError("unsupported operand type(s) for +: 'int' and "
-                                                                 "'str'"), ZeroDivisionError('division by zero'),
-                                   AssertionError('an internal invariant'), ValueError('internal')])
+@pytest.mark.parametrize(
+    'error',
+    [
+        KeyError('params'),
+        TypeError("unsupported operand type(s) for +: 'int' and 'str'"),
+        ZeroDivisionError('division by zero'),
+        AssertionError('an internal invariant'),
+        ValueError('internal'),
+    ],
+)
 def test_an_unexpected_error_inside_the_pipeline_keeps_its_traceback(sr_data, tmp_path, monkeypatch, error):
     import basicsr.train
 
@@ -416,13 +547,15 @@ def test_hat_basicsr_traceback_shows_the_traceback_of_a_user_error(monkeypatch):
 
 def test_an_unexpected_error_shows_its_traceback_from_the_entry_point(sr_data, tmp_path):
     options = write_options(tmp_path / 'opt.yml', train_options(sr_data, 'internal', val_freq=None))
-    code = ('import sys\n'
-            'import hat_basicsr.train as entry\n'
-            'import basicsr.train\n'
-            'def build_model(opt):\n'
-            '    raise KeyError("a bug of the project")\n'
-            'basicsr.train.build_model = build_model\n'
-            'entry.main(sys.argv[1:])\n')
+    code = (
+        'import sys\n'
+        'import hat_basicsr.train as entry\n'
+        'import basicsr.train\n'
+        'def build_model(opt):\n'
+        '    raise KeyError("a bug of the project")\n'
+        'basicsr.train.build_model = build_model\n'
+        'entry.main(sys.argv[1:])\n'
+    )
     proc = run_python(['-c', code, '-opt', str(options)], cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert 'Traceback (most recent call last)' in proc.stderr and 'in build_model' in proc.stderr

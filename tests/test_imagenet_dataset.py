@@ -1,4 +1,5 @@
 """ImageNetPairedDataset: windowed LQ equals whole-image LQ, sources agree, bad files are named."""
+
 import logging
 import random
 from pathlib import Path
@@ -55,10 +56,11 @@ def test_windowed_lq_equals_cropped_whole_image_lq(scale: int):
             randoms = [(picker.randint(0, h_lq - lq_size), picker.randint(0, w_lq - lq_size)) for _ in range(25)]
             for top, left in corners + randoms:
                 gt, lq = crop_pair(img, scale, top, left, lq_size)
-                expected = whole[top:top + lq_size, left:left + lq_size]
+                expected = whole[top : top + lq_size, left : left + lq_size]
                 gt_size = lq_size * scale
-                np.testing.assert_array_equal(gt, img[top * scale:top * scale + gt_size,
-                                                      left * scale:left * scale + gt_size])
+                np.testing.assert_array_equal(
+                    gt, img[top * scale : top * scale + gt_size, left * scale : left * scale + gt_size]
+                )
                 np.testing.assert_array_equal(to_uint8(lq), to_uint8(expected), err_msg=f'{top=} {left=}')
                 float_diff = max(float_diff, float(np.abs(lq - expected).max()))
     print(f'scale {scale}: float max abs diff windowed vs whole-image LQ = {float_diff:.3g}')
@@ -80,9 +82,17 @@ def write_images(folder: Path, sizes: List[tuple], seed: int = 0) -> List[str]:
 
 
 def dataset_opt(root: Path, **extra) -> Dict:
-    opt = {'name': 'test', 'type': 'ImageNetPairedDataset', 'dataroot_gt': str(root),
-           'io_backend': {'type': 'disk'}, 'scale': 2, 'phase': 'train', 'gt_size': 32,
-           'use_hflip': True, 'use_rot': True}
+    opt = {
+        'name': 'test',
+        'type': 'ImageNetPairedDataset',
+        'dataroot_gt': str(root),
+        'io_backend': {'type': 'disk'},
+        'scale': 2,
+        'phase': 'train',
+        'gt_size': 32,
+        'use_hflip': True,
+        'use_rot': True,
+    }
     opt.update(extra)
     return opt
 

@@ -1,5 +1,6 @@
 """Parameters and multiply-adds: the paper's figures, the analytic count against torch's counter,
 and the `info` subcommand."""
+
 import pytest
 import torch
 import yaml
@@ -69,8 +70,7 @@ def test_info_on_an_option_file_and_a_checkpoint_agree(tmp_path, capsys):
 
 
 def test_info_measures_other_architectures_on_the_meta_device(tmp_path, capsys):
-    network = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2,
-               'upscale': 2}
+    network = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2, 'upscale': 2}
     option_file = write_options(tmp_path / 'srvgg.yml', network)
     report = info.source_complexity(option_file, (10, 12))
     assert report.macs == 10 * 12 * 9 * (3 * 8 + 2 * 8 * 8 + 8 * 3 * 4)

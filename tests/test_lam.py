@@ -1,4 +1,5 @@
 """LAM / Diffusion Index (hat_basicsr.analysis.lam): attribution, its properties, the panel."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,6 @@ def smooth_image(size: int, seed: int = 0) -> Tensor:
     """Random colours, lightly blurred: texture at every position, like a natural crop."""
     generator = torch.Generator().manual_seed(seed)
     return lam.blur_path(torch.rand(3, size, size, generator=generator), torch.zeros(1), 1.0)[0]
-
-
 
 
 class LocalNet(nn.Module):
@@ -128,7 +127,7 @@ def test_local_network_attribution_stays_in_its_receptive_field():
     lam_map = result.map
     radius = 2  # two 3x3 convolutions
     inside = np.zeros_like(lam_map, dtype=bool)
-    inside[8 - radius:12 + radius, 10 - radius:14 + radius] = True
+    inside[8 - radius : 12 + radius, 10 - radius : 14 + radius] = True
     assert lam_map[~inside].max() == 0
     assert (lam_map[inside] > 0).mean() > 0.5
 
@@ -145,13 +144,17 @@ def test_diffusion_index_separates_local_from_global_networks():
 # ---------------------------------------------------------------- boxes
 
 
-@pytest.mark.parametrize('box, message', [
-    (lam.Box(-1, 0, 8), r'leaves the SR output .* x must be in \[0, 40\] and y in \[0, 40\]'),
-    (lam.Box(0, 41, 8), r'y=41 .* leaves the SR output'),
-    (lam.Box(45, 0, 4), r'x must be in \[0, 44\]'),
-    (lam.Box(0, 0, 50), 'larger than the SR output'),
-    (lam.Box(0, 0, 1), 'at least 2'),
-], ids=['left', 'below', 'right', 'too-large', 'too-small'])
+@pytest.mark.parametrize(
+    'box, message',
+    [
+        (lam.Box(-1, 0, 8), r'leaves the SR output .* x must be in \[0, 40\] and y in \[0, 40\]'),
+        (lam.Box(0, 41, 8), r'y=41 .* leaves the SR output'),
+        (lam.Box(45, 0, 4), r'x must be in \[0, 44\]'),
+        (lam.Box(0, 0, 50), 'larger than the SR output'),
+        (lam.Box(0, 0, 1), 'at least 2'),
+    ],
+    ids=['left', 'below', 'right', 'too-large', 'too-small'],
+)
 def test_check_box_rejects_boxes_outside_the_output(box, message):
     with pytest.raises(BoxError, match=message):
         lam.check_box(box, 48, 48)
@@ -180,5 +183,5 @@ def test_lam_panel_size_and_png(tmp_path):
     path = lam.save_lam_panel(result, tmp_path / 'sub' / 'lam.png')
     written = cv2.imread(str(path))
     assert written.shape == (HEADER + 12 * zoom, 3 * 12 * zoom + 2 * GAP, 3)
-    overlay = written[HEADER:, 12 * zoom + GAP:2 * 12 * zoom + GAP]
+    overlay = written[HEADER:, 12 * zoom + GAP : 2 * 12 * zoom + GAP]
     assert overlay.std() > 10, 'the heatmap is not flat'

@@ -1,5 +1,6 @@
 """HATModel's `acceleration` options: defaults keep the release's arithmetic, every switch reaches
 net_g and its EMA copy, bf16 training and inference run, bad options are named."""
+
 import pytest
 import torch
 
@@ -42,11 +43,14 @@ def test_every_switch_reaches_both_networks_and_bf16_trains(sr_data, tmp_path):
     assert model.net_g.training
 
 
-@pytest.mark.parametrize('acceleration, match', [
-    ({'fp16': True}, 'unknown option'),
-    ({'attn_impl': 'flash'}, 'attn_impl'),
-    ({'bf16': 'yes'}, 'bf16'),
-])
+@pytest.mark.parametrize(
+    'acceleration, match',
+    [
+        ({'fp16': True}, 'unknown option'),
+        ({'attn_impl': 'flash'}, 'attn_impl'),
+        ({'bf16': 'yes'}, 'bf16'),
+    ],
+)
 def test_bad_acceleration_options_are_named(sr_data, tmp_path, acceleration, match):
     with pytest.raises(OptionError, match=match):
         in_process_model(sr_data, tmp_path, acceleration=acceleration)

@@ -1,5 +1,6 @@
 """hat_basicsr.test on saved weights, tiled vs whole-image inference, weight loading and option
 errors of HATModel."""
+
 from __future__ import annotations
 
 import math
@@ -19,11 +20,21 @@ from helpers import SCALE, TINY_HAT, in_process_model, read_log, run_python, val
 
 def _test_options(data, name: str, weights: Path, **network) -> dict:
     dataset = {k: v for k, v in val_dataset(data).items() if k not in ('phase', 'scale')}
-    return {'name': name, 'model_type': 'HATModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
-            'datasets': {'test_1': dataset}, 'network_g': {**TINY_HAT, **network},
-            'path': {'pretrain_network_g': str(weights), 'strict_load_g': True, 'param_key_g': 'params_ema'},
-            'val': {'save_img': True, 'suffix': None,
-                    'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True}}}}
+    return {
+        'name': name,
+        'model_type': 'HATModel',
+        'scale': SCALE,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {'test_1': dataset},
+        'network_g': {**TINY_HAT, **network},
+        'path': {'pretrain_network_g': str(weights), 'strict_load_g': True, 'param_key_g': 'params_ema'},
+        'val': {
+            'save_img': True,
+            'suffix': None,
+            'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True}},
+        },
+    }
 
 
 def test_test_py_writes_images_and_metrics_under_cwd(sr_data, trained_checkpoint, tmp_path):
@@ -66,12 +77,15 @@ def _super_resolve(model, lq: torch.Tensor) -> torch.Tensor:
     return model.output
 
 
-@pytest.mark.parametrize('tile, border', [
-    ({'tile_size': 16}, 0),
-    ({'tile_size': 12, 'tile_pad': 16}, 0),
-    # any size works; off the window grid, tiles at the bottom/right borders pad differently
-    ({'tile_size': 11, 'tile_pad': 16}, 10),
-])
+@pytest.mark.parametrize(
+    'tile, border',
+    [
+        ({'tile_size': 16}, 0),
+        ({'tile_size': 12, 'tile_pad': 16}, 0),
+        # any size works; off the window grid, tiles at the bottom/right borders pad differently
+        ({'tile_size': 11, 'tile_pad': 16}, 10),
+    ],
+)
 def test_tiled_output_is_close_to_whole_image_output(sr_data, trained_checkpoint, tmp_path, caplog, tile, border):
     path = {'pretrain_network_g': str(trained_checkpoint), 'strict_load_g': True}
     whole_model = in_process_model(sr_data, tmp_path, is_train=False, path=dict(path))
@@ -88,13 +102,16 @@ def test_tiled_output_is_close_to_whole_image_output(sr_data, trained_checkpoint
     assert _psnr(tiled[inner], whole[inner]) > 50
 
 
-@pytest.mark.parametrize('tile, message', [
-    ({'tile_pad': 4}, 'tile_size'),
-    ({'tile_size': 0}, 'tile_size must be a positive integer'),
-    ({'tile_size': 32, 'tile_pad': -1}, 'tile_pad must be a non-negative integer'),
-    ({'tile_size': 32, 'overlap': 4}, "unknown tile option(s) ['overlap']"),
-    (64, 'tile must be a mapping'),
-])
+@pytest.mark.parametrize(
+    'tile, message',
+    [
+        ({'tile_pad': 4}, 'tile_size'),
+        ({'tile_size': 0}, 'tile_size must be a positive integer'),
+        ({'tile_size': 32, 'tile_pad': -1}, 'tile_pad must be a non-negative integer'),
+        ({'tile_size': 32, 'overlap': 4}, "unknown tile option(s) ['overlap']"),
+        (64, 'tile must be a mapping'),
+    ],
+)
 def test_bad_tile_options_are_named(sr_data, tmp_path, tile, message):
     with pytest.raises(OptionError, match=re.escape(message)):
         in_process_model(sr_data, tmp_path, tile=tile)
@@ -109,8 +126,9 @@ def test_num_gpu_without_cuda_is_refused(sr_data, tmp_path, monkeypatch):
 def _load_into_new_model(sr_data, tmp_path, weights: Path, strict: bool = True, **network):
     path = {'pretrain_network_g': str(weights), 'strict_load_g': strict}
     network_g = {**TINY_HAT, **network}
-    return in_process_model(sr_data, tmp_path, is_train=False, path=path, network_g=network_g,
-                            scale=network_g['upscale'])
+    return in_process_model(
+        sr_data, tmp_path, is_train=False, path=path, network_g=network_g, scale=network_g['upscale']
+    )
 
 
 @pytest.mark.parametrize('form', ['module_prefix', 'compile_prefix', 'safetensors', 'ema_only'])

@@ -1,5 +1,6 @@
 """ONNX deployment: `hat-basicsr export`, the exported graph in onnxruntime against the torch model
 at sizes the export did not trace, and `upscale --backend onnxruntime` against the torch backend."""
+
 import cv2
 import numpy as np
 import onnx
@@ -38,8 +39,7 @@ def exported(tmp_path_factory):
             parameter.add_(torch.randn_like(parameter) * 0.02)
     torch.save({'params_ema': model.state_dict()}, root / 'tiny.pth')
     status = run_command(export.add_parser, ['export', str(root / 'tiny.pth'), str(root / 'tiny.onnx')])
-    return {'root': root, 'model': model, 'checkpoint': root / 'tiny.pth', 'onnx': root / 'tiny.onnx',
-            'status': status}
+    return {'root': root, 'model': model, 'checkpoint': root / 'tiny.pth', 'onnx': root / 'tiny.onnx', 'status': status}
 
 
 def test_export_writes_one_dynamic_float32_file_with_its_metadata(exported):
@@ -47,7 +47,7 @@ def test_export_writes_one_dynamic_float32_file_with_its_metadata(exported):
     proto = onnx.load(str(exported['onnx']))
     onnx.checker.check_model(proto)
     assert {entry.domain: entry.version for entry in proto.opset_import}[''] == OPSET
-    (graph_input, ), (_graph_output, ) = proto.graph.input, proto.graph.output
+    (graph_input,), (_graph_output,) = proto.graph.input, proto.graph.output
     dims = graph_input.type.tensor_type.shape.dim
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [bool(dim.dim_param) for dim in dims] == [True, False, True, True] and dims[1].dim_value == 3
@@ -93,10 +93,13 @@ def test_static_export_fixes_height_and_width_and_says_so(tmp_path):
         runner(torch.rand(1, 3, 7, 10))
 
 
-@pytest.mark.parametrize('arguments, message', [
-    (['--dtype', 'float16'], 'float16'),
-    (['--static', '0', '8'], 'must be positive'),
-])
+@pytest.mark.parametrize(
+    'arguments, message',
+    [
+        (['--dtype', 'float16'], 'float16'),
+        (['--static', '0', '8'], 'must be positive'),
+    ],
+)
 def test_export_refusals_are_one_line_and_write_nothing(arguments, message, exported, tmp_path, capfd):
     target = tmp_path / 'refused.onnx'
     status = run_command(export.add_parser, ['export', str(exported['checkpoint']), str(target), *arguments])
@@ -124,7 +127,7 @@ def images(exported):
     folder = exported['root'] / 'images'
     folder.mkdir()
     astronaut, chelsea, coffee = data.astronaut(), data.chelsea(), data.coffee()
-    crop = lambda photo, top, left: np.ascontiguousarray(photo[top:top + 19, left:left + 26, ::-1])
+    crop = lambda photo, top, left: np.ascontiguousarray(photo[top : top + 19, left : left + 26, ::-1])
     cv2.imwrite(str(folder / 'deep.png'), crop(astronaut, 40, 180).astype(np.uint16) * 257 + 3)
     alpha = np.tile(np.linspace(0, 255, 26, dtype=np.float32), (19, 1)).astype(np.uint8)
     cv2.imwrite(str(folder / 'cutout.png'), np.dstack([crop(chelsea, 60, 100), alpha]))
@@ -137,8 +140,22 @@ def test_upscale_with_onnxruntime_equals_the_torch_backend(tiles, exported, imag
     outputs = {}
     for backend, model in (('torch', exported['checkpoint']), ('onnxruntime', exported['onnx'])):
         outputs[backend] = tmp_path / backend
-        status = run_command(upscale.add_parser, ['upscale', str(images), '-o', str(outputs[backend]), '-m',
-                                                  str(model), '--device', 'cpu', '--backend', backend, *tiles])
+        status = run_command(
+            upscale.add_parser,
+            [
+                'upscale',
+                str(images),
+                '-o',
+                str(outputs[backend]),
+                '-m',
+                str(model),
+                '--device',
+                'cpu',
+                '--backend',
+                backend,
+                *tiles,
+            ],
+        )
         assert status == 0
     for name, channels, depth in (('deep.png', 3, 16), ('cutout.png', 3, 8), ('gray.png', 1, 8)):
         torch_image, torch_alpha, torch_depth = read_image(outputs['torch'] / name)
@@ -150,16 +167,30 @@ def test_upscale_with_onnxruntime_equals_the_torch_backend(tiles, exported, imag
             assert alpha.std() > 0.05 and max_diff(alpha, torch_alpha) <= 1 / 255 + 1e-6
 
 
-@pytest.mark.parametrize('problem, message', [
-    ('missing', 'ONNX model not found'),
-    ('not-onnx', 'not a runnable ONNX model'),
-    ('bf16', '--bf16 applies to the torch backend only'),
-])
+@pytest.mark.parametrize(
+    'problem, message',
+    [
+        ('missing', 'ONNX model not found'),
+        ('not-onnx', 'not a runnable ONNX model'),
+        ('bf16', '--bf16 applies to the torch backend only'),
+    ],
+)
 def test_onnxruntime_backend_refusals_are_one_line(problem, message, exported, images, tmp_path, capfd):
-    model = {'missing': tmp_path / 'absent.onnx', 'not-onnx': exported['checkpoint'],
-             'bf16': exported['onnx']}[problem]
+    model = {'missing': tmp_path / 'absent.onnx', 'not-onnx': exported['checkpoint'], 'bf16': exported['onnx']}[problem]
     extra = ['--bf16'] if problem == 'bf16' else []
-    status = run_command(upscale.add_parser, ['upscale', str(images / 'gray.png'), '-o', str(tmp_path / 'out'), '-m',
-                                              str(model), '--backend', 'onnxruntime', *extra])
+    status = run_command(
+        upscale.add_parser,
+        [
+            'upscale',
+            str(images / 'gray.png'),
+            '-o',
+            str(tmp_path / 'out'),
+            '-m',
+            str(model),
+            '--backend',
+            'onnxruntime',
+            *extra,
+        ],
+    )
     err = capfd.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and message in err[0]

@@ -1,5 +1,6 @@
 """Option files are checked, before BasicSR acts on them, for what BasicSR would silently misread;
 the train/test entry points report bad options, data and checkpoints in one line."""
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,10 @@ def test_an_exponent_without_a_dot_is_refused_with_the_fix(sr_data):
         check_options(opt, 'x.yml', is_train=True)
 
 
-@pytest.mark.parametrize('key, suggestion', [('pretrained_network_g', 'pretrain_network_g'),
-                                             ('strict_loads', 'strict_load_g'), ('my_folder', None)])
+@pytest.mark.parametrize(
+    'key, suggestion',
+    [('pretrained_network_g', 'pretrain_network_g'), ('strict_loads', 'strict_load_g'), ('my_folder', None)],
+)
 def test_unknown_path_entries_are_refused(sr_data, key, suggestion):
     opt = train_options(sr_data, 'paths')
     opt['path'][key] = 'weights/net.pth'
@@ -55,7 +58,7 @@ def test_unknown_train_entries_are_warned_about(sr_data):
     opt['train']['my_custom_weight'] = 0.5
     warnings = check_options(opt, 'x.yml', is_train=True)
     assert len(warnings) == 2
-    assert "train.ema_decy is not read" in warnings[0] and "did you mean 'ema_decay'" in warnings[0]
+    assert 'train.ema_decy is not read' in warnings[0] and "did you mean 'ema_decay'" in warnings[0]
     assert 'my_custom_weight' in warnings[1] and 'did you mean' not in warnings[1]
 
 
@@ -66,16 +69,27 @@ def test_option_file_argument_forms():
 
 
 def test_worker_errors_are_summarised_to_their_message():
-    error = CorruptImageError('Caught CorruptImageError in DataLoader worker process 0.\nOriginal Traceback (most '
-                              'recent call last):\n  File "x.py", line 1\n'
-                              'CorruptImageError: cannot decode data/a.png\n')
+    error = CorruptImageError(
+        'Caught CorruptImageError in DataLoader worker process 0.\nOriginal Traceback (most '
+        'recent call last):\n  File "x.py", line 1\n'
+        'CorruptImageError: cannot decode data/a.png\n'
+    )
     assert user_error_message(error) == 'CorruptImageError: cannot decode data/a.png'
     assert user_error_message(OptionError('tile.tile_size: ...')) == 'OptionError: tile.tile_size: ...'
 
 
-@pytest.mark.parametrize('error', [ValueError('plain'), KeyError('dataroot_gt'), TypeError('a bug'),
-                                   ZeroDivisionError('division by zero'), AssertionError(), NameError('a bug'),
-                                   OSError('not a missing file')])
+@pytest.mark.parametrize(
+    'error',
+    [
+        ValueError('plain'),
+        KeyError('dataroot_gt'),
+        TypeError('a bug'),
+        ZeroDivisionError('division by zero'),
+        AssertionError(),
+        NameError('a bug'),
+        OSError('not a missing file'),
+    ],
+)
 def test_other_errors_keep_their_traceback(error):
     assert user_error_message(error) is None
 
@@ -83,13 +97,18 @@ def test_other_errors_keep_their_traceback(error):
 @pytest.mark.parametrize('damage, workers', [('truncated', 0), ('truncated', 1), ('empty', 0), ('empty', 1)])
 def test_a_corrupt_image_in_a_paired_folder_is_reported_in_one_line(sr_data, tmp_path, damage, workers):
     import shutil
+
     folders = {name: tmp_path / name for name in ('HR', 'LR')}
     for name, folder in folders.items():
         shutil.copytree(sr_data[f'train_{name.lower()}'], folder)
     broken = sorted(folders['LR'].iterdir())[0]
     broken.write_bytes(broken.read_bytes()[:300] if damage == 'truncated' else b'')
-    dataset = {'type': 'PairedImageDataset', 'dataroot_gt': str(folders['HR']), 'dataroot_lq': str(folders['LR']),
-               'io_backend': {'type': 'disk'}}
+    dataset = {
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(folders['HR']),
+        'dataroot_lq': str(folders['LR']),
+        'io_backend': {'type': 'disk'},
+    }
     opt = train_options(sr_data, f'{damage}{workers}', val_freq=None, train_dataset=dataset)
     opt['datasets']['train'].update(num_worker_per_gpu=workers, use_hflip=False, use_rot=False, batch_size_per_gpu=4)
     options = write_options(tmp_path / 'opt.yml', opt)
@@ -117,5 +136,7 @@ def test_train_reports_a_bad_network_argument_in_one_line(sr_data, tmp_path):
     options = write_options(tmp_path / 'opt.yml', opt)
     proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path, check=False)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == \
-        "hat_basicsr.train: error: TypeError: HAT got unexpected arguments: ['embed_dims']"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "hat_basicsr.train: error: TypeError: HAT got unexpected arguments: ['embed_dims']"
+    )

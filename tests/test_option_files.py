@@ -2,6 +2,7 @@
 (REFERENCE §1 variants and parameter counts, §2 recipes): networks build with the expected size,
 recipes match, dataset keys are ones their dataset reads, and BasicSR builds the model from each
 file on CPU. Every file under options/ (the Real-HAT ones too) must be listed in options/README.md."""
+
 import copy
 import re
 from functools import lru_cache
@@ -33,12 +34,28 @@ VARIANTS = {
     'HAT': {'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 3, 'squeeze_factor': 30},
     'HAT-L': {'embed_dim': 180, 'depths': [6] * 12, 'num_heads': [6] * 12, 'compress_ratio': 3, 'squeeze_factor': 30},
 }
-COMMON = {'type': 'HAT', 'in_chans': 3, 'img_size': 64, 'window_size': 16, 'overlap_ratio': 0.5, 'mlp_ratio': 2,
-          'conv_scale': 0.01, 'img_range': 1.0, 'upsampler': 'pixelshuffle', 'resi_connection': '1conv'}
+COMMON = {
+    'type': 'HAT',
+    'in_chans': 3,
+    'img_size': 64,
+    'window_size': 16,
+    'overlap_ratio': 0.5,
+    'mlp_ratio': 2,
+    'conv_scale': 0.01,
+    'img_range': 1.0,
+    'upsampler': 'pixelshuffle',
+    'resi_connection': '1conv',
+}
 PARAMS = {
-    ('HAT-S', 2): 9_473_471, ('HAT-S', 3): 9_658_111, ('HAT-S', 4): 9_621_183,
-    ('HAT', 2): 20_624_795, ('HAT', 3): 20_809_435, ('HAT', 4): 20_772_507,
-    ('HAT-L', 2): 40_698_863, ('HAT-L', 3): 40_883_503, ('HAT-L', 4): 40_846_575,
+    ('HAT-S', 2): 9_473_471,
+    ('HAT-S', 3): 9_658_111,
+    ('HAT-S', 4): 9_621_183,
+    ('HAT', 2): 20_624_795,
+    ('HAT', 3): 20_809_435,
+    ('HAT', 4): 20_772_507,
+    ('HAT-L', 2): 40_698_863,
+    ('HAT-L', 3): 40_883_503,
+    ('HAT-L', 4): 40_846_575,
 }
 RECIPES = {  # lr, iterations, milestones
     'scratch': (2e-4, 500_000, [250_000, 400_000, 450_000, 475_000]),
@@ -47,16 +64,28 @@ RECIPES = {  # lr, iterations, milestones
     'ImageNet-finetune': (1e-5, 250_000, [125_000, 200_000, 225_000, 240_000]),
 }
 # Keys each dataset class reads (BasicSR 1.4.2 sources; hat_basicsr's docstring), plus loader keys.
-LOADER_KEYS = {'name', 'type', 'use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
-               'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue'}
+LOADER_KEYS = {
+    'name',
+    'type',
+    'use_shuffle',
+    'num_worker_per_gpu',
+    'batch_size_per_gpu',
+    'dataset_enlarge_ratio',
+    'prefetch_mode',
+    'pin_memory',
+    'persistent_workers',
+    'num_prefetch_queue',
+}
 DATASET_KEYS = {
-    'PairedImageDataset': ({'dataroot_gt', 'dataroot_lq', 'io_backend'},
-                           {'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot', 'color', 'mean',
-                            'std'}),
+    'PairedImageDataset': (
+        {'dataroot_gt', 'dataroot_lq', 'io_backend'},
+        {'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot', 'color', 'mean', 'std'},
+    ),
     'SingleImageDataset': ({'dataroot_lq', 'io_backend'}, {'meta_info_file', 'color', 'mean', 'std'}),
-    'ImageNetPairedDataset': ({'dataroot_gt', 'io_backend'},
-                              {'meta_info', 'meta_info_file', 'gt_size', 'use_hflip', 'use_rot', 'color', 'mean',
-                               'std', 'skip_corrupt'}),
+    'ImageNetPairedDataset': (
+        {'dataroot_gt', 'io_backend'},
+        {'meta_info', 'meta_info_file', 'gt_size', 'use_hflip', 'use_rot', 'color', 'mean', 'std', 'skip_corrupt'},
+    ),
 }
 TRAIN_ONLY_KEYS = {'gt_size', 'use_hflip', 'use_rot'}
 BENCHMARKS = ['Set5', 'Set14', 'Urban100', 'BSD100', 'Manga109']
@@ -93,8 +122,15 @@ def parameter_count(network_yaml: str) -> int:
 def tiny(network_g: Dict) -> Dict:
     """A few-thousand-parameter HAT with the same upscale: the model-building tests exercise the
     rest of each file (datasets, paths, training and tile options), not HAT-L's size."""
-    return {**network_g, 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'compress_ratio': 3,
-            'squeeze_factor': 4}
+    return {
+        **network_g,
+        'embed_dim': 12,
+        'depths': [1],
+        'num_heads': [2],
+        'window_size': 4,
+        'compress_ratio': 3,
+        'squeeze_factor': 4,
+    }
 
 
 def rel(path: Path) -> str:
@@ -165,8 +201,12 @@ def test_train_recipe(path: Path):
 def test_the_release_training_set_is_complete():
     names = {path.stem for path in TRAIN_FILES}
     expected = {f'HAT-S_SRx{s}' for s in (2, 3, 4)} | {'HAT_SRx2', 'HAT_SRx3', 'HAT_SRx4'}
-    expected |= {f'{v}_SRx{s}_ImageNet-{stage}' for v in ('HAT', 'HAT-L') for s in (2, 3, 4)
-                 for stage in ('pretrain', 'finetune')}
+    expected |= {
+        f'{v}_SRx{s}_ImageNet-{stage}'
+        for v in ('HAT', 'HAT-L')
+        for s in (2, 3, 4)
+        for stage in ('pretrain', 'finetune')
+    }
     assert names == expected
 
 
@@ -184,10 +224,13 @@ def test_test_file(path: Path):
         return
     assert [d['name'] for d in datasets] == BENCHMARKS
     for data in datasets:
-        assert data['dataroot_lq'] == f"datasets/{data['name']}/LRbicx{scale}"
+        assert data['dataroot_lq'] == f'datasets/{data["name"]}/LRbicx{scale}'
     for metric in ('psnr', 'ssim'):
-        assert opt['val']['metrics'][metric] == {'type': f'calculate_{metric}', 'crop_border': scale,
-                                                  'test_y_channel': True}
+        assert opt['val']['metrics'][metric] == {
+            'type': f'calculate_{metric}',
+            'crop_border': scale,
+            'test_y_channel': True,
+        }
     if path.stem.endswith('_tile'):
         assert opt['tile'] == {'tile_size': 512, 'tile_pad': 32}
 
@@ -223,8 +266,13 @@ def prepared(opt: Dict, is_train: bool, root: Path) -> Dict:
     opt['path']['pretrain_network_g'] = None
     opt['network_g'] = tiny(opt['network_g'])
     if is_train:
-        opt['path'].update(experiments_root=str(root), models=str(root / 'models'), log=str(root),
-                           training_states=str(root / 'training_states'), visualization=str(root / 'visualization'))
+        opt['path'].update(
+            experiments_root=str(root),
+            models=str(root / 'models'),
+            log=str(root),
+            training_states=str(root / 'training_states'),
+            visualization=str(root / 'visualization'),
+        )
     else:
         opt['path'].update(results_root=str(root), log=str(root), visualization=str(root / 'visualization'))
     return opt

@@ -1,6 +1,7 @@
 """Real-HAT (MSE) and Real-HAT-GAN on CPU: the shipped option files, shrunk to a tiny HAT, train
 on real photos through BasicSR's RealESRGANDataset and Real-ESRGAN degradations; the pool, the
 discriminator step, checkpoints, the perceptual loss's VGG19 weights and tiled inference."""
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,9 @@ TINY_HAT = {**TINY_HAT_X2, 'upscale': SCALE}
 def _photo(name: str, top: int, left: int, size: tuple) -> np.ndarray:
     """A BGR crop of one of skimage's sample photos (real textures, no downloads)."""
     from skimage import data
+
     rgb = getattr(data, name)()
-    return np.ascontiguousarray(rgb[top:top + size[0], left:left + size[1], ::-1])
+    return np.ascontiguousarray(rgb[top : top + size[0], left : left + size[1], ::-1])
 
 
 @pytest.fixture(scope='module')
@@ -75,22 +77,47 @@ def _options(yml: Path, photos: Dict[str, Path], root: Path, **top: Any) -> Dict
     """A shipped train option file as parse_options returns it, with a tiny HAT (and discriminator),
     the test photos, small patches, batch 2 and a pool of 4; `top` overrides top-level keys."""
     opt = _yml(yml)
-    opt.update(num_gpu=0, dist=False, rank=0, world_size=1, is_train=True, auto_resume=False, gt_size=GT_SIZE,
-               queue_size=2 * BATCH)
+    opt.update(
+        num_gpu=0,
+        dist=False,
+        rank=0,
+        world_size=1,
+        is_train=True,
+        auto_resume=False,
+        gt_size=GT_SIZE,
+        queue_size=2 * BATCH,
+    )
     opt.update(top)
     opt['network_g'] = copy.deepcopy(TINY_HAT)
     if 'network_d' in opt:
         opt['network_d']['num_feat'] = 8
-    opt['datasets']['train'].update(dataroot_gt=str(photos['hr']), meta_info=str(photos['meta_info']), phase='train',
-                                    scale=SCALE, gt_size=GT_SIZE, batch_size_per_gpu=BATCH, num_worker_per_gpu=0)
-    opt['datasets']['val'] = {'name': 'real_lq', 'type': 'SingleImageDataset', 'dataroot_lq': str(photos['lq']),
-                              'io_backend': {'type': 'disk'}, 'phase': 'val', 'scale': SCALE}
+    opt['datasets']['train'].update(
+        dataroot_gt=str(photos['hr']),
+        meta_info=str(photos['meta_info']),
+        phase='train',
+        scale=SCALE,
+        gt_size=GT_SIZE,
+        batch_size_per_gpu=BATCH,
+        num_worker_per_gpu=0,
+    )
+    opt['datasets']['val'] = {
+        'name': 'real_lq',
+        'type': 'SingleImageDataset',
+        'dataroot_lq': str(photos['lq']),
+        'io_backend': {'type': 'disk'},
+        'phase': 'val',
+        'scale': SCALE,
+    }
     opt['val'] = {'save_img': True, 'suffix': None}
     experiment = root / 'experiments' / opt['name']
-    opt['path'].update(pretrain_network_g=None, experiments_root=str(experiment), log=str(experiment),
-                       models=str(experiment / 'models'),
-                       training_states=str(experiment / 'training_states'),
-                       visualization=str(experiment / 'visualization'))
+    opt['path'].update(
+        pretrain_network_g=None,
+        experiments_root=str(experiment),
+        log=str(experiment),
+        models=str(experiment / 'models'),
+        training_states=str(experiment / 'training_states'),
+        visualization=str(experiment / 'visualization'),
+    )
     return opt
 
 
@@ -137,8 +164,13 @@ def mse_run(photos: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     _train(model, opt, 3)
     model.save(0, -1)
     model.save(0, 3)
-    return {'opt': opt, 'model': model, 'before': before, 'root': root,
-            'latest': Path(opt['path']['models']) / 'net_g_latest.pth'}
+    return {
+        'opt': opt,
+        'model': model,
+        'before': before,
+        'root': root,
+        'latest': Path(opt['path']['models']) / 'net_g_latest.pth',
+    }
 
 
 def test_option_files_are_consistent() -> None:
@@ -151,11 +183,11 @@ def test_option_files_are_consistent() -> None:
         assert opt['train']['optim_g']['lr'] == pytest.approx(1e-4)
         assert opt['train']['total_iter'] == iterations
         assert opt['network_g']['embed_dim'] == 180 and opt['network_g']['upscale'] == SCALE
-    assert gan['path']['pretrain_network_g'] == f"experiments/{mse['name']}/models/net_g_latest.pth"
+    assert gan['path']['pretrain_network_g'] == f'experiments/{mse["name"]}/models/net_g_latest.pth'
     assert gan['network_d']['type'] == 'UNetDiscriminatorSN'
     assert gan['train']['gan_opt']['loss_weight'] == pytest.approx(0.1)
     assert gan['train']['perceptual_opt']['vgg_type'] == 'vgg19'
-    assert tile['path']['pretrain_network_g'] == f"experiments/{gan['name']}/models/net_g_latest.pth"
+    assert tile['path']['pretrain_network_g'] == f'experiments/{gan["name"]}/models/net_g_latest.pth'
     test_set = tile['datasets']['test_1']
     assert test_set['type'] == 'SingleImageDataset' and 'dataroot_gt' not in test_set
     assert set(tile['tile']) == {'tile_size', 'tile_pad'}
@@ -216,8 +248,9 @@ def test_mse_training_checkpoint_and_inference(mse_run: Dict[str, Any], photos: 
 
     checkpoint = torch.load(mse_run['latest'], map_location='cpu', weights_only=True)
     assert set(checkpoint) == {'params', 'params_ema'}
-    reloaded = build_model({**copy.deepcopy(opt), 'is_train': False,
-                            'path': {**opt['path'], 'pretrain_network_g': str(mse_run['latest'])}})
+    reloaded = build_model(
+        {**copy.deepcopy(opt), 'is_train': False, 'path': {**opt['path'], 'pretrain_network_g': str(mse_run['latest'])}}
+    )
     assert _same_weights(reloaded.net_g, model.net_g_ema)  # param_key_g: params_ema from the option file
     state = torch.load(Path(opt['path']['training_states']) / '3.state', map_location='cpu', weights_only=True)
     assert state['iter'] == 3
@@ -229,8 +262,9 @@ def test_mse_training_checkpoint_and_inference(mse_run: Dict[str, Any], photos: 
     assert result.shape == (13 * SCALE, 19 * SCALE, 3) and result.std() > 5
 
 
-def test_gan_fine_tunes_mse_weights_and_trains_discriminator(mse_run: Dict[str, Any], photos: Dict[str, Path],
-                                                             tmp_path: Path) -> None:
+def test_gan_fine_tunes_mse_weights_and_trains_discriminator(
+    mse_run: Dict[str, Any], photos: Dict[str, Path], tmp_path: Path
+) -> None:
     set_random_seed(0)
     opt = _options(GAN_YML, photos, tmp_path)
     del opt['train']['perceptual_opt']
@@ -249,8 +283,11 @@ def test_gan_fine_tunes_mse_weights_and_trains_discriminator(mse_run: Dict[str, 
     model.save(0, -1)
     models = Path(opt['path']['models'])
     reload_opt = copy.deepcopy(opt)
-    reload_opt['path'].update(pretrain_network_g=str(models / 'net_g_latest.pth'), param_key_g='params',
-                              pretrain_network_d=str(models / 'net_d_latest.pth'))
+    reload_opt['path'].update(
+        pretrain_network_g=str(models / 'net_g_latest.pth'),
+        param_key_g='params',
+        pretrain_network_d=str(models / 'net_d_latest.pth'),
+    )
     reloaded = build_model(reload_opt)
     assert _same_weights(reloaded.net_g, model.net_g) and _same_weights(reloaded.net_d, model.net_d)
     assert _same_weights(reloaded.net_g_ema, model.net_g_ema)
@@ -272,8 +309,9 @@ def _write_random_vgg19(path: Path) -> None:
 
 
 @pytest.mark.filterwarnings('ignore:.*(pretrained|weight enum).*:UserWarning')  # BasicSR's torchvision call
-def test_perceptual_loss_uses_local_vgg19(photos: Dict[str, Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_perceptual_loss_uses_local_vgg19(
+    photos: Dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     weights = tmp_path / 'vgg19-dcbb9e9d.pth'
     _write_random_vgg19(weights)
     monkeypatch.setattr(vgg_arch, 'VGG_PRETRAIN_PATH', str(weights))
@@ -307,8 +345,9 @@ def test_missing_degradation_options_are_named(photos: Dict[str, Path], tmp_path
         build_model(opt)
 
 
-def test_tiled_inference_on_real_photo(mse_run: Dict[str, Any], photos: Dict[str, Path], tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiled_inference_on_real_photo(
+    mse_run: Dict[str, Any], photos: Dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opt = _yml(TILE_YML)
     opt['network_g'] = copy.deepcopy(TINY_HAT)
     opt['tile'] = {'tile_size': 8, 'tile_pad': 4}  # 2 x 3 tiles over the 13 x 19 photo
@@ -318,8 +357,9 @@ def test_tiled_inference_on_real_photo(mse_run: Dict[str, Any], photos: Dict[str
     yml.write_text(yaml.safe_dump(opt))
     monkeypatch.chdir(tmp_path)
     run_test_cli(['-opt', str(yml)])
-    result = cv2.imread(str(tmp_path / 'results' / opt['name'] / 'visualization' / 'real_photos' /
-                            f"cat_{opt['name']}.png"))
+    result = cv2.imread(
+        str(tmp_path / 'results' / opt['name'] / 'visualization' / 'real_photos' / f'cat_{opt["name"]}.png')
+    )
     assert result is not None and result.shape == (13 * SCALE, 19 * SCALE, 3)
     mse_run['model'].validation(_loader(mse_run['opt'], 'val'), 'whole', None, save_img=True)
     whole = cv2.imread(str(Path(mse_run['opt']['path']['visualization']) / 'cat' / 'cat_whole.png'))
@@ -328,8 +368,9 @@ def test_tiled_inference_on_real_photo(mse_run: Dict[str, Any], photos: Dict[str
 
 def test_gan_applies_acceleration_to_the_generator_and_its_ema_only(photos: Dict[str, Path], tmp_path: Path) -> None:
     set_random_seed(0)
-    opt = _options(GAN_YML, photos, tmp_path, acceleration={'attn_impl': 'reference', 'use_checkpoint': True,
-                                                            'bf16': True})
+    opt = _options(
+        GAN_YML, photos, tmp_path, acceleration={'attn_impl': 'reference', 'use_checkpoint': True, 'bf16': True}
+    )
     del opt['train']['perceptual_opt']
     model = build_model(opt)  # the discriminator has no attention to switch
     assert model.net_g.attn_impl == model.net_g_ema.attn_impl == 'reference'
@@ -347,8 +388,9 @@ def test_gan_without_its_discriminator_options_is_refused(photos: Dict[str, Path
         build_model(opt)
 
 
-def test_perceptual_loss_of_another_vgg_needs_its_own_weights(photos: Dict[str, Path], tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_perceptual_loss_of_another_vgg_needs_its_own_weights(
+    photos: Dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # no experiments/pretrained_models/vgg19 here
     torch_home = tmp_path / 'torch_home'
     (torch_home / 'hub' / 'checkpoints').mkdir(parents=True)

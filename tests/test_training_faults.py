@@ -1,6 +1,7 @@
 """Training under faults, with real processes and signals: SIGTERM saves and resumes, Ctrl-C ends in
 one line, two runs with one name cannot destroy each other, a diverged run saves nothing
 non-finite, and auto-resume skips an unreadable newest state."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,13 @@ class Training:
     def __init__(self, cwd: Path, options: Path, tag: str, *extra: str) -> None:
         self.cwd, self.tag = cwd, tag
         with open(cwd / f'{tag}.out', 'w') as out, open(cwd / f'{tag}.err', 'w') as err:
-            self.proc = subprocess.Popen([sys.executable, '-m', PROG, '-opt', str(options), *extra], cwd=cwd,
-                                         env=subprocess_env(), stdout=out, stderr=err)
+            self.proc = subprocess.Popen(
+                [sys.executable, '-m', PROG, '-opt', str(options), *extra],
+                cwd=cwd,
+                env=subprocess_env(),
+                stdout=out,
+                stderr=err,
+            )
 
     @property
     def stderr(self) -> str:
@@ -69,8 +75,10 @@ def start_training(tmp_path: Path) -> Iterator[Callable[..., Training]]:
 
 
 def _endless(sr_data: Dict[str, Path], tmp_path: Path, name: str, checkpoint_freq: int = 1000) -> Path:
-    return write_options(tmp_path / f'{name}.yml', train_options(sr_data, name, total_iter=100000,
-                                                                  checkpoint_freq=checkpoint_freq, val_freq=None))
+    return write_options(
+        tmp_path / f'{name}.yml',
+        train_options(sr_data, name, total_iter=100000, checkpoint_freq=checkpoint_freq, val_freq=None),
+    )
 
 
 def _last_line(text: str) -> str:
@@ -78,9 +86,11 @@ def _last_line(text: str) -> str:
 
 
 def _refusal(stderr: str, owner_pid: int) -> None:
-    line = (rf"{PROG}: error: ExperimentInUseError: experiment 'shared' is being trained by another run "
-            rf'\(pid {owner_pid} on host {re.escape(socket.gethostname())}, started [^;]+; lock \S+shared\.lock\): '
-            r'wait for it to end, or give this run another name')
+    line = (
+        rf"{PROG}: error: ExperimentInUseError: experiment 'shared' is being trained by another run "
+        rf'\(pid {owner_pid} on host {re.escape(socket.gethostname())}, started [^;]+; lock \S+shared\.lock\): '
+        r'wait for it to end, or give this run another name'
+    )
     assert re.fullmatch(line, _last_line(stderr)), stderr
     assert 'Traceback' not in stderr
 
@@ -102,8 +112,11 @@ def test_live_run_refuses_its_name_and_sigterm_saves_the_finished_iteration(sr_d
     training.wait_for_iteration(run, 3)
     assert training.signal_and_wait(signal.SIGTERM) == 143
 
-    stopped = re.fullmatch(rf'{PROG}: stopped by SIGTERM after iteration (\d+); saved (\S+); resume with '
-                           r'--auto_resume', _last_line(training.stderr))
+    stopped = re.fullmatch(
+        rf'{PROG}: stopped by SIGTERM after iteration (\d+); saved (\S+); resume with '
+        r'--auto_resume',
+        _last_line(training.stderr),
+    )
     assert stopped, training.stderr[-3000:]
     assert 'Traceback' not in training.stderr
     finished = int(stopped.group(1))
@@ -114,8 +127,10 @@ def test_live_run_refuses_its_name_and_sigterm_saves_the_finished_iteration(sr_d
     assert (run / 'models' / f'net_g_{finished}.pth').is_file()
     assert not (tmp_path / 'experiments' / 'shared.lock').exists(), 'the lock outlived the run'
 
-    run_python(['-m', PROG, '-opt', str(options), '--auto_resume', '--force_yml', f'train:total_iter={finished + 1}'],
-               cwd=tmp_path)
+    run_python(
+        ['-m', PROG, '-opt', str(options), '--auto_resume', '--force_yml', f'train:total_iter={finished + 1}'],
+        cwd=tmp_path,
+    )
     log = read_log(run, 'train')
     assert re.search(rf'Resuming training from epoch: \d+, iter: {finished}\.', log)
     assert f'iter:{finished + 1:>8d},' in log and (run / 'models' / 'net_g_latest.pth').is_file()
@@ -128,8 +143,11 @@ def test_ctrl_c_ends_with_one_line_naming_the_iteration(sr_data, tmp_path, start
     training.wait_for_iteration(run, 3)
     assert training.signal_and_wait(signal.SIGINT) == 130
 
-    line = re.fullmatch(rf'{PROG}: interrupted at iteration (\d+) \(newest training state: iteration (\d+)\); '
-                        r'resume with --auto_resume', _last_line(training.stderr))
+    line = re.fullmatch(
+        rf'{PROG}: interrupted at iteration (\d+) \(newest training state: iteration (\d+)\); '
+        r'resume with --auto_resume',
+        _last_line(training.stderr),
+    )
     assert line, training.stderr[-3000:]
     assert 'Traceback' not in training.stderr and 'KeyboardInterrupt' not in training.stderr
     iteration, saved = map(int, line.groups())
@@ -195,9 +213,12 @@ def test_diverging_training_stops_naming_the_iteration_and_saves_nothing_non_fin
     options = write_options(tmp_path / 'diverged.yml', opt)
     proc = run_python(['-m', PROG, '-opt', str(options)], cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    line = re.fullmatch(rf'{PROG}: error: NonFiniteTrainingError: training diverged at iteration (\d+): l_pix = '
-                        r'(nan|inf); stopped without saving it \(newest training state: iteration (\d+)\); lower the '
-                        r'learning rate or check the data and the loss options', _last_line(proc.stderr))
+    line = re.fullmatch(
+        rf'{PROG}: error: NonFiniteTrainingError: training diverged at iteration (\d+): l_pix = '
+        r'(nan|inf); stopped without saving it \(newest training state: iteration (\d+)\); lower the '
+        r'learning rate or check the data and the loss options',
+        _last_line(proc.stderr),
+    )
     assert line, proc.stderr[-3000:]
     diverged, saved = int(line.group(1)), int(line.group(3))
     assert saved == diverged - 1
@@ -212,23 +233,28 @@ def test_non_finite_ema_weights_are_not_saved(sr_data, tmp_path):
     model = in_process_model(sr_data, tmp_path)
     with torch.no_grad():
         next(model.net_g_ema.parameters())[0] = math.nan
-    with pytest.raises(NonFiniteTrainingError, match=r'diverged at iteration 7: non-finite weights in 1 '
-                                                     r'tensor\(s\) of net_g \(first: params_ema\.conv_first\.weight\)'):
+    with pytest.raises(
+        NonFiniteTrainingError,
+        match=r'diverged at iteration 7: non-finite weights in 1 '
+        r'tensor\(s\) of net_g \(first: params_ema\.conv_first\.weight\)',
+    ):
         model.save(epoch=0, current_iter=7)
     assert not (tmp_path / 'models').exists() or not list((tmp_path / 'models').iterdir())
     assert not (tmp_path / 'training_states').exists() or not list((tmp_path / 'training_states').iterdir())
 
 
 def test_auto_resume_skips_an_unreadable_newest_state(sr_data, tmp_path):
-    options = write_options(tmp_path / 'run.yml', train_options(sr_data, 'bitrot', total_iter=4, checkpoint_freq=2,
-                                                                 val_freq=None))
+    options = write_options(
+        tmp_path / 'run.yml', train_options(sr_data, 'bitrot', total_iter=4, checkpoint_freq=2, val_freq=None)
+    )
     run_python(['-m', PROG, '-opt', str(options)], cwd=tmp_path)
     states = tmp_path / 'experiments' / 'bitrot' / 'training_states'
     newest = states / '4.state'
     newest.write_bytes(newest.read_bytes()[:200])  # truncated, e.g. by a full disk or a copy
 
-    proc = run_python(['-m', PROG, '-opt', str(options), '--auto_resume', '--force_yml', 'train:total_iter=5'],
-                      cwd=tmp_path)
+    proc = run_python(
+        ['-m', PROG, '-opt', str(options), '--auto_resume', '--force_yml', 'train:total_iter=5'], cwd=tmp_path
+    )
     assert f'cannot load training state {newest}: ' in proc.stderr
     assert 'resuming from an older training state instead' in proc.stderr
     log = read_log(tmp_path / 'experiments' / 'bitrot', 'train')
@@ -237,12 +263,25 @@ def test_auto_resume_skips_an_unreadable_newest_state(sr_data, tmp_path):
     for path in states.iterdir():
         path.write_bytes(b'garbage')
     import basicsr.train
-    opt = {'name': 'bitrot', 'rank': 0, 'dist': False, 'auto_resume': True, 'network_g': {},
-           'path': {'experiments_root': str(states.parent), 'training_states': str(states),
-                    'models': str(states.parent / 'models'), 'resume_state': None}}
+
+    opt = {
+        'name': 'bitrot',
+        'rank': 0,
+        'dist': False,
+        'auto_resume': True,
+        'network_g': {},
+        'path': {
+            'experiments_root': str(states.parent),
+            'training_states': str(states),
+            'models': str(states.parent / 'models'),
+            'resume_state': None,
+        },
+    }
     try:
-        expected = (rf'^no training state in {re.escape(str(states))} loads \(2 tried, '
-                    rf'newest {re.escape(str(newest))}\); move them away to start afresh$')
+        expected = (
+            rf'^no training state in {re.escape(str(states))} loads \(2 tried, '
+            rf'newest {re.escape(str(newest))}\); move them away to start afresh$'
+        )
         with pytest.raises(CheckpointError, match=expected):
             basicsr.train.load_resume_state(opt)
     finally:

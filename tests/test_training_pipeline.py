@@ -1,5 +1,6 @@
 """End-to-end training through hat_basicsr.train (BasicSR's pipeline) on CPU: folders and LMDB,
 EMA, checkpoints, validation, resume after a kill, atomic checkpoints."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,10 @@ def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_pat
     assert {p.name for p in (run / 'training_states').iterdir()} == {'2.state', '4.state'}
     assert (tmp_path / 'tb_logger' / 'folder_run').is_dir()
     assert sorted(p.name for p in (run / 'visualization' / 'img000').iterdir()) == [
-        'img000_2.png', 'img000_4.png', 'img000_5.png']
+        'img000_2.png',
+        'img000_4.png',
+        'img000_5.png',
+    ]
     log = read_log(run, 'train')
     assert log.count('Validation tiny_val') == 3
     assert '# psnr:' in log and '# ssim:' in log
@@ -40,8 +44,11 @@ def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_pat
     checkpoint = torch.load(run / 'models' / 'net_g_latest.pth', weights_only=True)
     assert set(checkpoint) == {'params', 'params_ema'}
     assert not any(key.startswith(('module.', '_orig_mod.')) for key in checkpoint['params'])
-    differs = [key for key, value in checkpoint['params'].items()
-               if value.is_floating_point() and not torch.equal(value, checkpoint['params_ema'][key])]
+    differs = [
+        key
+        for key, value in checkpoint['params'].items()
+        if value.is_floating_point() and not torch.equal(value, checkpoint['params_ema'][key])
+    ]
     assert differs, 'EMA weights equal net_g weights after 4 iterations with decay 0.9'
     state = torch.load(run / 'training_states' / '4.state', weights_only=True)
     assert (state['iter'], len(state['optimizers']), len(state['schedulers'])) == (4, 1, 1)
@@ -53,8 +60,12 @@ def test_train_from_lmdb(sr_data, tmp_path, dataset_type):
     dataset = {'type': dataset_type, 'dataroot_gt': str(sr_data['train_hr_lmdb']), 'io_backend': {'type': 'lmdb'}}
     if dataset_type == 'PairedImageDataset':
         dataset['dataroot_lq'] = str(sr_data['train_lr_lmdb'])
-    run = _train(tmp_path, train_options(sr_data, f'lmdb_{dataset_type}', total_iter=2, checkpoint_freq=2,
-                                         val_freq=2, train_dataset=dataset))
+    run = _train(
+        tmp_path,
+        train_options(
+            sr_data, f'lmdb_{dataset_type}', total_iter=2, checkpoint_freq=2, val_freq=2, train_dataset=dataset
+        ),
+    )
     log = read_log(run, 'train')
     assert f'Dataset [{dataset_type}] - tiny_train is built.' in log
     assert 'iter:       2' in log and '# psnr:' in log
@@ -71,6 +82,7 @@ def test_cuda_prefetch_mode_trains_on_cpu_without_pin_memory(sr_data, tmp_path):
 
 def _val_loader(sr_data):
     from basicsr.data import build_dataloader, build_dataset
+
     dataset_opt = val_dataset(sr_data)
     return build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0)
 
@@ -86,6 +98,7 @@ def test_net_g_is_back_in_train_mode_after_validation(sr_data, tmp_path):
 
 def test_training_state_is_plain_and_resumes_with_weights_only(sr_data, tmp_path):
     import numpy as np
+
     model = in_process_model(sr_data, tmp_path)
     model.schedulers[0].gamma = np.float64(0.5)  # e.g. computed by a user with numpy
     model.save_training_state(epoch=3, current_iter=7)
@@ -124,8 +137,13 @@ def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
     opt = train_options(sr_data, 'killed_run', total_iter=100000, checkpoint_freq=2, val_freq=None)
     options = write_options(tmp_path / 'killed.yml', opt)
     states = tmp_path / 'experiments' / 'killed_run' / 'training_states'
-    proc = subprocess.Popen([sys.executable, '-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path,
-                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'hat_basicsr.train', '-opt', str(options)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not (states.is_dir() and any(p.suffix == '.state' for p in states.iterdir())):
@@ -139,8 +157,18 @@ def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
     lock = tmp_path / 'experiments' / 'killed_run.lock'
     assert str(proc.pid) in lock.read_text(), 'kill -9 leaves the lock file behind'
 
-    resumed = run_python(['-m', 'hat_basicsr.train', '-opt', str(options), '--auto_resume',
-                          '--force_yml', f'train:total_iter={saved + 2}'], cwd=tmp_path)
+    resumed = run_python(
+        [
+            '-m',
+            'hat_basicsr.train',
+            '-opt',
+            str(options),
+            '--auto_resume',
+            '--force_yml',
+            f'train:total_iter={saved + 2}',
+        ],
+        cwd=tmp_path,
+    )
     assert f'Took over the stale lock {lock} of a run that no longer runs (pid {proc.pid} ' in resumed.stderr
     assert not lock.exists()
     log = read_log(tmp_path / 'experiments' / 'killed_run', 'train')
@@ -153,19 +181,29 @@ def test_demo_reports_hat_against_bicubic(sr_data, trained_checkpoint, tmp_path,
     """The demo's flow after data and training (both replaced here; the pipeline is tested above):
     EMA weights of the run vs bicubic on the validation images, exit status from the comparison."""
     from hat_basicsr import demo
+
     options = write_options(tmp_path / 'demo.yml', train_options(sr_data, 'demo_run'))
     models = tmp_path / 'experiments' / 'demo_run' / 'models'
     built, trained = [], []
     monkeypatch.setattr(demo, 'build_demo_data', built.append)
-    monkeypatch.setattr(demo.train, 'main', lambda argv: (trained.append(argv), models.mkdir(parents=True),
-                                                          (models / 'net_g_latest.pth').write_bytes(
-                                                              trained_checkpoint.read_bytes())))
+    monkeypatch.setattr(
+        demo.train,
+        'main',
+        lambda argv: (
+            trained.append(argv),
+            models.mkdir(parents=True),
+            (models / 'net_g_latest.pth').write_bytes(trained_checkpoint.read_bytes()),
+        ),
+    )
     monkeypatch.chdir(tmp_path)
     status = demo.main(['--opt', str(options)])
     out = capsys.readouterr()
     assert built == ['datasets/demo'] and trained == [['-opt', str(options)]]
-    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.out.splitlines()
-            if line.startswith(('img00', 'mean'))}
+    rows = {
+        line.split()[0]: [float(v) for v in line.split()[1:]]
+        for line in out.out.splitlines()
+        if line.startswith(('img00', 'mean'))
+    }
     assert set(rows) == {'img000.png', 'img001.png', 'mean'}
     assert all(20 < bicubic < 60 and 5 < hat < 60 for bicubic, hat in rows.values())
     gain = rows['mean'][1] - rows['mean'][0]
@@ -187,6 +225,7 @@ def test_compiled_net_g_saves_plain_keys_and_updates_ema(sr_data, tmp_path):
 def test_validation_after_ema_updates_uses_the_current_ema_weights(sr_data, tmp_path):
     """BasicSR's EMA update writes through `.data`: nothing derived from the weights may go stale."""
     import copy
+
     model = in_process_model(sr_data, tmp_path)
     model.lq = torch.rand(1, 3, 16, 16)
     model.test()
@@ -203,6 +242,7 @@ def test_network_scale_must_match_the_option_files_scale(sr_data, tmp_path):
     from hat_basicsr.errors import OptionError
 
     from helpers import TINY_HAT
+
     with pytest.raises(OptionError, match="network_g upscales by 4 but the option file's scale is 2"):
         in_process_model(sr_data, tmp_path, network_g={**TINY_HAT, 'upscale': 4})
 
@@ -214,6 +254,7 @@ def test_validation_refuses_lq_images_of_another_scale(sr_data, tmp_path):
     from hat_basicsr.models.basicsr_fixes import check_pair_scale
 
     from basicsr.data import build_dataloader, build_dataset
+
     quarter = tmp_path / 'LRx4'
     quarter.mkdir()
     for path in sorted(sr_data['val_hr'].iterdir()):

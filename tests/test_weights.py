@@ -1,4 +1,5 @@
 """Loading HAT checkpoints in every form users hold them, and refusing the ones that do not fit."""
+
 import collections
 import os
 
@@ -93,11 +94,14 @@ def test_pickled_code_is_refused(tmp_path):
         read_state_dict(path)
 
 
-@pytest.mark.parametrize('content, match', [
-    (b'not a checkpoint at all', 'cannot read checkpoint'),
-    (b'', 'is empty'),
-    (None, 'checkpoint not found'),
-])
+@pytest.mark.parametrize(
+    'content, match',
+    [
+        (b'not a checkpoint at all', 'cannot read checkpoint'),
+        (b'', 'is empty'),
+        (None, 'checkpoint not found'),
+    ],
+)
 def test_unreadable_files_are_named(tmp_path, content, match):
     path = tmp_path / 'broken.pth'
     if content is not None:
@@ -114,11 +118,14 @@ def test_non_state_dict_is_refused(tmp_path):
         read_state_dict(path)
 
 
-@pytest.mark.parametrize('content, param_key, match', [
-    (torch.zeros(3), 'auto', 'holds a Tensor, not a state dict'),
-    ([{'w': torch.zeros(1)}], 'auto', 'holds a list, not a state dict'),
-    ({'params': torch.zeros(3)}, 'params', "entry 'params' holds a Tensor"),
-])
+@pytest.mark.parametrize(
+    'content, param_key, match',
+    [
+        (torch.zeros(3), 'auto', 'holds a Tensor, not a state dict'),
+        ([{'w': torch.zeros(1)}], 'auto', 'holds a list, not a state dict'),
+        ({'params': torch.zeros(3)}, 'params', "entry 'params' holds a Tensor"),
+    ],
+)
 def test_checkpoints_that_are_not_mappings_are_refused(tmp_path, content, param_key, match):
     path = tmp_path / 'odd.pth'
     torch.save(content, path)
@@ -180,8 +187,11 @@ def test_non_finite_weights_are_refused_naming_the_file_and_tensor(release_state
         torch.save({'params_ema': state}, path)
     else:
         save_file(state, str(path))
-    with pytest.raises(CheckpointError, match=rf'^{path}: tensor layers\.0\.residual_group\.blocks\.0\.attn\.proj'
-                                              r'\.weight holds NaN or infinite values'):
+    with pytest.raises(
+        CheckpointError,
+        match=rf'^{path}: tensor layers\.0\.residual_group\.blocks\.0\.attn\.proj'
+        r'\.weight holds NaN or infinite values',
+    ):
         load_weights(HAT(**fixture_options(NAME)), path)
 
 
@@ -191,5 +201,6 @@ def test_training_refuses_a_non_finite_pretrained_network(sr_data, tmp_path):
     path = tmp_path / 'pretrained.pth'
     torch.save({'params': network}, path)
     with pytest.raises(CheckpointError, match=f'^{path}: tensor conv_last.bias holds NaN or infinite values'):
-        in_process_model(sr_data, tmp_path, path={'pretrain_network_g': str(path), 'strict_load_g': True,
-                                                  'resume_state': None})
+        in_process_model(
+            sr_data, tmp_path, path={'pretrain_network_g': str(path), 'strict_load_g': True, 'resume_state': None}
+        )

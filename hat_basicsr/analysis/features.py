@@ -5,6 +5,7 @@ fail to exchange information, the intermediate features show a grid of blocks. L
 output of every stage (HAT's RHAGs, SwinIR's RSTBs, EDSR's or RCAN's body blocks) shows where such
 blocking appears and whether later stages remove it.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,12 @@ def _spatial(output: object, inputs: tuple) -> Optional[Tensor]:
     if output.ndim == 3:
         tokens = output.shape[1]
         for arg in inputs:
-            if (isinstance(arg, (tuple, list)) and len(arg) == 2 and all(isinstance(v, int) for v in arg)
-                    and arg[0] * arg[1] == tokens):
+            if (
+                isinstance(arg, (tuple, list))
+                and len(arg) == 2
+                and all(isinstance(v, int) for v in arg)
+                and arg[0] * arg[1] == tokens
+            ):
                 return output.transpose(1, 2).reshape(output.shape[0], output.shape[2], *arg)
     return None
 
@@ -101,8 +106,9 @@ def feature_views(value: Tensor, channels: Optional[Sequence[int]] = None) -> Li
     return [(f'ch {c}', value[c].numpy()) for c in channels]
 
 
-def render_feature_grid(stages: Sequence[Stage], channels: Optional[Sequence[int]] = None, columns: int = 6,
-                        tile: int = 128) -> np.ndarray:
+def render_feature_grid(
+    stages: Sequence[Stage], channels: Optional[Sequence[int]] = None, columns: int = 6, tile: int = 128
+) -> np.ndarray:
     """One labelled column of tiles per stage (one tile per view), `columns` stages per row.
 
     Every tile is normalised on its own (min..max) so structure stays visible at any depth, and
@@ -114,18 +120,24 @@ def render_feature_grid(stages: Sequence[Stage], channels: Optional[Sequence[int
     enlarge = max(1, math.ceil(tile / min(height, width)))
     size = (height * enlarge, width * enlarge)
     strips = [
-        stack([labelled(resize(colorize(view, colormap=cv2.COLORMAP_VIRIDIS), size), f'{name} {label}')
-               for label, view in feature_views(value, channels)], axis=0)
+        stack(
+            [
+                labelled(resize(colorize(view, colormap=cv2.COLORMAP_VIRIDIS), size), f'{name} {label}')
+                for label, view in feature_views(value, channels)
+            ],
+            axis=0,
+        )
         for name, value in stages
     ]
     blank = np.full_like(strips[0], 255)
-    rows = [strips[i:i + columns] for i in range(0, len(strips), columns)]
+    rows = [strips[i : i + columns] for i in range(0, len(strips), columns)]
     if len(rows) > 1:
         rows[-1] = rows[-1] + [blank] * (columns - len(rows[-1]))
     return stack([stack(row, axis=1) for row in rows], axis=0)
 
 
-def save_feature_grid(stages: Sequence[Stage], path: Union[str, Path], channels: Optional[Sequence[int]] = None,
-                      columns: int = 6) -> Path:
+def save_feature_grid(
+    stages: Sequence[Stage], path: Union[str, Path], channels: Optional[Sequence[int]] = None, columns: int = 6
+) -> Path:
     """Render the stage grid and write it as a PNG."""
     return write_png(path, render_feature_grid(stages, channels, columns))

@@ -9,6 +9,7 @@ a progressive-blurring path from a heavily blurred baseline to the input. The Di
 Coordinate convention, used throughout this package and its CLI: the box is given in OUTPUT (SR)
 pixels, as in the LAM paper, and drawn on the input at box / scale.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,6 +39,7 @@ MIN_TILE = 160  # shortest side of the panel's tiles, in display pixels, unless 
 
 class Box(NamedTuple):
     """A square target patch: top-left corner (x, y) and side, in SR-output pixels."""
+
     x: int
     y: int
     size: int = DEFAULT_BOX_SIZE
@@ -51,9 +53,11 @@ def check_box(box: Box, sr_height: int, sr_width: int) -> None:
         raise BoxError(f'box size {box.size} is larger than the SR output ({sr_width}x{sr_height} pixels, W x H)')
     max_x, max_y = sr_width - box.size, sr_height - box.size
     if not (0 <= box.x <= max_x and 0 <= box.y <= max_y):
-        raise BoxError(f'box at x={box.x}, y={box.y} of size {box.size} leaves the SR output '
-                       f'({sr_width}x{sr_height}, W x H): x must be in [0, {max_x}] and y in [0, {max_y}] '
-                       f'(SR-pixel coordinates of the top-left corner)')
+        raise BoxError(
+            f'box at x={box.x}, y={box.y} of size {box.size} leaves the SR output '
+            f'({sr_width}x{sr_height}, W x H): x must be in [0, {max_x}] and y in [0, {max_y}] '
+            f'(SR-pixel coordinates of the top-left corner)'
+        )
 
 
 def gradient_detector(box: Box) -> Detector:
@@ -63,7 +67,7 @@ def gradient_detector(box: Box) -> Detector:
     """
 
     def detect(sr: Tensor) -> Tensor:
-        patch = sr[..., box.y:box.y + box.size, box.x:box.x + box.size]
+        patch = sr[..., box.y : box.y + box.size, box.x : box.x + box.size]
         dx = (patch[..., :, 1:] - patch[..., :, :-1]).abs().flatten(1).sum(1)
         dy = (patch[..., 1:, :] - patch[..., :-1, :]).abs().flatten(1).sum(1)
         return dx + dy
@@ -74,7 +78,7 @@ def gradient_detector(box: Box) -> Detector:
 def gaussian_kernels(sigmas: Tensor, radius: int) -> Tensor:
     """Normalised 1-D Gaussian kernels (B, 2*radius+1), one per sigma; sigma 0 gives the identity."""
     taps = torch.arange(-radius, radius + 1, dtype=sigmas.dtype, device=sigmas.device)
-    kernels = torch.exp(-0.5 * (taps / sigmas[:, None].clamp_min(1e-6))**2)
+    kernels = torch.exp(-0.5 * (taps / sigmas[:, None].clamp_min(1e-6)) ** 2)
     return kernels / kernels.sum(1, keepdim=True)
 
 
@@ -116,6 +120,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 @dataclass
 class Attribution:
     """Integrated-gradients result: per-input-pixel attribution and the detector at both path ends."""
+
     values: Tensor  # (C, H, W), same layout as the input
     detector_input: float
     detector_baseline: float
@@ -127,8 +132,16 @@ class Attribution:
         return abs(float(self.values.sum()) - change) / max(abs(change), 1e-12)
 
 
-def integrated_gradients(model: nn.Module, image: Tensor, detector: Detector, *, sigma: float = DEFAULT_SIGMA,
-                         steps: int = DEFAULT_STEPS, batch: int = 8, progress: bool = True) -> Attribution:
+def integrated_gradients(
+    model: nn.Module,
+    image: Tensor,
+    detector: Detector,
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    steps: int = DEFAULT_STEPS,
+    batch: int = 8,
+    progress: bool = True,
+) -> Attribution:
     """Path-integrated gradients of `detector(model(x))` along the blur path, trapezoidal rule.
 
     The trapezoidal sum over `steps` intervals, sum_k (g_k + g_{k-1}) / 2 * (gamma_k - gamma_{k-1}),
@@ -153,7 +166,7 @@ def integrated_gradients(model: nn.Module, image: Tensor, detector: Detector, *,
             points = blur_path(image, alphas[index], sigma).requires_grad_(True)
             with torch.enable_grad():
                 score = detector(model(points))
-                grads, = torch.autograd.grad(score.sum(), points)
+                (grads,) = torch.autograd.grad(score.sum(), points)
             ahead = blur_path(image, alphas[(index + 1).clamp(max=steps)], sigma)
             behind = blur_path(image, alphas[(index - 1).clamp(min=0)], sigma)
             total += (grads.double() * (ahead - behind).double() / 2).sum(0)
@@ -185,6 +198,7 @@ def diffusion_index(values: Union[np.ndarray, Tensor, Sequence[float]]) -> float
 @dataclass
 class LamResult:
     """Everything the LAM figure needs, all on the CPU."""
+
     image: Tensor  # (C, H, W) input in [0, 1]
     sr: Tensor  # (C, H*scale, W*scale)
     box: Box  # SR-pixel coordinates
@@ -205,9 +219,17 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def local_attribution_map(model: nn.Module, image: Tensor, box: Box, *, sigma: float = DEFAULT_SIGMA,
-                          steps: int = DEFAULT_STEPS, batch: int = 8, device: Optional[DeviceLike] = None,
-                          progress: bool = True) -> LamResult:
+def local_attribution_map(
+    model: nn.Module,
+    image: Tensor,
+    box: Box,
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    steps: int = DEFAULT_STEPS,
+    batch: int = 8,
+    device: Optional[DeviceLike] = None,
+    progress: bool = True,
+) -> LamResult:
     """LAM of an SR model for the `box` (SR pixels) of its output on `image` ((C, H, W), in [0, 1]).
 
     `device` moves the model there (default: where the model already is). Raises BoxError when
@@ -220,11 +242,14 @@ def local_attribution_map(model: nn.Module, image: Tensor, box: Box, *, sigma: f
         sr = model(image[None])[0]
     scale = sr.shape[-1] // image.shape[-1]
     check_box(box, *sr.shape[-2:])
-    attribution = integrated_gradients(model, image, gradient_detector(box), sigma=sigma, steps=steps, batch=batch,
-                                       progress=progress)
+    attribution = integrated_gradients(
+        model, image, gradient_detector(box), sigma=sigma, steps=steps, batch=batch, progress=progress
+    )
     if not attribution.values.abs().sum() > 0:
-        raise BoxError(f'nothing to attribute for the box at x={box.x}, y={box.y}: the detector does not change '
-                       'along the blur path (a flat patch?); choose a box with texture')
+        raise BoxError(
+            f'nothing to attribute for the box at x={box.x}, y={box.y}: the detector does not change '
+            'along the blur path (a flat patch?); choose a box with texture'
+        )
     return LamResult(image.cpu(), sr.cpu(), box, scale, attribution)
 
 
@@ -263,12 +288,15 @@ def render_lam_panel(result: LamResult, zoom: Optional[int] = None) -> np.ndarra
     cv2.rectangle(image, *corners, (255, 0, 0), 1)
     overlay = resize(lam_heatmap(result), (height, width))
     cv2.rectangle(overlay, *corners, (255, 255, 255), 1)
-    patch = resize(to_uint8(result.sr[:, box.y:box.y + box.size, box.x:box.x + box.size]), (height, height))
-    return stack([
-        labelled(image, f'input, box {box.x},{box.y}'),
-        labelled(overlay, f'LAM  DI {result.diffusion_index:.2f}'),
-        labelled(patch, f'SR patch x{result.scale}'),
-    ], axis=1)
+    patch = resize(to_uint8(result.sr[:, box.y : box.y + box.size, box.x : box.x + box.size]), (height, height))
+    return stack(
+        [
+            labelled(image, f'input, box {box.x},{box.y}'),
+            labelled(overlay, f'LAM  DI {result.diffusion_index:.2f}'),
+            labelled(patch, f'SR patch x{result.scale}'),
+        ],
+        axis=1,
+    )
 
 
 def save_lam_panel(result: LamResult, path: Union[str, Path], zoom: Optional[int] = None) -> Path:

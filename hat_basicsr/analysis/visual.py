@@ -2,6 +2,7 @@
 
 Arrays handed around here are RGB uint8 (H, W, 3); OpenCV's BGR only appears when writing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,9 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
-def colorize(values: np.ndarray, low: Optional[float] = None, high: Optional[float] = None,
-             colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def colorize(
+    values: np.ndarray, low: Optional[float] = None, high: Optional[float] = None, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
     """A 2-D array as an RGB uint8 heatmap, low..high (default: its min..max) over the full colormap.
 
     An empty range (a flat array) maps everything to the lowest colour.

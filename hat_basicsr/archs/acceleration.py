@@ -14,6 +14,7 @@ Options (an `acceleration` dict of the option file; every key optional):
 
 `compile_for_inference` adds input-size bucketing for inference on images of many sizes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -28,6 +29,7 @@ from hat_basicsr.archs.hat_arch import ATTN_IMPLS, pad_to_multiple
 @dataclass(frozen=True)
 class AccelerationOptions:
     """Validated acceleration options; None means 'keep what the network was built with'."""
+
     attn_impl: Optional[str] = None
     use_checkpoint: Optional[bool] = None
     bf16: bool = False
@@ -42,8 +44,9 @@ class AccelerationOptions:
             if not (isinstance(value, bool) or (value is None and name == 'use_checkpoint')):
                 raise ValueError(f'acceleration: {name} must be true or false, got {value!r}')
         if not isinstance(self.compile, (bool, dict)):
-            raise ValueError(f'acceleration: compile must be true, false or a dict of torch.compile arguments, '
-                             f'got {self.compile!r}')
+            raise ValueError(
+                f'acceleration: compile must be true, false or a dict of torch.compile arguments, got {self.compile!r}'
+            )
 
     @classmethod
     def from_dict(cls, opt: Optional[Mapping[str, Any]]) -> 'AccelerationOptions':
@@ -78,8 +81,9 @@ def apply_acceleration(net: nn.Module, opt: Union[AccelerationOptions, Mapping[s
     return net
 
 
-def compile_for_inference(net: nn.Module, bucket: Optional[int] = None, dynamic: Optional[bool] = None,
-                          **compile_kwargs: Any) -> Callable[[Tensor], Tensor]:
+def compile_for_inference(
+    net: nn.Module, bucket: Optional[int] = None, dynamic: Optional[bool] = None, **compile_kwargs: Any
+) -> Callable[[Tensor], Tensor]:
     """A compiled inference function that does not recompile for every new image size.
 
     Inputs are reflect-padded to a multiple of `bucket` before the compiled network and the output
@@ -98,6 +102,6 @@ def compile_for_inference(net: nn.Module, bucket: Optional[int] = None, dynamic:
     def run(x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
         out = compiled(pad_to_multiple(x, bucket))
-        return out[..., :height * net.upscale, :width * net.upscale]
+        return out[..., : height * net.upscale, : width * net.upscale]
 
     return run

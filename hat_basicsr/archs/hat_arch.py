@@ -13,6 +13,7 @@ there are just three distinct masks (last column, last row, corner). Interior wi
 with the bias alone, the seam windows with the bias plus their mask. (An exported graph does
 build it, once per shifted block: see over_seam_regions.)
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -31,7 +32,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 Size2 = Tuple[int, int]
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-UPSAMPLERS = ('pixelshuffle', )
+UPSAMPLERS = ('pixelshuffle',)
 RESI_CONNECTIONS = ('1conv', 'identity')
 # Channels of the reconstruction head (conv_before_upsample -> upsample -> conv_last) in every HAT.
 NUM_FEAT = 64
@@ -132,8 +133,9 @@ def head_dim_multiple(q: Tensor) -> int:
     return 8 if q.is_cuda else 1
 
 
-def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float,
-                   multiple: Optional[int] = None) -> Tensor:
+def sdpa_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float, multiple: Optional[int] = None
+) -> Tensor:
     """softmax(scale q k^T + bias) v in one fused kernel that never stores the attention matrix.
 
     The bias is cast to q's dtype, which the fused kernels require; they add it to fp32 logits and
@@ -159,8 +161,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropo
     return reference_attention(q, k, v, bias, scale, dropout_p)
 
 
-def over_seam_regions(windows: Tensor, masks: Optional[Tensor],
-                      fn: Callable[[Tensor, Optional[Tensor]], Tensor]) -> Tensor:
+def over_seam_regions(
+    windows: Tensor, masks: Optional[Tensor], fn: Callable[[Tensor, Optional[Tensor]], Tensor]
+) -> Tensor:
     """fn(region, mask) over a window grid (B, nh, nw, ...), reassembled on the grid.
 
     Without masks fn sees the whole grid with mask None. With seam masks (a shifted block) it sees
@@ -226,11 +229,25 @@ def check_attn_impl(attn_impl: str) -> None:
         raise ValueError(f'HAT: invalid attn_impl: {attn_impl!r}; supported: {ATTN_IMPLS}')
 
 
-def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: int, embed_dim: int,
-                              depths: Sequence[int], num_heads: Sequence[int], window_size: int,
-                              compress_ratio: int, squeeze_factor: int, overlap_ratio: float, upscale: int,
-                              upsampler: str, resi_connection: str, img_range: float, mlp_ratio: float,
-                              attn_impl: str) -> None:
+def _validate_hyperparameters(
+    *,
+    img_size: Size2,
+    patch_size: Size2,
+    in_chans: int,
+    embed_dim: int,
+    depths: Sequence[int],
+    num_heads: Sequence[int],
+    window_size: int,
+    compress_ratio: int,
+    squeeze_factor: int,
+    overlap_ratio: float,
+    upscale: int,
+    upsampler: str,
+    resi_connection: str,
+    img_range: float,
+    mlp_ratio: float,
+    attn_impl: str,
+) -> None:
     """Raise ValueError naming the argument for settings the release would crash on later (or, like
     img_range 0, train on silently into NaNs)."""
 
@@ -238,8 +255,14 @@ def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: i
         raise ValueError(f'HAT: invalid {arg}: {why}')
 
     is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)
-    integers = dict(in_chans=in_chans, embed_dim=embed_dim, window_size=window_size, compress_ratio=compress_ratio,
-                    squeeze_factor=squeeze_factor, upscale=upscale)
+    integers = dict(
+        in_chans=in_chans,
+        embed_dim=embed_dim,
+        window_size=window_size,
+        compress_ratio=compress_ratio,
+        squeeze_factor=squeeze_factor,
+        upscale=upscale,
+    )
     for arg, value in integers.items():
         if not is_int(value):
             fail(arg, f'{value!r} must be an integer')
@@ -268,11 +291,16 @@ def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: i
             fail(arg, f'{divisor} leaves no channels of embed_dim={embed_dim}')
     extra = int(overlap_ratio * window_size)
     if overlap_ratio < 0 or extra % 2:
-        fail('overlap_ratio', f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
-             f'window by {extra} pixels; it must be a non-negative even number (split equally on both sides)')
+        fail(
+            'overlap_ratio',
+            f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
+            f'window by {extra} pixels; it must be a non-negative even number (split equally on both sides)',
+        )
     if upsampler not in UPSAMPLERS:
-        fail('upsampler', f'{upsampler!r}; supported: {UPSAMPLERS} (the release builds no reconstruction '
-             'head for any other value)')
+        fail(
+            'upsampler',
+            f'{upsampler!r}; supported: {UPSAMPLERS} (the release builds no reconstruction head for any other value)',
+        )
     if upscale < 1 or (upscale != 3 and upscale & (upscale - 1)):
         fail('upscale', f'{upscale}; pixelshuffle supports 1, 3 and powers of two')
     if resi_connection not in RESI_CONNECTIONS:
@@ -280,12 +308,14 @@ def _validate_hyperparameters(*, img_size: Size2, patch_size: Size2, in_chans: i
     check_attn_impl(attn_impl)
     resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
     if min(resolution) < window_size:
-        fail('img_size', f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
-             'the release shrinks the window below its bias tables and fails')
+        fail(
+            'img_size',
+            f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
+            'the release shrinks the window below its bias tables and fails',
+        )
 
 
 class Mlp(nn.Module):
-
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
@@ -303,8 +333,12 @@ class ChannelAttention(nn.Module):
     def __init__(self, dim: int, squeeze_factor: int):
         super().__init__()
         self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, dim // squeeze_factor, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(dim // squeeze_factor, dim, 1), nn.Sigmoid())
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(dim, dim // squeeze_factor, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim // squeeze_factor, dim, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.attention(x)
@@ -316,8 +350,11 @@ class CAB(nn.Module):
     def __init__(self, dim: int, compress_ratio: int, squeeze_factor: int):
         super().__init__()
         self.cab = nn.Sequential(
-            nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1), nn.GELU(),
-            nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1), ChannelAttention(dim, squeeze_factor=squeeze_factor))
+            nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1),
+            nn.GELU(),
+            nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1),
+            ChannelAttention(dim, squeeze_factor=squeeze_factor),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.cab(x)
@@ -326,18 +363,27 @@ class CAB(nn.Module):
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside ws x ws windows with a relative-position bias."""
 
-    def __init__(self, dim: int, *, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: str = ATTN_IMPLS[0]):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        window_size: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        attn_impl: str = ATTN_IMPLS[0],
+    ):
         super().__init__()
         self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads)**-0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        trunc_normal_(self.relative_position_bias_table, std=.02)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.attn_impl = attn_impl
 
     def forward(self, x: Tensor, rpi: Tensor, masks: Optional[Tensor] = None) -> Tensor:
@@ -350,10 +396,10 @@ class WindowAttention(nn.Module):
         dropout_p = self.attn_drop if self.training else 0.0
 
         def attend(region: Tensor, mask: Optional[Tensor]) -> Tensor:
-            q, k, v = rearrange(self.qkv(region), 'b nh nw n (three h d) -> three (b nh nw) h n d', three=3,
-                                h=self.num_heads)
-            out = attention(q, k, v, batched_bias(bias, mask, region.shape[0]), self.scale, dropout_p,
-                            self.attn_impl)
+            q, k, v = rearrange(
+                self.qkv(region), 'b nh nw n (three h d) -> three (b nh nw) h n d', three=3, h=self.num_heads
+            )
+            out = attention(q, k, v, batched_bias(bias, mask, region.shape[0]), self.scale, dropout_p, self.attn_impl)
             return rearrange(out, '(b nh nw) h n d -> b nh nw n (h d)', b=region.shape[0], nh=region.shape[1])
 
         return self.proj_drop(self.proj(over_seam_regions(x, masks, attend)))
@@ -362,17 +408,40 @@ class WindowAttention(nn.Module):
 class HAB(nn.Module):
     """Hybrid attention block: (shifted) window attention plus a scaled CAB, then an MLP."""
 
-    def __init__(self, dim: int, *, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
-                 squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool,
-                 qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
-                 norm_layer: type = nn.LayerNorm, attn_impl: str = ATTN_IMPLS[0]):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        compress_ratio: int,
+        squeeze_factor: int,
+        conv_scale: float,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: Optional[float],
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+        norm_layer: type = nn.LayerNorm,
+        attn_impl: str = ATTN_IMPLS[0],
+    ):
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
         self.conv_scale = conv_scale
         self.norm1 = norm_layer(dim)
-        self.attn = WindowAttention(dim, window_size=window_size, num_heads=num_heads, qkv_bias=qkv_bias,
-                                    qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop, attn_impl=attn_impl)
+        self.attn = WindowAttention(
+            dim,
+            window_size=window_size,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            attn_impl=attn_impl,
+        )
         self.conv_block = CAB(dim, compress_ratio=compress_ratio, squeeze_factor=squeeze_factor)
         self.drop_path = StochasticDepth(drop_path, mode='row')
         self.norm2 = norm_layer(dim)
@@ -388,8 +457,11 @@ class HAB(nn.Module):
         grid = dict(wh=self.window_size, ww=self.window_size)
         # Rebinding x drops the normalised (and rolled) tokens: only their window copy lives on.
         x = rearrange(x, 'b (nh wh) (nw ww) c -> b nh nw (wh ww) c', **grid)
-        x = rearrange(self.attn(x, rpi_sa, seam_masks if self.shift_size else None),
-                      'b nh nw (wh ww) c -> b (nh wh) (nw ww) c', **grid)
+        x = rearrange(
+            self.attn(x, rpi_sa, seam_masks if self.shift_size else None),
+            'b nh nw (wh ww) c -> b (nh wh) (nw ww) c',
+            **grid,
+        )
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = shortcut + self.drop_path(rearrange(x, 'b h w c -> b (h w) c')) + conv_x * self.conv_scale
@@ -399,19 +471,30 @@ class HAB(nn.Module):
 class OCAB(nn.Module):
     """Overlapping cross-attention block: window queries attend to enlarged, overlapping windows."""
 
-    def __init__(self, dim: int, *, window_size: int, overlap_ratio: float, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, mlp_ratio: float = 2.0, norm_layer: type = nn.LayerNorm,
-                 attn_impl: str = ATTN_IMPLS[0]):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        window_size: int,
+        overlap_ratio: float,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        mlp_ratio: float = 2.0,
+        norm_layer: type = nn.LayerNorm,
+        attn_impl: str = ATTN_IMPLS[0],
+    ):
         super().__init__()
         self.window_size = window_size
         self.overlap_window_size = window_size + int(overlap_ratio * window_size)
         self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.norm1 = norm_layer(dim)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((window_size + self.overlap_window_size - 1)**2, num_heads))
-        trunc_normal_(self.relative_position_bias_table, std=.02)
+            torch.zeros((window_size + self.overlap_window_size - 1) ** 2, num_heads)
+        )
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, hidden_dim=int(dim * mlp_ratio))
@@ -431,21 +514,27 @@ class OCAB(nn.Module):
         height, dim = x_size[0], x.shape[-1]
         size, overlap = self.window_size, self.overlap_window_size
         qkv = rearrange(self.qkv(self.norm1(x)), 'b (h w) c -> b h w c', h=height)
-        q = rearrange(qkv[..., :dim], 'b (nh wh) (nw ww) (h d) -> (b nh nw) h (wh ww) d', wh=size, ww=size,
-                      h=self.num_heads)
+        q = rearrange(
+            qkv[..., :dim], 'b (nh wh) (nw ww) (h d) -> (b nh nw) h (wh ww) d', wh=size, ww=size, h=self.num_heads
+        )
         # Keys and values of overlapping windows over a zero border: zeros after the qkv projection,
         # exactly as in the release. The layout keeps the head dimension contiguous, which the
         # fused kernels need.
         border = (overlap - size) // 2
         kv = F.pad(qkv[..., dim:], (0, 0, border, border, border, border))
         del qkv
-        k, v = rearrange(kv.unfold(1, overlap, size).unfold(2, overlap, size),
-                         'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d', two=2, h=self.num_heads)
+        k, v = rearrange(
+            kv.unfold(1, overlap, size).unfold(2, overlap, size),
+            'b nh nw (two h d) oh ow -> two (b nh nw) h (oh ow) d',
+            two=2,
+            h=self.num_heads,
+        )
         del kv
         bias = relative_bias(self.relative_position_bias_table, rpi_oca)
         out = attention(q, k, v, bias[None], self.scale, 0.0, self.attn_impl)
-        return rearrange(out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size,
-                         nw=x_size[1] // size, wh=size)
+        return rearrange(
+            out, '(b nh nw) h (wh ww) d -> b (nh wh nw ww) (h d)', nh=height // size, nw=x_size[1] // size, wh=size
+        )
 
 
 class AttenBlocks(nn.Module):
@@ -457,8 +546,9 @@ class AttenBlocks(nn.Module):
         self.overlap_attn = overlap_attn
         self.grad_checkpointing = False
 
-    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
-                seam_masks: Optional[Tensor]) -> Tensor:
+    def forward(
+        self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor, seam_masks: Optional[Tensor]
+    ) -> Tensor:
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
             if use_checkpoint:
@@ -478,8 +568,9 @@ class RHAG(nn.Module):
         self.residual_group = residual_group
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
 
-    def forward(self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor,
-                seam_masks: Optional[Tensor]) -> Tensor:
+    def forward(
+        self, x: Tensor, x_size: Size2, rpi_sa: Tensor, rpi_oca: Tensor, seam_masks: Optional[Tensor]
+    ) -> Tensor:
         y = self.residual_group(x, x_size, rpi_sa, rpi_oca, seam_masks)
         y = rearrange(y, 'b (h w) c -> b c h w', h=x_size[0])
         return rearrange(self.conv(y), 'b c h w -> b (h w) c') + x
@@ -508,43 +599,58 @@ class HAT(nn.Module):
     it is materialised with `to_empty()` and `init_non_persistent_buffers()`, then its weights.
     """
 
-    def __init__(self,
-                 img_size: Union[int, Sequence[int]] = 64,
-                 patch_size: Union[int, Sequence[int]] = 1,
-                 in_chans: int = 3,
-                 embed_dim: int = 96,
-                 depths: Sequence[int] = (6, 6, 6, 6),
-                 num_heads: Sequence[int] = (6, 6, 6, 6),
-                 window_size: int = 7,
-                 compress_ratio: int = 3,
-                 squeeze_factor: int = 30,
-                 conv_scale: float = 0.01,
-                 overlap_ratio: float = 0.5,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.1,
-                 norm_layer: type = nn.LayerNorm,
-                 ape: bool = False,
-                 patch_norm: bool = True,
-                 use_checkpoint: bool = False,
-                 upscale: int = 2,
-                 img_range: float = 1.,
-                 upsampler: str = '',
-                 resi_connection: str = '1conv',
-                 attn_impl: str = 'sdpa',
-                 **unexpected):
+    def __init__(
+        self,
+        img_size: Union[int, Sequence[int]] = 64,
+        patch_size: Union[int, Sequence[int]] = 1,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6),
+        window_size: int = 7,
+        compress_ratio: int = 3,
+        squeeze_factor: int = 30,
+        conv_scale: float = 0.01,
+        overlap_ratio: float = 0.5,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer: type = nn.LayerNorm,
+        ape: bool = False,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        upscale: int = 2,
+        img_range: float = 1.0,
+        upsampler: str = '',
+        resi_connection: str = '1conv',
+        attn_impl: str = 'sdpa',
+        **unexpected,
+    ):
         super().__init__()
         if unexpected:
             raise TypeError(f'HAT got unexpected arguments: {sorted(unexpected)}')
         img_size, patch_size = tuple(to_2tuple(img_size)), tuple(to_2tuple(patch_size))
         _validate_hyperparameters(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
-            num_heads=num_heads, window_size=window_size, compress_ratio=compress_ratio,
-            squeeze_factor=squeeze_factor, overlap_ratio=overlap_ratio, upscale=upscale, upsampler=upsampler,
-            resi_connection=resi_connection, img_range=img_range, mlp_ratio=mlp_ratio, attn_impl=attn_impl)
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            compress_ratio=compress_ratio,
+            squeeze_factor=squeeze_factor,
+            overlap_ratio=overlap_ratio,
+            upscale=upscale,
+            upsampler=upsampler,
+            resi_connection=resi_connection,
+            img_range=img_range,
+            mlp_ratio=mlp_ratio,
+            attn_impl=attn_impl,
+        )
         self.window_size = window_size
         self.upscale = upscale
         self.img_range = img_range
@@ -561,9 +667,10 @@ class HAT(nn.Module):
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim, norm_layer if patch_norm else None)
         if ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, patches_resolution[0] * patches_resolution[1],
-                                                               embed_dim))
-            trunc_normal_(self.absolute_pos_embed, std=.02)
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, patches_resolution[0] * patches_resolution[1], embed_dim)
+            )
+            trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.patches_resolution = patches_resolution
         self.pos_drop = nn.Dropout(drop_rate)
         drop_path = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
@@ -572,18 +679,39 @@ class HAT(nn.Module):
             start = sum(depths[:i])
             # Every other HAB is shifted; each RHAG ends with an OCAB.
             habs = [
-                HAB(embed_dim, num_heads=heads, window_size=window_size, shift_size=0 if j % 2 == 0 else shift_size,
-                    compress_ratio=compress_ratio, squeeze_factor=squeeze_factor, conv_scale=conv_scale,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
-                    drop_path=drop_path[start + j], norm_layer=norm_layer, attn_impl=attn_impl) for j in range(depth)
+                HAB(
+                    embed_dim,
+                    num_heads=heads,
+                    window_size=window_size,
+                    shift_size=0 if j % 2 == 0 else shift_size,
+                    compress_ratio=compress_ratio,
+                    squeeze_factor=squeeze_factor,
+                    conv_scale=conv_scale,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=drop_path[start + j],
+                    norm_layer=norm_layer,
+                    attn_impl=attn_impl,
+                )
+                for j in range(depth)
             ]
-            ocab = OCAB(embed_dim, window_size=window_size, overlap_ratio=overlap_ratio, num_heads=heads,
-                        qkv_bias=qkv_bias, qk_scale=qk_scale, mlp_ratio=mlp_ratio, norm_layer=norm_layer,
-                        attn_impl=attn_impl)
+            ocab = OCAB(
+                embed_dim,
+                window_size=window_size,
+                overlap_ratio=overlap_ratio,
+                num_heads=heads,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                mlp_ratio=mlp_ratio,
+                norm_layer=norm_layer,
+                attn_impl=attn_impl,
+            )
             self.layers.append(RHAG(AttenBlocks(habs, ocab), dim=embed_dim, resi_connection=resi_connection))
         self.norm = norm_layer(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == '1conv' \
-            else nn.Identity()
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, NUM_FEAT, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(upscale, NUM_FEAT)
         self.conv_last = nn.Conv2d(NUM_FEAT, in_chans, 3, 1, 1)
@@ -592,20 +720,23 @@ class HAT(nn.Module):
         self.set_grad_checkpointing(use_checkpoint)
         self.attn_impl = attn_impl
 
-    def _register_derived_buffers(self, device: Optional[torch.device] = None,
-                                  dtype: Optional[torch.dtype] = None) -> None:
+    def _register_derived_buffers(
+        self, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None
+    ) -> None:
         """The buffers computed from the hyperparameters alone: the input mean and the seam masks
         (non-persistent) and the relative-position indices (in state dicts, as in the release's).
         Float buffers get `dtype`; None keeps torch's defaults, as at construction."""
-        mean = DIV2K_RGB_MEAN if self.in_chans == 3 else (0.0, )
-        self.register_buffer('mean', torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1),
-                             persistent=False)
+        mean = DIV2K_RGB_MEAN if self.in_chans == 3 else (0.0,)
+        self.register_buffer('mean', torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1), persistent=False)
         self.register_buffer('relative_position_index_SA', relative_position_index_sa(self.window_size).to(device))
-        self.register_buffer('relative_position_index_OCA',
-                             relative_position_index_oca(self.window_size, self.overlap_window_size).to(device))
+        self.register_buffer(
+            'relative_position_index_OCA',
+            relative_position_index_oca(self.window_size, self.overlap_window_size).to(device),
+        )
         masks = build_seam_masks(self.window_size, self.shift_size) if self.shift_size else None
-        self.register_buffer('shift_seam_masks', None if masks is None else masks.to(device=device, dtype=dtype),
-                             persistent=False)
+        self.register_buffer(
+            'shift_seam_masks', None if masks is None else masks.to(device=device, dtype=dtype), persistent=False
+        )
 
     def init_non_persistent_buffers(self) -> None:
         """Recompute the derived buffers on the weights' device and in their dtype. A network built on
@@ -618,7 +749,7 @@ class HAT(nn.Module):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
+            trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0)
         elif isinstance(m, nn.LayerNorm):
@@ -644,24 +775,36 @@ class HAT(nn.Module):
         """HAT's activations leave float16's range (peers mark fp16 unsupported): fail loudly instead
         of returning NaNs or black images."""
         device = x.device.type
-        autocast_fp16 = (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
-                         and torch.get_autocast_dtype(device) == torch.float16)
+        autocast_fp16 = (
+            torch.amp.is_autocast_available(device)
+            and torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == torch.float16
+        )
         if autocast_fp16 or torch.float16 in (x.dtype, self.conv_first.weight.dtype):
-            raise ValueError('HAT does not support float16 (its activations overflow fp16); use bfloat16 '
-                             '(torch.autocast(device_type, dtype=torch.bfloat16)) or float32')
+            raise ValueError(
+                'HAT does not support float16 (its activations overflow fp16); use bfloat16 '
+                '(torch.autocast(device_type, dtype=torch.bfloat16)) or float32'
+            )
 
     def forward_features(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
         x = self.patch_embed(x)
         if self.ape:
             if (height, width) != self.patches_resolution:
-                raise ValueError(f'HAT with ape=True only accepts inputs of img_size {self.patches_resolution} '
-                                 f'(after padding to the window), got {(height, width)}')
+                raise ValueError(
+                    f'HAT with ape=True only accepts inputs of img_size {self.patches_resolution} '
+                    f'(after padding to the window), got {(height, width)}'
+                )
             x = x + self.absolute_pos_embed
         x = self.pos_drop(x)
         for layer in self.layers:
-            x = layer(x, (height, width), self.relative_position_index_SA, self.relative_position_index_OCA,
-                      self.shift_seam_masks)
+            x = layer(
+                x,
+                (height, width),
+                self.relative_position_index_SA,
+                self.relative_position_index_OCA,
+                self.shift_seam_masks,
+            )
         return rearrange(self.norm(x), 'b (h w) c -> b c h w', h=height)
 
     def reconstruct(self, features: Tensor) -> Tensor:
@@ -687,13 +830,14 @@ class HAT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'HAT expects input of shape (batch, {self.in_chans}, height, width), '
-                             f'got {tuple(x.shape)}')
+            raise ValueError(
+                f'HAT expects input of shape (batch, {self.in_chans}, height, width), got {tuple(x.shape)}'
+            )
         self._refuse_float16(x)
         height, width = x.shape[-2:]
         mean = self.mean.to(x.dtype)
         x = pad_to_multiple((x - mean) * self.img_range, self.window_size)
         x = self.conv_first(x)
         x = self.reconstruct(self.conv_after_body(self.forward_features(x)) + x)
-        x = x[..., :height * self.upscale, :width * self.upscale]
+        x = x[..., : height * self.upscale, : width * self.upscale]
         return x / self.img_range + mean

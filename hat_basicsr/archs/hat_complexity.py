@@ -8,6 +8,7 @@ reproduces the published 64×64 ×4 figures (tests/test_info.py checks them; the
 compares them). Inputs are counted at the size the network actually processes: padded up to a
 multiple of the window.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,11 @@ def hat_complexity(model: nn.Module, options: Mapping, size: Tuple[int, int]) ->
     add('patch_embed.norm, norm', ['patch_embed.', 'norm.', 'absolute_pos_embed'], 0)
     for i, depth in enumerate(options['depths']):
         blocks = [f'layers.{i}.residual_group.blocks.{j}.' for j in range(depth)]
-        add(f'layers.{i} HABs x{depth}: attention', [b + p for b in blocks for p in ('norm1.', 'attn.')],
-            depth * attention)
+        add(
+            f'layers.{i} HABs x{depth}: attention',
+            [b + p for b in blocks for p in ('norm1.', 'attn.')],
+            depth * attention,
+        )
         add(f'layers.{i} HABs x{depth}: CAB', [b + 'conv_block.' for b in blocks], depth * cab)
         add(f'layers.{i} HABs x{depth}: MLP', [b + p for b in blocks for p in ('norm2.', 'mlp.')], depth * mlp)
         add(f'layers.{i} OCAB', [f'layers.{i}.residual_group.overlap_attn.'], ocab)

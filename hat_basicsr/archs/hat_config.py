@@ -6,6 +6,7 @@ back, so a `.pth` or `.safetensors` file is enough to rebuild the network. Optio
 tensor (conv_scale, img_range, qk_scale, drop rates, and img_size unless ape) get the release's values; a
 safetensors file written by `hat-basicsr convert` carries the exact options in its metadata.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,29 @@ METADATA_KEY = 'hat_basicsr.network_g'
 BLOCK0 = 'layers.0.residual_group.blocks.0.'
 OCAB0 = 'layers.0.residual_group.overlap_attn.'
 REQUIRED_KEYS = (
-    'conv_first.weight', 'conv_last.weight', BLOCK0 + 'norm1.weight', BLOCK0 + 'attn.relative_position_bias_table',
-    BLOCK0 + 'attn.qkv.weight', BLOCK0 + 'conv_block.cab.0.weight', BLOCK0 + 'conv_block.cab.3.attention.1.weight',
-    BLOCK0 + 'mlp.fc1.weight', OCAB0 + 'relative_position_bias_table', OCAB0 + 'qkv.weight')
+    'conv_first.weight',
+    'conv_last.weight',
+    BLOCK0 + 'norm1.weight',
+    BLOCK0 + 'attn.relative_position_bias_table',
+    BLOCK0 + 'attn.qkv.weight',
+    BLOCK0 + 'conv_block.cab.0.weight',
+    BLOCK0 + 'conv_block.cab.3.attention.1.weight',
+    BLOCK0 + 'mlp.fc1.weight',
+    OCAB0 + 'relative_position_bias_table',
+    OCAB0 + 'qkv.weight',
+)
 # The released networks (HAT-S, HAT, HAT-L, at any scale): the options all of them share, and what
 # differs per variant.
-RELEASE_OPTIONS = dict(window_size=16, overlap_ratio=0.5, mlp_ratio=2, conv_scale=0.01, img_size=64, img_range=1.0,
-                       upsampler='pixelshuffle', resi_connection='1conv')
+RELEASE_OPTIONS = dict(
+    window_size=16,
+    overlap_ratio=0.5,
+    mlp_ratio=2,
+    conv_scale=0.01,
+    img_size=64,
+    img_range=1.0,
+    upsampler='pixelshuffle',
+    resi_connection='1conv',
+)
 RELEASE_VARIANTS = {
     'HAT-S': dict(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24, squeeze_factor=24),
     'HAT': dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30),
@@ -41,7 +58,7 @@ UNOBSERVABLE_DEFAULTS = {'conv_scale': 0.01, 'img_range': 1.0, 'img_size': 64, '
 
 def _count(state_dict: Mapping[str, Tensor], prefix: str) -> int:
     """Length of a ModuleList stored under `prefix` (`layers.` -> number of RHAGs)."""
-    indices = {key[len(prefix):].split('.', 1)[0] for key in state_dict if key.startswith(prefix)}
+    indices = {key[len(prefix) :].split('.', 1)[0] for key in state_dict if key.startswith(prefix)}
     return len([index for index in indices if index.isdigit()])
 
 
@@ -81,8 +98,10 @@ def _upscale(state_dict: Mapping[str, Tensor]) -> int:
         elif out_channels == 9 * NUM_FEAT and index == 0 and 'upsample.2.weight' not in state_dict:
             scale = 3
         else:
-            raise CheckpointError(f'upsample.{index}.weight has {out_channels} output channels; HAT uses '
-                                  f'{4 * NUM_FEAT} per x2 stage or a single {9 * NUM_FEAT} for x3')
+            raise CheckpointError(
+                f'upsample.{index}.weight has {out_channels} output channels; HAT uses '
+                f'{4 * NUM_FEAT} per x2 stage or a single {9 * NUM_FEAT} for x3'
+            )
         index += 2
     return scale
 
@@ -94,21 +113,26 @@ def infer_hat_options(state_dict: Mapping[str, Tensor]) -> Dict:
     """
     missing = [key for key in REQUIRED_KEYS if key not in state_dict]
     if missing:
-        raise CheckpointError(f'not a HAT state dict: missing {", ".join(missing[:4])}'
-                              f'{f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""}; '
-                              f'it has {len(state_dict)} keys, e.g. {", ".join(list(state_dict)[:3])}')
+        raise CheckpointError(
+            f'not a HAT state dict: missing {", ".join(missing[:4])}'
+            f'{f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""}; '
+            f'it has {len(state_dict)} keys, e.g. {", ".join(list(state_dict)[:3])}'
+        )
     shape = lambda key: tuple(state_dict[key].shape)
     embed_dim, in_chans = shape('conv_first.weight')[:2]
     if shape('conv_last.weight')[1] != NUM_FEAT:
         raise CheckpointError(f'conv_last.weight reads {shape("conv_last.weight")[1]} features; HAT uses {NUM_FEAT}')
-    window_size = (_square_side(shape(BLOCK0 + 'attn.relative_position_bias_table')[0],
-                                'the window attention bias table') + 1) // 2
-    overlap_window = _square_side(shape(OCAB0 + 'relative_position_bias_table')[0],
-                                  'the OCAB bias table') - window_size + 1
+    window_size = (
+        _square_side(shape(BLOCK0 + 'attn.relative_position_bias_table')[0], 'the window attention bias table') + 1
+    ) // 2
+    overlap_window = (
+        _square_side(shape(OCAB0 + 'relative_position_bias_table')[0], 'the OCAB bias table') - window_size + 1
+    )
     num_layers = _count(state_dict, 'layers.')
     depths = [_count(state_dict, f'layers.{i}.residual_group.blocks.') for i in range(num_layers)]
-    num_heads = [shape(f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table')[1]
-                 for i in range(num_layers)]
+    num_heads = [
+        shape(f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table')[1] for i in range(num_layers)
+    ]
     mlp_hidden = shape(BLOCK0 + 'mlp.fc1.weight')[0]
     options = {
         'type': 'HAT',
@@ -117,11 +141,13 @@ def infer_hat_options(state_dict: Mapping[str, Tensor]) -> Dict:
         'depths': depths,
         'num_heads': num_heads,
         'window_size': window_size,
-        'overlap_ratio': _simplest_ratio(overlap_window - window_size, window_size,
-                                         lambda r: int(r * window_size) == overlap_window - window_size),
+        'overlap_ratio': _simplest_ratio(
+            overlap_window - window_size, window_size, lambda r: int(r * window_size) == overlap_window - window_size
+        ),
         'compress_ratio': _divisor(embed_dim, shape(BLOCK0 + 'conv_block.cab.0.weight')[0], 'compress_ratio'),
-        'squeeze_factor': _divisor(embed_dim, shape(BLOCK0 + 'conv_block.cab.3.attention.1.weight')[0],
-                                   'squeeze_factor'),
+        'squeeze_factor': _divisor(
+            embed_dim, shape(BLOCK0 + 'conv_block.cab.3.attention.1.weight')[0], 'squeeze_factor'
+        ),
         'mlp_ratio': _simplest_ratio(mlp_hidden, embed_dim, lambda r: int(embed_dim * r) == mlp_hidden),
         'upscale': _upscale(state_dict),
         'upsampler': 'pixelshuffle',
@@ -141,6 +167,7 @@ def read_metadata_options(path: str | Path) -> Optional[Dict]:
     if not is_safetensors(path):
         return None
     from safetensors import safe_open
+
     try:
         with safe_open(str(path), framework='pt') as handle:
             metadata = handle.metadata() or {}

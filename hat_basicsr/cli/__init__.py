@@ -1,4 +1,5 @@
 """The `hat-basicsr` console script: one subcommand per module in this package."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """What the analysis subcommands (lam, features) share: their image/model/device arguments, and
 loading the model and the image into a tensor the model takes."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OutputError)
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Image, model and device arguments shared by the analysis subcommands."""
     parser.add_argument('image', type=Path, help='input (low-resolution) image')
-    parser.add_argument('-m', '--model', required=True,
-                        help='HAT checkpoint (.pth/.safetensors) or BasicSR option file (.yml) of any architecture')
+    parser.add_argument(
+        '-m',
+        '--model',
+        required=True,
+        help='HAT checkpoint (.pth/.safetensors) or BasicSR option file (.yml) of any architecture',
+    )
     parser.add_argument('-o', '--output', type=Path, required=True, help='PNG file to write')
     parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
 

@@ -1,4 +1,5 @@
 """Argument types and the one-line error report that the subcommands share."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ def report_error(command: str, error: BaseException) -> int:
     return 2
 
 
-def checked(cast: Callable[[str], Number], valid: Callable[[Number], bool], requirement: str
-            ) -> Callable[[str], Number]:
+def checked(
+    cast: Callable[[str], Number], valid: Callable[[Number], bool], requirement: str
+) -> Callable[[str], Number]:
     """An argparse type: `cast`, then refuse values that are not `valid` (argparse reports it, status 2)."""
 
     def parse(text: str) -> Number:

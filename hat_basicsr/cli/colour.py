@@ -1,4 +1,5 @@
 """Colour layouts between images and models: gray and RGB images, 1-channel (luminance) models."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -15,6 +15,7 @@ only in safetensors metadata. When they differ from the release's values a warni
 loaders reading only the weights (spandrel, chaiNNer, ComfyUI, or any loader of a .pth) will
 assume the release's values and compute something else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ PTH_SUFFIXES = ('.pth', '.pt')
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser('convert', help='convert HAT weights between .pth and .safetensors',
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        'convert',
+        help='convert HAT weights between .pth and .safetensors',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument('src', type=Path, help='checkpoint to read (.pth/.pt/.ckpt/.safetensors)')
     parser.add_argument('dst', type=Path, help='file to write; its extension picks the format')
     parser.add_argument('--param-key', default='auto', help='source entry to read (default: params_ema, then params)')
@@ -57,15 +62,19 @@ def canonical_state_dict(state: Dict[str, Tensor], options: Dict) -> Dict[str, T
 
 def portability_warnings(options: Dict) -> List[str]:
     """Options that change the output but that loaders reading only the weights cannot recover."""
-    warnings = [f'{key}={options[key]} is not recorded by any tensor; loaders that read only the weights '
-                f'(spandrel/chaiNNer/ComfyUI, or a .pth anywhere) assume {key}={UNOBSERVABLE_DEFAULTS[key]}'
-                for key in ('conv_scale', 'img_range', 'qk_scale') if options.get(key, UNOBSERVABLE_DEFAULTS[key])
-                != UNOBSERVABLE_DEFAULTS[key]]
+    warnings = [
+        f'{key}={options[key]} is not recorded by any tensor; loaders that read only the weights '
+        f'(spandrel/chaiNNer/ComfyUI, or a .pth anywhere) assume {key}={UNOBSERVABLE_DEFAULTS[key]}'
+        for key in ('conv_scale', 'img_range', 'qk_scale')
+        if options.get(key, UNOBSERVABLE_DEFAULTS[key]) != UNOBSERVABLE_DEFAULTS[key]
+    ]
     size = options.get('img_size', UNOBSERVABLE_DEFAULTS['img_size'])
     if not options.get('ape') and min(size if isinstance(size, (list, tuple)) else [size]) <= options['window_size']:
-        warnings.append(f'img_size={size} <= window_size={options["window_size"]} turns the shifted windows off; '
-                        f'loaders that read only the weights assume img_size={UNOBSERVABLE_DEFAULTS["img_size"]}, '
-                        'which keeps them on')
+        warnings.append(
+            f'img_size={size} <= window_size={options["window_size"]} turns the shifted windows off; '
+            f'loaders that read only the weights assume img_size={UNOBSERVABLE_DEFAULTS["img_size"]}, '
+            'which keeps them on'
+        )
     return warnings
 
 
@@ -73,17 +82,20 @@ def save_safetensors(state: Dict[str, Tensor], options: Dict, path: Path) -> Non
     """Serialised in memory and written by atomic_write: safetensors' save_file would put its own
     0600 file in place of our temporary one and report a full disk as an errno-less SafetensorError."""
     from safetensors.torch import save
+
     metadata = {METADATA_KEY: json.dumps(options), 'format': 'pt'}
     atomic_write(path, lambda stream: stream.write(save(state, metadata=metadata)))
 
 
-def convert(src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'params_ema',
-            option_file: Optional[Path] = None) -> Dict:
+def convert(
+    src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'params_ema', option_file: Optional[Path] = None
+) -> Dict:
     """Convert `src` to `dst`; returns the network options (also written to safetensors metadata)."""
     suffix = dst.suffix.lower()
     if suffix not in PTH_SUFFIXES + SAFETENSORS_SUFFIXES:
-        raise SourceError(f'{dst}: unknown output format {suffix!r}; use one of '
-                          f'{", ".join(PTH_SUFFIXES + SAFETENSORS_SUFFIXES)}')
+        raise SourceError(
+            f'{dst}: unknown output format {suffix!r}; use one of {", ".join(PTH_SUFFIXES + SAFETENSORS_SUFFIXES)}'
+        )
     if src.resolve() == dst.resolve():
         raise SourceError(f'{dst} is the source itself')
     if src.suffix.lower() in OPTION_SUFFIXES:
@@ -116,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         return report_error('convert', error)
     for warning in portability_warnings(options):
         print(f'hat-basicsr convert: warning: {warning}', file=sys.stderr)
-    print(f'{args.src} -> {args.dst}: HAT x{options["upscale"]}, embed_dim {options["embed_dim"]}, '
-          f'depths {options["depths"]}, window {options["window_size"]}')
+    print(
+        f'{args.src} -> {args.dst}: HAT x{options["upscale"]}, embed_dim {options["embed_dim"]}, '
+        f'depths {options["depths"]}, window {options["window_size"]}'
+    )
     return 0

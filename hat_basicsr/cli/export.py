@@ -9,6 +9,7 @@ dynamic), for runtimes that want fixed shapes. Before writing, the file is run i
 against the torch model at a size the export did not trace (`--no-verify` skips it). float16 is
 refused: HAT's activations overflow it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,18 +22,29 @@ from hat_basicsr.utils.onnx_deploy import OPSET, VERIFY_TOLERANCE, export_onnx, 
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser('export', help='export a HAT model to ONNX', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        'export',
+        help='export a HAT model to ONNX',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument('model', help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
     parser.add_argument('output', type=Path, help='the .onnx file to write')
-    parser.add_argument('--param-key', default='auto', help='checkpoint entry to load (default: params_ema, '
-                        'then params)')
-    parser.add_argument('--static', type=int, nargs=2, metavar=('H', 'W'),
-                        help='fix the input height and width (default: dynamic)')
-    parser.add_argument('--dtype', choices=('float32', 'float16'), default='float32',
-                        help='precision of the graph; float16 is refused (HAT overflows it)')
-    parser.add_argument('--no-verify', action='store_true',
-                        help='skip running the file in onnxruntime against the torch model')
+    parser.add_argument(
+        '--param-key', default='auto', help='checkpoint entry to load (default: params_ema, then params)'
+    )
+    parser.add_argument(
+        '--static', type=int, nargs=2, metavar=('H', 'W'), help='fix the input height and width (default: dynamic)'
+    )
+    parser.add_argument(
+        '--dtype',
+        choices=('float32', 'float16'),
+        default='float32',
+        help='precision of the graph; float16 is refused (HAT overflows it)',
+    )
+    parser.add_argument(
+        '--no-verify', action='store_true', help='skip running the file in onnxruntime against the torch model'
+    )
     parser.add_argument('--force', action='store_true', help='overwrite OUTPUT')
     parser.set_defaults(func=run)
 

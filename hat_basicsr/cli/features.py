@@ -4,6 +4,7 @@ Stages are HAT's RHAGs and SwinIR's RSTBs (`layers`), EDSR's and RCAN's blocks (
 model's top-level modules. Each tile shows the mean |feature| per position, or with --channels the
 chosen channels (one row each). Window-attention networks show blocking artifacts in this view.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,20 @@ from hat_basicsr.cli.arguments import non_negative, positive, report_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser('features', help='per-stage feature maps of an SR model as a PNG grid',
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        'features',
+        help='per-stage feature maps of an SR model as a PNG grid',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_arguments(parser)
-    parser.add_argument('--channels', type=non_negative(int), nargs='+', metavar='C',
-                        help='channels to show (default: mean magnitude over all channels)')
+    parser.add_argument(
+        '--channels',
+        type=non_negative(int),
+        nargs='+',
+        metavar='C',
+        help='channels to show (default: mean magnitude over all channels)',
+    )
     parser.add_argument('--columns', type=positive(int), default=6, help='stages per row of the grid (default 6)')
     parser.set_defaults(func=run)
 
@@ -28,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         model, _, image, device = load_inputs(args)
         stages = capture_stage_features(model, image, device)
         path = save_feature_grid(stages, args.output, args.channels, args.columns)
-    except USER_ERRORS + (IndexError, ) as error:
+    except USER_ERRORS + (IndexError,) as error:
         return report_error('features', error)
     print('stages: ' + ', '.join(name for name, _ in stages))
     print(f'wrote {path}')

@@ -1,5 +1,6 @@
 """Reading and writing images for the subcommands: exact samples (8 or 16 bits), EXIF orientation,
 alpha, a pixel limit checked before decoding, atomic writes."""
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,9 @@ UPRIGHT = {
 }
 
 
-def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS
-               ) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+def read_image(
+    path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
     """(float32 HxWxC in [0, 1], C = 1 (gray) or 3 (RGB); alpha HxW or None; bits per sample 8 or 16).
 
     Any file OpenCV decodes; samples stay exact (IMREAD_UNCHANGED, no 8-bit conversion), and the
@@ -78,8 +80,10 @@ def silence_opencv() -> None:
 
 def check_pixels(path: Union[str, os.PathLike], width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageError(f'{path}: {width}x{height} is {width * height:,} pixels, more than the limit of '
-                         f'{max_pixels:,} (--max-pixels)')
+        raise ImageError(
+            f'{path}: {width}x{height} is {width * height:,} pixels, more than the limit of '
+            f'{max_pixels:,} (--max-pixels)'
+        )
 
 
 def header_orientation(path: Union[str, os.PathLike], data: np.ndarray, max_pixels: int) -> int:
@@ -105,8 +109,9 @@ def header_orientation(path: Union[str, os.PathLike], data: np.ndarray, max_pixe
             return 1
 
 
-def write_image(path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int = 8,
-                alpha: Optional[np.ndarray] = None) -> None:
+def write_image(
+    path: Union[str, os.PathLike], array: np.ndarray, bit_depth: int = 8, alpha: Optional[np.ndarray] = None
+) -> None:
     """Write float RGB (HxWx3) or gray (HxW or HxWx1) in [0, 1], with optional alpha, atomically."""
     path = Path(path)
     suffix = path.suffix.lower()

@@ -5,6 +5,7 @@ registered architecture; no weights are loaded). The network is built on the met
 even HAT-L costs no memory. See hat_basicsr.archs.hat_complexity (HAT) and hat_basicsr.utils.complexity
 (others) for what is counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,21 @@ from hat_basicsr.utils.complexity import Complexity, measured_complexity
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser('info', help='parameters and multiply-adds of a model',
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        'info',
+        help='parameters and multiply-adds of a model',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument('source', type=Path, help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
-    parser.add_argument('--size', type=int, nargs=2, default=(64, 64), metavar=('H', 'W'),
-                        help='input size in pixels (default: 64 64, as in the HAT paper)')
+    parser.add_argument(
+        '--size',
+        type=int,
+        nargs=2,
+        default=(64, 64),
+        metavar=('H', 'W'),
+        help='input size in pixels (default: 64 64, as in the HAT paper)',
+    )
     parser.add_argument('--param-key', default='auto', help='checkpoint entry to read')
     parser.set_defaults(func=run)
 
@@ -46,16 +57,22 @@ def source_complexity(source: Path, size: Tuple[int, int], param_key: str = 'aut
 def format_report(report: Complexity) -> str:
     width = max(len(row.name) for row in report.rows)
     unit, divisor = ('G', 1e9) if report.macs >= 1e9 else ('M', 1e6)
-    processed = '' if report.processed_size == report.size else \
-        f' (processed as {report.processed_size[0]}x{report.processed_size[1]} after padding to the window)'
-    lines = [f'input {report.size[0]}x{report.size[1]}{processed}',
-             f'{"module":<{width}}  {"params":>12}  {f"MACs ({unit})":>10}  {"share":>6}']
+    processed = (
+        ''
+        if report.processed_size == report.size
+        else f' (processed as {report.processed_size[0]}x{report.processed_size[1]} after padding to the window)'
+    )
+    lines = [
+        f'input {report.size[0]}x{report.size[1]}{processed}',
+        f'{"module":<{width}}  {"params":>12}  {f"MACs ({unit})":>10}  {"share":>6}',
+    ]
     for row in report.rows:
         share = row.macs / report.macs if report.macs else 0.0
         lines.append(f'{row.name:<{width}}  {row.params:>12,}  {row.macs / divisor:>10.3f}  {share:>6.1%}')
     lines.append(f'{"total":<{width}}  {report.params:>12,}  {report.macs / divisor:>10.3f}')
-    lines.append('MACs: multiply-adds of convolutions, linear layers and attention matrix products '
-                 '(the HAT paper\'s Multi-Adds)')
+    lines.append(
+        "MACs: multiply-adds of convolutions, linear layers and attention matrix products (the HAT paper's Multi-Adds)"
+    )
     return '\n'.join(lines)
 
 

@@ -4,6 +4,7 @@ A model source is either a checkpoint (.pth/.pt/.ckpt/.safetensors: a HAT whose 
 from its weights) or a BasicSR option file (.yml/.yaml: any registered architecture, built by
 `basicsr.archs.build_network` from `network_g`, weights from `path.pretrain_network_g`).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ OPTION_SUFFIXES = ('.yml', '.yaml')
 @dataclass
 class ModelSpec:
     """Everything needed to build a model, before any tensor is allocated."""
+
     network: Dict  # network_g-style options, including 'type'
     scale: int
     weights: Union[None, Path, Dict[str, Tensor]]  # a path (option file) or loaded weights (checkpoint)
@@ -83,9 +85,14 @@ def _option_file_spec(path: Path, param_key: Optional[str]) -> ModelSpec:
         # folder is tried next so a model folder can be moved as a whole.
         if not weights.is_absolute() and not weights.exists() and (path.parent / weights).exists():
             weights = path.parent / weights
-    return ModelSpec(network=network, scale=scale, weights=weights or None,
-                     param_key=path_options.get('param_key_g', param_key),
-                     strict=path_options.get('strict_load_g', True), tile=tile)
+    return ModelSpec(
+        network=network,
+        scale=scale,
+        weights=weights or None,
+        param_key=path_options.get('param_key_g', param_key),
+        strict=path_options.get('strict_load_g', True),
+        tile=tile,
+    )
 
 
 def resolve_source(source: Union[str, os.PathLike], param_key: Optional[str] = 'auto') -> ModelSpec:
@@ -107,6 +114,7 @@ def resolve_source(source: Union[str, os.PathLike], param_key: Optional[str] = '
 def build_network(network: Dict) -> nn.Module:
     """basicsr.archs.build_network with its failures (unknown type, bad argument) as SourceError."""
     from basicsr.archs import build_network as basicsr_build_network
+
     try:
         return basicsr_build_network(deepcopy(network))
     except (KeyError, TypeError, ValueError) as error:
@@ -114,8 +122,9 @@ def build_network(network: Dict) -> nn.Module:
         raise SourceError(f'cannot build network {network.get("type")!r}: {message}') from error
 
 
-def instantiate(spec: ModelSpec, source: Union[str, os.PathLike], device: Union[str, torch.device],
-                allow_random_init: bool = False) -> nn.Module:
+def instantiate(
+    spec: ModelSpec, source: Union[str, os.PathLike], device: Union[str, torch.device], allow_random_init: bool = False
+) -> nn.Module:
     """The model `spec` describes, with its weights, in eval mode on `device`.
 
     An option file without `path.pretrain_network_g` is refused unless `allow_random_init`
@@ -130,8 +139,12 @@ def instantiate(spec: ModelSpec, source: Union[str, os.PathLike], device: Union[
     return model.eval().to(device)
 
 
-def load_model(source: Union[str, os.PathLike], device: Union[str, torch.device], param_key: Optional[str] = 'auto',
-               allow_random_init: bool = False) -> Tuple[nn.Module, int]:
+def load_model(
+    source: Union[str, os.PathLike],
+    device: Union[str, torch.device],
+    param_key: Optional[str] = 'auto',
+    allow_random_init: bool = False,
+) -> Tuple[nn.Module, int]:
     """(model in eval mode on `device`, scale) from a checkpoint or a BasicSR option file."""
     spec = resolve_source(source, param_key)
     return instantiate(spec, source, device, allow_random_init), spec.scale

@@ -19,6 +19,7 @@ folder without images). Temporary files that a killed run left for this run's ou
 at the start. With an option file as the model, its `tile:` section
 (tile_size, tile_pad) is the default for --tile and --tile-overlap.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,30 +51,54 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser('upscale', help='super-resolve images with a HAT (or any BasicSR) model',
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        'upscale',
+        help='super-resolve images with a HAT (or any BasicSR) model',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument('input', type=Path, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder')
-    parser.add_argument('-m', '--model', required=True,
-                        help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml); .onnx with '
-                        '--backend onnxruntime')
-    parser.add_argument('--param-key', default='auto', help='checkpoint entry to load (default: params_ema, '
-                        'then params)')
-    parser.add_argument('--tile', type=int, help="tile side in input pixels; 0 = whole image (default: the option "
-                        "file's tile_size, else 0)")
-    parser.add_argument('--tile-overlap', type=int, help='context around each tile in input pixels (default: the '
-                        f"option file's tile_pad, else {DEFAULT_TILE_PAD})")
-    parser.add_argument('--backend', choices=BACKENDS, default=BACKENDS[0],
-                        help="'torch' (MODEL: checkpoint or option file) or 'onnxruntime' (MODEL: an .onnx file, "
-                        "e.g. from `hat-basicsr export`)")
+    parser.add_argument(
+        '-m',
+        '--model',
+        required=True,
+        help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml); .onnx with --backend onnxruntime',
+    )
+    parser.add_argument(
+        '--param-key', default='auto', help='checkpoint entry to load (default: params_ema, then params)'
+    )
+    parser.add_argument(
+        '--tile',
+        type=int,
+        help="tile side in input pixels; 0 = whole image (default: the option file's tile_size, else 0)",
+    )
+    parser.add_argument(
+        '--tile-overlap',
+        type=int,
+        help=f"context around each tile in input pixels (default: the option file's tile_pad, else {DEFAULT_TILE_PAD})",
+    )
+    parser.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        default=BACKENDS[0],
+        help="'torch' (MODEL: checkpoint or option file) or 'onnxruntime' (MODEL: an .onnx file, "
+        'e.g. from `hat-basicsr export`)',
+    )
     parser.add_argument('--bf16', action='store_true', help='run under bfloat16 autocast')
     parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
-    parser.add_argument('--alpha', choices=('model', 'bicubic'), default='model',
-                        help='how to upscale an alpha channel')
+    parser.add_argument(
+        '--alpha', choices=('model', 'bicubic'), default='model', help='how to upscale an alpha channel'
+    )
     parser.add_argument('--suffix', default='', help='appended to each output file name stem')
     parser.add_argument('--skip-existing', action='store_true', help='leave images whose output exists')
-    parser.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS, help='refuse input images of more '
-                        f'pixels (width x height), before decoding them (default: {DEFAULT_MAX_PIXELS:,})')
+    parser.add_argument(
+        '--max-pixels',
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help='refuse input images of more '
+        f'pixels (width x height), before decoding them (default: {DEFAULT_MAX_PIXELS:,})',
+    )
     parser.set_defaults(func=run)
 
 
@@ -88,8 +113,9 @@ def list_inputs(source: Path) -> List[Path]:
     return images
 
 
-def make_runner(model: Union[nn.Module, OnnxModel], scale: int, device: torch.device, tile: int, tile_overlap: int,
-                bf16: bool) -> Runner:
+def make_runner(
+    model: Union[nn.Module, OnnxModel], scale: int, device: torch.device, tile: int, tile_overlap: int, bf16: bool
+) -> Runner:
     """An HxWxC float array -> (H*scale)x(W*scale)xC, through the model on `device`."""
 
     def run_model(image: np.ndarray) -> np.ndarray:
@@ -129,8 +155,9 @@ def output_path(args: argparse.Namespace, source: Path) -> Path:
     return args.output / f'{source.stem}{args.suffix}{source.suffix}'
 
 
-def process(source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str,
-            max_pixels: int) -> None:
+def process(
+    source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str, max_pixels: int
+) -> None:
     if target.resolve() == source.resolve():
         raise ImageError(f'{source}: output would overwrite the input (choose another folder or a --suffix)')
     image, alpha, bit_depth = read_image(source, max_pixels)
@@ -193,4 +220,3 @@ def run(args: argparse.Namespace) -> int:
     done = len(inputs) - len(failed) - skipped
     tqdm.write(f'{done} written, {skipped} skipped (existing), {len(failed)} failed -> {args.output}')
     return 1 if failed else 0
-

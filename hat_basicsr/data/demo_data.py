@@ -5,6 +5,7 @@ HR patches and MATLAB-bicubic LR (x2, x3, x4) in BasicSR's PairedImageDataset la
 LMDBs, a meta_info list, and a few held-out validation images. Building takes a few seconds and is
 skipped when already done.
 """
+
 import contextlib
 import io
 import os
@@ -29,6 +30,7 @@ STAMP = '.complete'
 def _skimage_photo(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         from skimage import data as skdata
+
         img = getattr(skdata, name)()
         return img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
 
@@ -52,8 +54,11 @@ def grid_patches(img: np.ndarray, size: int) -> List[np.ndarray]:
     h, w = img.shape[:2]
     rows, cols = h // size, w // size
     top0, left0 = (h - rows * size) // 2, (w - cols * size) // 2
-    return [img[top0 + r * size:top0 + (r + 1) * size, left0 + c * size:left0 + (c + 1) * size]
-            for r in range(rows) for c in range(cols)]
+    return [
+        img[top0 + r * size : top0 + (r + 1) * size, left0 + c * size : left0 + (c + 1) * size]
+        for r in range(rows)
+        for c in range(cols)
+    ]
 
 
 def center_crop(img: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -61,7 +66,7 @@ def center_crop(img: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     if h < size[0] or w < size[1]:
         raise ValueError(f'Cannot centre-crop a {h}x{w} photo to {size[0]}x{size[1]}.')
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
-    return img[top:top + size[0], left:left + size[1]]
+    return img[top : top + size[0], left : left + size[1]]
 
 
 def bicubic_lr(img_bgr: np.ndarray, scale: int) -> np.ndarray:
@@ -106,8 +111,10 @@ def train_images() -> Dict[str, np.ndarray]:
 
 
 def val_images() -> Dict[str, np.ndarray]:
-    return {photo: np.ascontiguousarray(center_crop(load()[..., :3], size)[..., ::-1])
-            for photo, (load, size) in VAL_PHOTOS.items()}
+    return {
+        photo: np.ascontiguousarray(center_crop(load()[..., :3], size)[..., ::-1])
+        for photo, (load, size) in VAL_PHOTOS.items()
+    }
 
 
 def build_demo_data(root: Union[str, Path] = 'datasets/demo', force: bool = False) -> Path:
@@ -133,10 +140,13 @@ def build_demo_data(root: Union[str, Path] = 'datasets/demo', force: bool = Fals
     write_lmdb(root / 'train' / 'HR', root / 'train' / 'HR.lmdb')
     for scale in SCALES:
         write_lmdb(root / 'train' / 'LR_bicubic' / f'X{scale}', root / 'train' / f'LR_bicubic_X{scale}.lmdb')
-    (root / 'train' / 'meta_info.txt').write_text(''.join(
-        f'{name}.png ({img.shape[0]},{img.shape[1]},{img.shape[2]})\n' for name, img in sorted(train.items())))
+    (root / 'train' / 'meta_info.txt').write_text(
+        ''.join(f'{name}.png ({img.shape[0]},{img.shape[1]},{img.shape[2]})\n' for name, img in sorted(train.items()))
+    )
     stamp.write_text(FORMAT_VERSION + '\n')
-    print(f'demo data in {root}: {len(train)} train patches {PATCH_SIZE}x{PATCH_SIZE} from {len(TRAIN_PHOTOS)} '
-          f'photos, {len(val)} val images, LR x{"/x".join(map(str, SCALES))}, 4 LMDBs '
-          f'({time.perf_counter() - start:.1f}s)')
+    print(
+        f'demo data in {root}: {len(train)} train patches {PATCH_SIZE}x{PATCH_SIZE} from {len(TRAIN_PHOTOS)} '
+        f'photos, {len(val)} val images, LR x{"/x".join(map(str, SCALES))}, 4 LMDBs '
+        f'({time.perf_counter() - start:.1f}s)'
+    )
     return root

@@ -4,6 +4,7 @@ The release computes `imresize(gt, 1/scale)` on the whole image and then crops: 
 images most of that work is thrown away. Here the LQ is computed on a GT window just large enough
 that the LQ crop is identical to cropping the whole-image LQ (see `lq_window` and `crop_pair`).
 """
+
 import math
 import os
 import random
@@ -66,11 +67,11 @@ def crop_pair(img_gt: np.ndarray, scale: int, top: int, left: int, lq_size: int)
     h_lq, w_lq = img_gt.shape[0] // scale, img_gt.shape[1] // scale
     row_lo, row_hi = lq_window(top, lq_size, h_lq)
     col_lo, col_hi = lq_window(left, lq_size, w_lq)
-    window = img_gt[row_lo * scale:row_hi * scale, col_lo * scale:col_hi * scale]
+    window = img_gt[row_lo * scale : row_hi * scale, col_lo * scale : col_hi * scale]
     lq = imresize(window, 1 / scale)
-    lq = lq[top - row_lo:top - row_lo + lq_size, left - col_lo:left - col_lo + lq_size]
+    lq = lq[top - row_lo : top - row_lo + lq_size, left - col_lo : left - col_lo + lq_size]
     gt_size = lq_size * scale
-    gt = img_gt[top * scale:top * scale + gt_size, left * scale:left * scale + gt_size]
+    gt = img_gt[top * scale : top * scale + gt_size, left * scale : left * scale + gt_size]
     return gt, lq
 
 
@@ -127,7 +128,7 @@ class ImageNetPairedDataset(data.Dataset):
         self.scale = int(opt['scale'])
         self.is_train = opt['phase'] == 'train'
         if self.is_train and opt['gt_size'] % self.scale:
-            raise DatasetError(f"gt_size {opt['gt_size']} must be a multiple of scale {self.scale}.")
+            raise DatasetError(f'gt_size {opt["gt_size"]} must be a multiple of scale {self.scale}.')
         self.mean = opt.get('mean')
         self.std = opt.get('std')
         self.skip_corrupt = bool(opt.get('skip_corrupt', False))
@@ -141,8 +142,9 @@ class ImageNetPairedDataset(data.Dataset):
     def _list_paths(self) -> List[str]:
         if self.io_backend_opt['type'] == 'lmdb':
             if self.meta_info:
-                raise DatasetError("Option 'meta_info' applies to the disk backend; an LMDB lists its "
-                                   'keys in its own meta_info.txt.')
+                raise DatasetError(
+                    "Option 'meta_info' applies to the disk backend; an LMDB lists its keys in its own meta_info.txt."
+                )
             self.io_backend_opt['db_paths'] = [self.gt_folder]
             self.io_backend_opt['client_keys'] = ['gt']
             return paths_from_lmdb(self.gt_folder)
@@ -184,16 +186,20 @@ class ImageNetPairedDataset(data.Dataset):
                 get_root_logger().warning(f'skip_corrupt: {err} Using another random sample.')
                 gt_path = self.paths[random.randrange(len(self.paths))]
         else:
-            raise CorruptImageError(f'skip_corrupt: {MAX_SKIPPED_READS} reads in a row failed, the last '
-                                    f'one {gt_path}; check dataroot_gt {self.gt_folder}.')
+            raise CorruptImageError(
+                f'skip_corrupt: {MAX_SKIPPED_READS} reads in a row failed, the last '
+                f'one {gt_path}; check dataroot_gt {self.gt_folder}.'
+            )
 
         if self.is_train:
             img_gt, img_lq = self._train_pair(img_gt)
         else:
             img_gt = mod_crop(img_gt, self.scale)
             if min(img_gt.shape[:2]) < 2 * self.scale:
-                raise DatasetError(f'{gt_path} ({img_gt.shape[1]}x{img_gt.shape[0]} after cropping to a multiple of '
-                                 f'{self.scale}) is too small for x{self.scale}: the LQ needs at least 2 pixels a side')
+                raise DatasetError(
+                    f'{gt_path} ({img_gt.shape[1]}x{img_gt.shape[0]} after cropping to a multiple of '
+                    f'{self.scale}) is too small for x{self.scale}: the LQ needs at least 2 pixels a side'
+                )
             img_lq = imresize(img_gt, 1 / self.scale)
         img_lq = quantize(img_lq)
 

@@ -10,6 +10,7 @@
   or weights stop it before anything non-finite is saved.
 - Validation refuses LQ/GT pairs of another scale, which BasicSR would silently crop.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,10 @@ def check_pair_scale(dataset: Any, scale: int) -> None:
         if gt is None or lq is None:
             continue
         if not all(low * scale <= high < (low + 1) * scale for high, low in zip(gt, lq)):
-            raise OptionError(f"{pair['lq_path']} ({lq[0]}x{lq[1]}) is not the x{scale} LQ of {pair['gt_path']} "
-                              f'({gt[0]}x{gt[1]}): check dataroot_lq and scale')
+            raise OptionError(
+                f'{pair["lq_path"]} ({lq[0]}x{lq[1]}) is not the x{scale} LQ of {pair["gt_path"]} '
+                f'({gt[0]}x{gt[1]}): check dataroot_lq and scale'
+            )
 
 
 def _plain(value: Any) -> Any:
@@ -90,7 +93,7 @@ class BasicSRFixesMixin:
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['num_gpu'] != 0 and not torch.cuda.is_available():
-            raise OptionError(f"num_gpu: {opt['num_gpu']} but CUDA is not available; use num_gpu: 0 or auto for CPU")
+            raise OptionError(f'num_gpu: {opt["num_gpu"]} but CUDA is not available; use num_gpu: 0 or auto for CPU')
         super().__init__(opt)
         if self.is_train and opt.get('rank', 0) == 0:
             for folder in ('models', 'training_states'):
@@ -117,9 +120,11 @@ class BasicSRFixesMixin:
         losses are already Python floats, so checking costs nothing); call after each step."""
         non_finite = [f'{name} = {value}' for name, value in self.log_dict.items() if not math.isfinite(value)]
         if non_finite:
-            raise NonFiniteTrainingError(f'training diverged at iteration {current_iter}: {", ".join(non_finite)}; '
-                                         f'stopped without saving it ({_newest_state()}); lower the learning rate '
-                                         'or check the data and the loss options')
+            raise NonFiniteTrainingError(
+                f'training diverged at iteration {current_iter}: {", ".join(non_finite)}; '
+                f'stopped without saving it ({_newest_state()}); lower the learning rate '
+                'or check the data and the loss options'
+            )
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         super().resume_training(resume_state)
@@ -155,8 +160,9 @@ class BasicSRFixesMixin:
         if progress.saved_iteration != finished_iter:
             self.save(progress.epoch, finished_iter)
         state = os.path.join(self.opt['path']['training_states'], f'{finished_iter}.state')
-        raise TrainingStopped(f'stopped by SIGTERM after iteration {finished_iter}; saved {state}; '
-                              'resume with --auto_resume')
+        raise TrainingStopped(
+            f'stopped by SIGTERM after iteration {finished_iter}; saved {state}; resume with --auto_resume'
+        )
 
     def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
         """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""
@@ -165,8 +171,9 @@ class BasicSRFixesMixin:
             self._checked_datasets.add(id(dataloader.dataset))
         super().validation(dataloader, current_iter, tb_logger, save_img)
 
-    def load_network(self, net: nn.Module, load_path: str, strict: bool = True,
-                     param_key: Optional[str] = 'params') -> None:
+    def load_network(
+        self, net: nn.Module, load_path: str, strict: bool = True, param_key: Optional[str] = 'params'
+    ) -> None:
         """Load through load_weights: any checkpoint layout, wrapper prefixes, safetensors, and an
         error listing the mismatch. A missing `param_key` falls back to the other weights in the
         file (as BasicSR does for params_ema -> params), e.g. released files hold only params_ema."""
@@ -179,29 +186,44 @@ class BasicSRFixesMixin:
         except CheckpointError as error:
             raise type(error)(f'{load_path}: {error}') from error
         skipped = sum(map(len, report.values()))
-        get_root_logger().info(f'Loaded {load_path} [{param_key}] into {type(net).__name__}'
-                               + (f' ({skipped} entries skipped, strict=False)' if skipped else ''))
+        get_root_logger().info(
+            f'Loaded {load_path} [{param_key}] into {type(net).__name__}'
+            + (f' ({skipped} entries skipped, strict=False)' if skipped else '')
+        )
 
     @master_only
-    def save_network(self, net: Union[nn.Module, List[nn.Module]], net_label: str, current_iter: int,
-                     param_key: Union[str, List[str]] = 'params') -> None:
+    def save_network(
+        self,
+        net: Union[nn.Module, List[nn.Module]],
+        net_label: str,
+        current_iter: int,
+        param_key: Union[str, List[str]] = 'params',
+    ) -> None:
         """Like BaseModel.save_network (bare, CPU, un-prefixed state dicts) but written atomically:
         a kill mid-save leaves the previous file intact, never a truncated one."""
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError(f'{len(nets)} networks but {len(keys)} param keys')
-        checkpoint = {key: {name: tensor.detach().cpu() for name, tensor in self.get_bare_model(n).state_dict().items()}
-                      for n, key in zip(nets, keys)}
+        checkpoint = {
+            key: {name: tensor.detach().cpu() for name, tensor in self.get_bare_model(n).state_dict().items()}
+            for n, key in zip(nets, keys)
+        }
         label = 'latest' if current_iter == -1 else current_iter
         path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
-        non_finite = [f'{key}.{name}' for key, params in checkpoint.items() for name, tensor in params.items()
-                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        non_finite = [
+            f'{key}.{name}'
+            for key, params in checkpoint.items()
+            for name, tensor in params.items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ]
         if non_finite:
             iteration = progress.iteration if current_iter == -1 else current_iter
-            raise NonFiniteTrainingError(f'training diverged at iteration {iteration}: non-finite weights in '
-                                         f'{len(non_finite)} tensor(s) of {net_label} (first: {non_finite[0]}); '
-                                         f'{path} not written ({_newest_state()})')
+            raise NonFiniteTrainingError(
+                f'training diverged at iteration {iteration}: non-finite weights in '
+                f'{len(non_finite)} tensor(s) of {net_label} (first: {non_finite[0]}); '
+                f'{path} not written ({_newest_state()})'
+            )
         atomic_save(checkpoint, path)
 
     @master_only
@@ -209,8 +231,11 @@ class BasicSRFixesMixin:
         """Like BaseModel.save_training_state, atomically and with plain values only."""
         if current_iter == -1:
             return
-        state = {'epoch': epoch, 'iter': current_iter,
-                 'optimizers': [optimizer.state_dict() for optimizer in self.optimizers],
-                 'schedulers': [scheduler.state_dict() for scheduler in self.schedulers]}
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [optimizer.state_dict() for optimizer in self.optimizers],
+            'schedulers': [scheduler.state_dict() for scheduler in self.schedulers],
+        }
         atomic_save(_plain(state), os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
         progress.epoch, progress.saved_iteration = epoch, current_iter

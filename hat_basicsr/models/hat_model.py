@@ -1,6 +1,7 @@
 """HATModel: BasicSR's SRModel (losses, EMA, optimizers, schedulers, validation, metrics) for HAT,
 with tiled inference and the `acceleration` options; what it changes in BasicSR for any network
 (CPU support, safe checkpoints, training stops) comes from BasicSRFixesMixin."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -63,8 +64,9 @@ class HATModel(BasicSRFixesMixin, SRModel):
         if upscale != opt['scale']:
             raise OptionError(f"network_g upscales by {upscale} but the option file's scale is {opt['scale']}")
         if self.tile is not None:
-            warning = off_grid_warning(self.tile['tile_size'], self.tile['tile_pad'],
-                                       self.get_bare_model(self.net_g).window_size)
+            warning = off_grid_warning(
+                self.tile['tile_size'], self.tile['tile_pad'], self.get_bare_model(self.net_g).window_size
+            )
             if warning:
                 get_root_logger().warning(warning)
 

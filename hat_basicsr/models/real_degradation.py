@@ -7,6 +7,7 @@ those on the model's device and leaves every other step (the degradation itself,
 the losses) to BasicSR; the helpers below check the options and the VGG weights those models need
 before the first iteration.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,22 +22,39 @@ from basicsr.utils import DiffJPEG, USMSharp
 
 # Top-level options BasicSR's Real-ESRGAN feed_data reads while synthesising training pairs.
 DEGRADATION_OPTIONS = (
-    'resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range', 'gray_noise_prob',
-    'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2', 'gaussian_noise_prob2', 'noise_range2',
-    'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2', 'gt_size')
+    'resize_prob',
+    'resize_range',
+    'gaussian_noise_prob',
+    'noise_range',
+    'poisson_scale_range',
+    'gray_noise_prob',
+    'jpeg_range',
+    'second_blur_prob',
+    'resize_prob2',
+    'resize_range2',
+    'gaussian_noise_prob2',
+    'noise_range2',
+    'poisson_scale_range2',
+    'gray_noise_prob2',
+    'jpeg_range2',
+    'gt_size',
+)
 
 
 def require_options(opt: Dict[str, Any], names: Iterable[str], model: str, section: str = 'top-level') -> None:
     """Fail at construction, naming every missing key, instead of an error mid-iteration."""
     missing = [name for name in names if name not in opt]
     if missing:
-        raise OptionError(f'{model} needs the {section} option(s) {missing}, as in '
-                          'options/train/Real-HAT_MSE_SRx4.yml and Real-HAT_GAN_SRx4.yml')
+        raise OptionError(
+            f'{model} needs the {section} option(s) {missing}, as in '
+            'options/train/Real-HAT_MSE_SRx4.yml and Real-HAT_GAN_SRx4.yml'
+        )
 
 
 def vgg_weights_url(vgg_type: str) -> str:
     """Where torchvision downloads the ImageNet weights of `vgg_type` (vgg19 -> .../vgg19-dcbb9e9d.pth)."""
     from torchvision.models import get_model_weights
+
     return get_model_weights(vgg_type).IMAGENET1K_V1.url
 
 
@@ -56,19 +74,25 @@ def require_vgg_weights(train_opt: Dict[str, Any]) -> None:
     if os.path.isfile(local):
         if vgg_type == 'vgg19':
             return
-        raise OptionError(f"perceptual_opt.vgg_type is {vgg_type}, but BasicSR loads '{local}' (VGG19 weights) into "
-                          'any VGG when that file exists: use vgg_type: vgg19, or move the file away')
+        raise OptionError(
+            f"perceptual_opt.vgg_type is {vgg_type}, but BasicSR loads '{local}' (VGG19 weights) into "
+            'any VGG when that file exists: use vgg_type: vgg19, or move the file away'
+        )
     url = vgg_weights_url(vgg_type)
     cached = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url))
     if os.path.isfile(cached):
         return
-    where = (f"'{local}' (relative to the working directory, here {os.path.abspath(local)}), else "
-             if vgg_type == 'vgg19' else '')
+    where = (
+        f"'{local}' (relative to the working directory, here {os.path.abspath(local)}), else "
+        if vgg_type == 'vgg19'
+        else ''
+    )
     raise MissingVGGWeightsError(
-        f'perceptual_opt needs ImageNet {vgg_type} weights: BasicSR loads {where}torchvision\'s cache {cached}; '
+        f"perceptual_opt needs ImageNet {vgg_type} weights: BasicSR loads {where}torchvision's cache {cached}; "
         f'none exists and nothing is downloaded at run time. Download {url} on a machine with internet access '
         f"and put it at '{local if vgg_type == 'vgg19' else cached}', or remove perceptual_opt from the train "
-        'options.')
+        'options.'
+    )
 
 
 class ContiguousDiffJPEG(DiffJPEG):
@@ -110,8 +134,9 @@ class RealDegradationMixin:
         if not hasattr(self, 'queue_lr'):
             batch = self.lq.size(0)
             if self.queue_size < batch or self.queue_size % batch:
-                raise OptionError(f'queue_size {self.queue_size} must be a positive multiple of the batch size '
-                                  f'per GPU ({batch})')
+                raise OptionError(
+                    f'queue_size {self.queue_size} must be a positive multiple of the batch size per GPU ({batch})'
+                )
             self.queue_lr = self.lq.new_zeros((self.queue_size, *self.lq.shape[1:]))
             self.queue_gt = self.gt.new_zeros((self.queue_size, *self.gt.shape[1:]))
             self.queue_ptr = 0

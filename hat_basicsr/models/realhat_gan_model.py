@@ -6,6 +6,7 @@ targets chosen by `l1_gt_usm` / `percep_gt_usm` / `gan_gt_usm`, the generator an
 steps) except its CUDA-only parts, which RealDegradationMixin builds on the model's device, and
 inference/checkpoints, which come from HATModel.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -33,8 +34,11 @@ class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['is_train']:
             synthetic = opt.get('high_order_degradation', True)
-            require_options(opt, (DEGRADATION_OPTIONS if synthetic else ()) + USM_TARGET_OPTIONS + ('network_d', ),
-                            type(self).__name__)
+            require_options(
+                opt,
+                (DEGRADATION_OPTIONS if synthetic else ()) + USM_TARGET_OPTIONS + ('network_d',),
+                type(self).__name__,
+            )
             require_options(opt['train'], ('optim_d', 'gan_opt'), type(self).__name__, section='train')
         # Skip RealESRGANModel.__init__ (its .cuda() calls); SRGANModel, HATModel, SRModel still run.
         super(RealESRGANModel, self).__init__(opt)

@@ -6,6 +6,7 @@ The degradation is BasicSR 1.4.2's RealESRNetModel, with its CUDA-only parts bui
 model's device (hat_basicsr.models.real_degradation). Inference (whole image or tiles, padding
 done by the HAT network) and atomic checkpoints come from HATModel.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict

@@ -1,4 +1,5 @@
 """bfloat16 autocast as one switch, for the models, the CLI and the benchmarks."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ device (no memory, no arithmetic): multiply-adds of convolutions, linear layers 
 products. HAT is counted analytically from its options instead (hat_basicsr.archs.hat_complexity),
 with the same operation classes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Complexity:
         return sum(row.macs for row in self.rows)
 
 
-def count_parameters(model: nn.Module, prefixes: Sequence[str] = ('', )) -> int:
+def count_parameters(model: nn.Module, prefixes: Sequence[str] = ('',)) -> int:
     """Parameters whose names start with any of `prefixes` (buffers are not parameters)."""
     return sum(p.numel() for name, p in model.named_parameters() if name.startswith(tuple(prefixes)))
 

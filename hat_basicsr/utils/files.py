@@ -1,4 +1,5 @@
 """Writing files so that a kill, a crash or a full disk never leaves a half-written one behind."""
+
 from __future__ import annotations
 
 import io
@@ -102,8 +103,11 @@ def remove_stale_temporaries(folder: Union[str, os.PathLike], targets: Optional[
     is writing those files."""
     folder = Path(folder)
     matches = ((path, TEMPORARY_NAME.match(path.name)) for path in folder.iterdir()) if folder.is_dir() else ()
-    stale = [path for path, match in matches
-             if match and path.is_file() and (targets is None or match.group('target') in targets)]
+    stale = [
+        path
+        for path, match in matches
+        if match and path.is_file() and (targets is None or match.group('target') in targets)
+    ]
     for path in stale:
         path.unlink()
     return stale

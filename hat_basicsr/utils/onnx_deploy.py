@@ -6,6 +6,7 @@ fixed height and width with `static`); it pads to the window and crops back insi
 model does. The file records its scale, channels and window in its metadata (keys below), so
 the runner needs nothing else; files from other tools are probed instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,11 @@ CPU = torch.device('cpu')
 def refuse_float16(dtype: str) -> None:
     """HAT's activations overflow float16 (see HAT._refuse_float16), in ONNX as in torch."""
     if dtype != 'float32':
-        raise OnnxError(f'ONNX export in {dtype} is not supported: HAT\'s activations overflow float16, so an fp16 '
-                        'graph returns NaNs or black images; export float32 (and keep fp16 modes of runtimes such '
-                        'as TensorRT off)')
+        raise OnnxError(
+            f"ONNX export in {dtype} is not supported: HAT's activations overflow float16, so an fp16 "
+            'graph returns NaNs or black images; export float32 (and keep fp16 modes of runtimes such '
+            'as TensorRT off)'
+        )
 
 
 def _sample_input(model: nn.Module, static: Optional[Tuple[int, int]]) -> Tensor:
@@ -49,14 +52,26 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
     The TorchScript-based exporter is not offered: it traces sizes as constants or fails on them
     (OCAB's unfold, the padding arithmetic), so it cannot give a graph for every size.
     """
-    dynamic_shapes = {'x': {axis: torch.export.Dim.DYNAMIC for axis in ((0, ) if static else (0, 2, 3))}}
-    return torch.onnx.export(model, (sample, ), dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
-                             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False).model_proto
+    dynamic_shapes = {'x': {axis: torch.export.Dim.DYNAMIC for axis in ((0,) if static else (0, 2, 3))}}
+    return torch.onnx.export(
+        model,
+        (sample,),
+        dynamo=True,
+        dynamic_shapes=dynamic_shapes,
+        opset_version=OPSET,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        verbose=False,
+    ).model_proto
 
 
-def export_onnx(model: nn.Module, path: Union[str, os.PathLike], scale: int,
-                static: Optional[Tuple[int, int]] = None,
-                verify_tolerance: Optional[float] = VERIFY_TOLERANCE) -> float:
+def export_onnx(
+    model: nn.Module,
+    path: Union[str, os.PathLike],
+    scale: int,
+    static: Optional[Tuple[int, int]] = None,
+    verify_tolerance: Optional[float] = VERIFY_TOLERANCE,
+) -> float:
     """Write `model` (a HAT) as a float32 ONNX file at `path`, atomically; the model ends up in
     float32 on the CPU in eval mode.
 
@@ -71,13 +86,19 @@ def export_onnx(model: nn.Module, path: Union[str, os.PathLike], scale: int,
     if static and min(static) < 1:
         raise OnnxError(f'static size {static} must be positive')
     if getattr(model, 'ape', False) and tuple(static or ()) != tuple(model.patches_resolution):
-        raise OnnxError('a HAT with ape=True (absolute position embedding) only accepts its img_size '
-                        f'{tuple(model.patches_resolution)}: export it with --static '
-                        f'{model.patches_resolution[0]} {model.patches_resolution[1]}')
+        raise OnnxError(
+            'a HAT with ape=True (absolute position embedding) only accepts its img_size '
+            f'{tuple(model.patches_resolution)}: export it with --static '
+            f'{model.patches_resolution[0]} {model.patches_resolution[1]}'
+        )
     model = model.float().cpu().eval()
     proto = _export_proto(model, _sample_input(model, static), static)
-    metadata = {'scale': scale, 'in_chans': model.in_chans, 'window_size': model.window_size,
-                'static_size': f'{static[0]}x{static[1]}' if static else 'dynamic'}
+    metadata = {
+        'scale': scale,
+        'in_chans': model.in_chans,
+        'window_size': model.window_size,
+        'static_size': f'{static[0]}x{static[1]}' if static else 'dynamic',
+    }
     onnx.helper.set_model_props(proto, {METADATA_PREFIX + key: str(value) for key, value in metadata.items()})
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
@@ -85,8 +106,10 @@ def export_onnx(model: nn.Module, path: Union[str, os.PathLike], scale: int,
     if verify_tolerance is not None:
         diff = verify(model, OnnxModel.from_bytes(data, str(path)), static)
         if not diff <= verify_tolerance:
-            raise OnnxError(f'the exported graph differs from the torch model by {diff:.3g} (> {verify_tolerance}); '
-                            f'{path} was not written')
+            raise OnnxError(
+                f'the exported graph differs from the torch model by {diff:.3g} (> {verify_tolerance}); '
+                f'{path} was not written'
+            )
     atomic_write(path, lambda stream: stream.write(data))
     return diff
 
@@ -110,16 +133,25 @@ def providers_for(device: torch.device, cpu_fallback: bool = False) -> List:
         return [('CUDAExecutionProvider', {'device_id': device.index or 0}), 'CPUExecutionProvider']
     if device.type == 'cpu' or cpu_fallback:
         return ['CPUExecutionProvider']
-    raise OnnxError(f'onnxruntime here has no provider for device {device} (available: '
-                    f'{", ".join(onnxruntime.get_available_providers())}); use --device cpu')
+    raise OnnxError(
+        f'onnxruntime here has no provider for device {device} (available: '
+        f'{", ".join(onnxruntime.get_available_providers())}); use --device cpu'
+    )
 
 
 def runtime_errors() -> Tuple[type, ...]:
     """onnxruntime's exceptions for files and inputs it cannot handle (they derive from Exception only)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf, state.NoSuchFile,
-            state.NotImplemented, state.RuntimeException)
+    return (
+        state.Fail,
+        state.InvalidArgument,
+        state.InvalidGraph,
+        state.InvalidProtobuf,
+        state.NoSuchFile,
+        state.NotImplemented,
+        state.RuntimeException,
+    )
 
 
 def first_line(error: BaseException) -> str:
@@ -137,19 +169,23 @@ class OnnxModel:
     def __init__(self, session, name: str):
         self.session = session
         self.name = name
-        (graph_input, ), outputs = session.get_inputs(), session.get_outputs()
+        (graph_input,), outputs = session.get_inputs(), session.get_outputs()
         if len(graph_input.shape) != 4 or len(outputs) != 1:
-            raise OnnxError(f'{name}: expected one NCHW input and one output, got inputs '
-                            f'{graph_input.shape} and {len(outputs)} outputs')
+            raise OnnxError(
+                f'{name}: expected one NCHW input and one output, got inputs '
+                f'{graph_input.shape} and {len(outputs)} outputs'
+            )
         if graph_input.type not in ('tensor(float)', 'tensor(float16)'):
             raise OnnxError(f'{name}: input type {graph_input.type} is not supported (float or float16)')
         self.input_name = graph_input.name
         self.input_dtype = np.float16 if graph_input.type == 'tensor(float16)' else np.float32
         dims = [dim if isinstance(dim, int) else None for dim in graph_input.shape]
         self.static_size = (dims[2], dims[3]) if None not in dims[2:] else None
-        metadata = {key[len(METADATA_PREFIX):]: value
-                    for key, value in session.get_modelmeta().custom_metadata_map.items()
-                    if key.startswith(METADATA_PREFIX)}
+        metadata = {
+            key[len(METADATA_PREFIX) :]: value
+            for key, value in session.get_modelmeta().custom_metadata_map.items()
+            if key.startswith(METADATA_PREFIX)
+        }
         self.in_chans = int(metadata['in_chans']) if 'in_chans' in metadata else dims[1]
         self.window_size = int(metadata['window_size']) if 'window_size' in metadata else None
         if self.in_chans is None:
@@ -157,8 +193,7 @@ class OnnxModel:
         self.scale = int(metadata['scale']) if 'scale' in metadata else self._probe_scale()
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: torch.device = CPU,
-             cpu_fallback: bool = False) -> 'OnnxModel':
+    def load(cls, path: Union[str, os.PathLike], device: torch.device = CPU, cpu_fallback: bool = False) -> 'OnnxModel':
         """The file in an onnxruntime session for `device` (see providers_for)."""
         import onnxruntime
 
@@ -186,8 +221,10 @@ class OnnxModel:
 
     def run(self, array: np.ndarray) -> np.ndarray:
         if self.static_size and tuple(array.shape[2:]) != self.static_size:
-            raise OnnxError(f'{self.name} was exported for {self.static_size[0]}x{self.static_size[1]} inputs only, '
-                            f'got {array.shape[2]}x{array.shape[3]} (export without --static to serve every size)')
+            raise OnnxError(
+                f'{self.name} was exported for {self.static_size[0]}x{self.static_size[1]} inputs only, '
+                f'got {array.shape[2]}x{array.shape[3]} (export without --static to serve every size)'
+            )
         try:
             return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=self.input_dtype)})[0]
         except runtime_errors() as error:
@@ -196,4 +233,3 @@ class OnnxModel:
     def __call__(self, x: Tensor) -> Tensor:
         out = self.run(x.detach().float().cpu().numpy())
         return torch.from_numpy(out.astype(np.float32, copy=False)).to(x.device)
-

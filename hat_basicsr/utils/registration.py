@@ -1,4 +1,5 @@
 """Registering into BasicSR's registries without tripping over host repositories."""
+
 from typing import Callable, TypeVar
 
 from hat_basicsr.errors import RegistryClashError
@@ -22,7 +23,8 @@ def register_once(registry) -> Callable[[T], T]:
                 f"BasicSR's {registry._name} already holds a different '{name}' ({_origin(existing)}), so "
                 f'hat_basicsr cannot register its own ({_origin(obj)}). Either remove or rename the other '
                 f"'{name}' (for example, delete the host repository's copy of the HAT files or rename its "
-                f"class), or keep using it and do not import hat_basicsr in the same process.")
+                f'class), or keep using it and do not import hat_basicsr in the same process.'
+            )
         registry._obj_map[name] = obj
         return obj
 

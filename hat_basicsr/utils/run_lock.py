@@ -8,6 +8,7 @@ it when its process dies, even by kill -9) and records the owner's pid, host and
 refusal message and for stale files: a file left by a process that no longer runs on this host is
 taken over; one left by another host is refused, as this host cannot tell whether that run lives.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -58,12 +59,14 @@ def _owner_lives(owner: Dict[str, Any]) -> bool:
 def _describe(owner: Dict[str, Any]) -> str:
     if not owner:
         return 'which has not recorded its pid yet'
-    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('time', 'at an unknown time')}"
+    return f'pid {owner.get("pid")} on host {owner.get("host")}, started {owner.get("time", "at an unknown time")}'
 
 
 def _in_use(name: str, owner: Dict[str, Any], path: str) -> ExperimentInUseError:
-    return ExperimentInUseError(f"experiment '{name}' is being trained by another run ({_describe(owner)}; "
-                                f'lock {path}): wait for it to end, or give this run another name')
+    return ExperimentInUseError(
+        f"experiment '{name}' is being trained by another run ({_describe(owner)}; "
+        f'lock {path}): wait for it to end, or give this run another name'
+    )
 
 
 def _read_owner(descriptor: int) -> Dict[str, Any]:
@@ -105,8 +108,12 @@ def acquire(path: str, name: str) -> None:
         raise
     if owner:
         logger.warning(f'Took over the stale lock {path} of a run that no longer runs ({_describe(owner)}).')
-    record = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': _process_start(os.getpid()),
-              'time': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+    record = {
+        'pid': os.getpid(),
+        'host': socket.gethostname(),
+        'started': _process_start(os.getpid()),
+        'time': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+    }
     os.ftruncate(descriptor, 0)
     os.lseek(descriptor, 0, os.SEEK_SET)
     os.write(descriptor, json.dumps(record).encode())
@@ -122,8 +129,10 @@ def _refuse_recorded_owner(owner: Dict[str, Any], path: str, name: str) -> None:
         if _owner_lives(owner):
             raise _in_use(name, owner, path)
         return
-    raise ExperimentInUseError(f"experiment '{name}' is locked by a run on another host ({_describe(owner)}; "
-                               f'lock {path}); if that run has ended, delete the lock file')
+    raise ExperimentInUseError(
+        f"experiment '{name}' is locked by a run on another host ({_describe(owner)}; "
+        f'lock {path}); if that run has ended, delete the lock file'
+    )
 
 
 def release(path: str) -> None:
@@ -148,7 +157,7 @@ atexit.register(release_all)
 
 def lock_path(opt: Dict[str, Any]) -> str:
     """experiments/<name>.lock, beside the experiment folder (which BasicSR may rename)."""
-    return f"{opt['path']['experiments_root'].rstrip(os.sep)}.lock"
+    return f'{opt["path"]["experiments_root"].rstrip(os.sep)}.lock'
 
 
 def hold_experiment(opt: Dict[str, Any]) -> None:

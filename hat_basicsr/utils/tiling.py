@@ -1,5 +1,6 @@
 """Tiled inference: run a network on overlapping tiles and cross-fade them, so memory is bounded
 by the tile while the output has no seams."""
+
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Tuple
@@ -30,10 +31,10 @@ def _ramp(start: int, end: int, length: int, overlap: int, scale: int) -> Tensor
     band = 2 * overlap * scale
     ramp = (torch.arange(band, dtype=torch.float32) + 0.5) / band
     if start > 0:
-        weights[:band] = torch.minimum(weights[:band], ramp[:weights[:band].numel()])
+        weights[:band] = torch.minimum(weights[:band], ramp[: weights[:band].numel()])
     if end < length:
         tail = weights[-band:]
-        weights[-band:] = torch.minimum(tail, ramp.flip(0)[-tail.numel():])
+        weights[-band:] = torch.minimum(tail, ramp.flip(0)[-tail.numel() :])
     return weights
 
 
@@ -41,13 +42,21 @@ def off_grid_warning(tile_size: int, tile_overlap: int, window_size: Optional[in
     """Why tiles that are not multiples of the window change the output, or None when they are."""
     if not window_size or (tile_size % window_size == 0 and tile_overlap % window_size == 0):
         return None
-    return (f'tile size {tile_size} / tile overlap {tile_overlap} are not multiples of window_size {window_size}: '
-            'tiles then pad themselves differently from the whole image, so the output differs more from '
-            'whole-image inference near the bottom/right borders.')
+    return (
+        f'tile size {tile_size} / tile overlap {tile_overlap} are not multiples of window_size {window_size}: '
+        'tiles then pad themselves differently from the whole image, so the output differs more from '
+        'whole-image inference near the bottom/right borders.'
+    )
 
 
-def tiled_forward(net: Callable[[Tensor], Tensor], lq: Tensor, scale: int, tile_size: int, tile_overlap: int = 16,
-                  progress: bool = False) -> Tensor:
+def tiled_forward(
+    net: Callable[[Tensor], Tensor],
+    lq: Tensor,
+    scale: int,
+    tile_size: int,
+    tile_overlap: int = 16,
+    progress: bool = False,
+) -> Tensor:
     """Super-resolve `lq` (B, C, H, W) tile by tile.
 
     `tile_size` is the core tile side in input pixels (any value: the network pads itself);
@@ -58,23 +67,30 @@ def tiled_forward(net: Callable[[Tensor], Tensor], lq: Tensor, scale: int, tile_
         raise ValueError(f'tile_size must be >= 1 and tile_overlap >= 0, got {tile_size} and {tile_overlap}')
     batch, _, height, width = lq.shape
     output = weight_sum = None
-    tiles = [(rows, cols) for rows in _spans(height, tile_size, tile_overlap)
-             for cols in _spans(width, tile_size, tile_overlap)]
+    tiles = [
+        (rows, cols)
+        for rows in _spans(height, tile_size, tile_overlap)
+        for cols in _spans(width, tile_size, tile_overlap)
+    ]
     for (top, bottom, _, _), (left, right, _, _) in tqdm(tiles, desc='tiles', disable=not progress, leave=False):
         try:
             sr = net(lq[..., top:bottom, left:right])
         except Exception as error:
-            raise RuntimeError(f'tile rows {top}:{bottom}, cols {left}:{right} of a {height}x{width} input '
-                               f'failed: {error}') from error
+            raise RuntimeError(
+                f'tile rows {top}:{bottom}, cols {left}:{right} of a {height}x{width} input failed: {error}'
+            ) from error
         expected = (batch, (bottom - top) * scale, (right - left) * scale)
         if (sr.shape[0], sr.shape[-2], sr.shape[-1]) != expected:
-            raise RuntimeError(f'tile rows {top}:{bottom}, cols {left}:{right}: network returned '
-                               f'{tuple(sr.shape)}, expected scale {scale} output {expected}')
+            raise RuntimeError(
+                f'tile rows {top}:{bottom}, cols {left}:{right}: network returned '
+                f'{tuple(sr.shape)}, expected scale {scale} output {expected}'
+            )
         if output is None:
             output = sr.new_zeros(batch, sr.shape[1], height * scale, width * scale, dtype=torch.float32)
             weight_sum = sr.new_zeros(1, 1, height * scale, width * scale, dtype=torch.float32)
-        weights = torch.outer(_ramp(top, bottom, height, tile_overlap, scale),
-                              _ramp(left, right, width, tile_overlap, scale)).to(sr.device)
+        weights = torch.outer(
+            _ramp(top, bottom, height, tile_overlap, scale), _ramp(left, right, width, tile_overlap, scale)
+        ).to(sr.device)
         region = (..., slice(top * scale, bottom * scale), slice(left * scale, right * scale))
         output[region] += sr.float() * weights
         weight_sum[region] += weights

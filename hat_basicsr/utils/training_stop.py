@@ -5,6 +5,7 @@ sees the request at the next iteration boundary, saves a training state for the 
 finished and raises TrainingStopped, so a resumed run loses at most the iteration in progress. The
 model also records its progress here, for the messages of a stop, a Ctrl-C and a diverged run.
 """
+
 from __future__ import annotations
 
 import signal
@@ -22,6 +23,7 @@ SIGINT_EXIT_STATUS = 128 + signal.SIGINT
 class TrainingProgress:
     """Where the training of this process is: the iteration started last, the iteration of the
     newest training state written (None: none yet) and the newest epoch BasicSR reported."""
+
     iteration: int = 0
     saved_iteration: Optional[int] = None
     epoch: int = 0
@@ -55,5 +57,4 @@ def interrupted_message() -> str:
     if progress.iteration == 0:
         return 'interrupted before the first iteration'
     saved = 'none yet' if progress.saved_iteration is None else f'iteration {progress.saved_iteration}'
-    return (f'interrupted at iteration {progress.iteration} (newest training state: {saved}); '
-            'resume with --auto_resume')
+    return f'interrupted at iteration {progress.iteration} (newest training state: {saved}); resume with --auto_resume'

@@ -7,6 +7,7 @@ recognised by where they are raised (an image BasicSR cannot decode, a network b
 arguments it refuses, BasicSR's own checks of dataset folders and crops). Anything else keeps its
 traceback; set HAT_BASICSR_TRACEBACK=1 to get it for these too.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,18 @@ from hat_basicsr.errors import (
 )
 
 # Errors raised by this project for the user to fix (their messages name the option or file).
-PROJECT_ERRORS = (OptionFileError, OptionError, CheckpointError, OutputError, CorruptImageError, DatasetError,
-                  MissingVGGWeightsError, ExperimentInUseError, NonFiniteTrainingError, yaml.YAMLError)
+PROJECT_ERRORS = (
+    OptionFileError,
+    OptionError,
+    CheckpointError,
+    OutputError,
+    CorruptImageError,
+    DatasetError,
+    MissingVGGWeightsError,
+    ExperimentInUseError,
+    NonFiniteTrainingError,
+    yaml.YAMLError,
+)
 # BasicSR's own checks of dataset folders, list files and crop sizes: (module, function) -> the
 # exception types they raise with a message naming the folders, files or sizes.
 BASICSR_DATA_CHECKS = {
@@ -89,8 +100,9 @@ def undecodable_image(error: BaseException) -> Optional[str]:
         elif len(content) == 0:
             problem = 'cannot decode an image of the dataset: the file is empty'
     for frame in reversed(frames):
-        paths = {name: value for name, value in frame.f_locals.items()
-                 if name.endswith('_path') and isinstance(value, str)}
+        paths = {
+            name: value for name, value in frame.f_locals.items() if name.endswith('_path') and isinstance(value, str)
+        }
         if frame.f_code.co_name == '__getitem__' and paths:
             return f'{problem}; it was reading ' + ', '.join(f'{name} {value}' for name, value in paths.items())
     return f'{problem}; a DataLoader worker does not say which: set num_worker_per_gpu: 0 to have it named'
@@ -107,11 +119,12 @@ def refused_network_arguments(error: BaseException) -> bool:
     builds = [index for index, frame in enumerate(frames) if _function(frame) == ('basicsr.archs', 'build_network')]
     if not builds:
         return False
-    constructor, *helpers = frames[builds[-1] + 1:] or [None]
+    constructor, *helpers = frames[builds[-1] + 1 :] or [None]
     if constructor is None:
         return True
     return constructor.f_code.co_name == '__init__' and all(
-        frame.f_globals is constructor.f_globals and 'self' not in frame.f_locals for frame in helpers)
+        frame.f_globals is constructor.f_globals and 'self' not in frame.f_locals for frame in helpers
+    )
 
 
 def basicsr_data_check(error: BaseException) -> bool:
@@ -120,8 +133,9 @@ def basicsr_data_check(error: BaseException) -> bool:
     worker = _worker_functions(error)
     if frames and _function(frames[-1]) in BASICSR_DATA_CHECKS:
         return isinstance(error, BASICSR_DATA_CHECKS[_function(frames[-1])])
-    return bool(worker) and any(isinstance(error, types) and worker[-1] == function
-                                for (_, function), types in BASICSR_DATA_CHECKS.items())
+    return bool(worker) and any(
+        isinstance(error, types) and worker[-1] == function for (_, function), types in BASICSR_DATA_CHECKS.items()
+    )
 
 
 def user_error_message(error: BaseException) -> Optional[str]:
@@ -131,7 +145,11 @@ def user_error_message(error: BaseException) -> Optional[str]:
     if undecodable:
         return undecodable
     missing_file = isinstance(error, FileNotFoundError) and error.filename is not None
-    if (isinstance(error, PROJECT_ERRORS) or missing_file or refused_network_arguments(error)
-            or basicsr_data_check(error)):
+    if (
+        isinstance(error, PROJECT_ERRORS)
+        or missing_file
+        or refused_network_arguments(error)
+        or basicsr_data_check(error)
+    ):
         return f'{type(error).__name__}: {_worker_message(error)}'
     return None

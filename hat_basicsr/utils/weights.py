@@ -4,6 +4,7 @@ Accepted: BasicSR checkpoints (`params_ema` / `params`), bare state dicts, DDP (
 torch.compile (`_orig_mod.`) prefixes, and safetensors files. Pickles are read with
 `weights_only=True`, so a downloaded checkpoint cannot run code.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,15 +43,19 @@ def read_checkpoint(source: Source) -> Mapping:
     try:
         if is_safetensors(path):
             from safetensors.torch import load_file
+
             return load_file(str(path), device='cpu')
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         blocked = re.search(r'GLOBAL (\S+)', str(error), flags=re.IGNORECASE)
         if blocked is None:
-            raise CheckpointError(f'cannot read checkpoint {path}: not a PyTorch or safetensors weights '
-                                  'file (corrupt or truncated?)') from error
-        raise CheckpointError(f'{path} holds objects other than tensors and plain values ({blocked.group(1)}); '
-                              'it is refused because loading it could run code') from error
+            raise CheckpointError(
+                f'cannot read checkpoint {path}: not a PyTorch or safetensors weights file (corrupt or truncated?)'
+            ) from error
+        raise CheckpointError(
+            f'{path} holds objects other than tensors and plain values ({blocked.group(1)}); '
+            'it is refused because loading it could run code'
+        ) from error
     except Exception as error:
         raise CheckpointError(f'cannot read checkpoint {path}: {type(error).__name__}: {error}') from error
 
@@ -66,7 +71,7 @@ def strip_wrapper_prefixes(key: str) -> str:
         stripped = False
         for prefix in WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
+                key, stripped = key[len(prefix) :], True
     return key
 
 
@@ -74,8 +79,9 @@ def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = 'auto') -
     """Pick the weights out of a checkpoint: `param_key`, or with 'auto' the first of
     params_ema / params / state_dict present, or the mapping itself when it is a flat state dict."""
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f'checkpoint holds a {type(checkpoint).__name__}, not a state dict or a BasicSR '
-                              'checkpoint')
+        raise CheckpointError(
+            f'checkpoint holds a {type(checkpoint).__name__}, not a state dict or a BasicSR checkpoint'
+        )
     if param_key in (None, '', 'auto'):
         nested = [key for key in PARAM_KEYS if isinstance(checkpoint.get(key), Mapping)]
         state = checkpoint[nested[0]] if nested else checkpoint
@@ -87,13 +93,18 @@ def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = 'auto') -
         raise CheckpointError(f"checkpoint entry '{param_key}' holds a {type(state).__name__}, not a state dict")
     not_tensors = [key for key, value in state.items() if not isinstance(value, Tensor)]
     if not state or not_tensors:
-        raise CheckpointError('checkpoint holds no state dict (entries that are not tensors: '
-                              f'{not_tensors[:MAX_LISTED]}; top-level keys: {sorted(checkpoint)[:MAX_LISTED]})')
-    non_finite = next((key for key, value in state.items()
-                       if value.is_floating_point() and not torch.isfinite(value).all()), None)
+        raise CheckpointError(
+            'checkpoint holds no state dict (entries that are not tensors: '
+            f'{not_tensors[:MAX_LISTED]}; top-level keys: {sorted(checkpoint)[:MAX_LISTED]})'
+        )
+    non_finite = next(
+        (key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()), None
+    )
     if non_finite is not None:
-        raise CheckpointError(f'tensor {non_finite} holds NaN or infinite values (weights of a diverged '
-                              'training or a damaged file); they would give NaN or black images')
+        raise CheckpointError(
+            f'tensor {non_finite} holds NaN or infinite values (weights of a diverged '
+            'training or a damaged file); they would give NaN or black images'
+        )
     return {strip_wrapper_prefixes(key): value for key, value in state.items()}
 
 
@@ -113,8 +124,9 @@ def _listing(title: str, items: list) -> str:
     return f'{len(items)} {title}: ' + ', '.join(items[:MAX_LISTED]) + more
 
 
-def load_weights(model: nn.Module, source: Source, strict: bool = True,
-                 param_key: Optional[str] = 'auto') -> Dict[str, list]:
+def load_weights(
+    model: nn.Module, source: Source, strict: bool = True, param_key: Optional[str] = 'auto'
+) -> Dict[str, list]:
     """Load weights into `model`, explaining any mismatch.
 
     strict=True raises CheckpointMismatchError listing missing keys, unexpected keys and shape
@@ -128,23 +140,33 @@ def load_weights(model: nn.Module, source: Source, strict: bool = True,
             state[name] = target[name]
     missing = [key for key in target if key not in state]
     unexpected = [key for key in state if key not in target]
-    mismatched = [f'{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(target[key].shape)}'
-                  for key in target if key in state and state[key].shape != target[key].shape]
+    mismatched = [
+        f'{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(target[key].shape)}'
+        for key in target
+        if key in state and state[key].shape != target[key].shape
+    ]
     report = {'missing': missing, 'unexpected': unexpected, 'mismatched': mismatched}
-    problems = [_listing(title, items) for title, items in
-                (('missing keys', missing), ('unexpected keys', unexpected), ('shape differences', mismatched))
-                if items]
+    problems = [
+        _listing(title, items)
+        for title, items in (
+            ('missing keys', missing),
+            ('unexpected keys', unexpected),
+            ('shape differences', mismatched),
+        )
+        if items
+    ]
     name = f'checkpoint {source}' if not isinstance(source, Mapping) else 'the state dict'
     if problems and strict:
         raise CheckpointMismatchError(
-            f'{name} does not fit {type(model).__name__}:\n  ' + '\n  '.join(problems) +
-            '\n  (the hyperparameters differ: check embed_dim, depths, num_heads, window_size, upscale, in_chans; '
+            f'{name} does not fit {type(model).__name__}:\n  '
+            + '\n  '.join(problems)
+            + '\n  (the hyperparameters differ: check embed_dim, depths, num_heads, window_size, upscale, in_chans; '
             'to load only the matching weights set path.strict_load_g: false in the option file, or pass '
-            'strict=False)')
+            'strict=False)'
+        )
     if problems:
         logger.warning(f'loading {name} non-strictly; skipped:\n  ' + '\n  '.join(problems))
-    fitting = {key: value for key, value in state.items()
-               if key in target and value.shape == target[key].shape}
+    fitting = {key: value for key, value in state.items() if key in target and value.shape == target[key].shape}
     model.load_state_dict(fitting, strict=not problems)
     return report
 
