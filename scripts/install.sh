@@ -7,7 +7,7 @@
 #   build would download a second multi-GB torch just to build it. We build it against the
 #   torch installed in step 1 instead (--no-build-isolation, a few seconds).
 # * basicsr 1.4.2 requires `tb-nightly` (no longer on PyPI) and the GUI `opencv-python`;
-#   we install it --no-deps and setup.py lists its real runtime requirements
+#   we install it --no-deps and pyproject.toml lists its real runtime requirements
 #   (tensorboard, opencv-python-headless, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ EXTRAS=${HAT_EXTRAS-test}  # HAT_EXTRAS="" installs no extras
 
 # Pinned to the versions the suite was last run with (requirements/constraints.txt), so a fresh
 # machine installs what was tested, not whatever the index serves that day. HAT_CONSTRAINTS=""
-# resolves the newest releases within setup.py's ranges instead.
+# resolves the newest releases within pyproject.toml's ranges instead.
 CONSTRAINTS=${HAT_CONSTRAINTS-requirements/constraints.txt}
 PIP=("$PYTHON" -m pip install ${CONSTRAINTS:+-c "$CONSTRAINTS"})
 

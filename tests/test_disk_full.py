@@ -11,6 +11,7 @@ import torch
 
 from hat_basicsr import HAT
 from hat_basicsr.errors import OutputError
+from hat_basicsr.utils import files
 from hat_basicsr.utils.weights import atomic_save
 
 from filesystems import simulate_full_disk, tmpfs
@@ -40,6 +41,26 @@ def test_atomic_save_when_the_kernel_refuses_writes(tmp_path, monkeypatch):
     simulate_full_disk(monkeypatch)
     with pytest.raises(OutputError, match=f'^cannot write {path}: No space left on device$'):
         atomic_save(LARGE, path)
+    assert_kept_and_clean(path)
+
+
+def test_ctrl_c_while_saving_stays_a_keyboard_interrupt(tmp_path, monkeypatch):
+    """A Ctrl-C in the middle of torch.save's writes reaches the caller as KeyboardInterrupt (torch
+    replaces it with a RuntimeError), so a training ends with its one interrupt line."""
+    path = tmp_path / 'net_g_latest.pth'
+    atomic_save(SMALL, path)
+    writes = []
+
+    def interrupted_write(self, data):
+        writes.append(len(data))
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        return io.FileIO.write(self, data)
+
+    monkeypatch.setattr(files.RecordingFile, 'write', interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(LARGE, path)
+    assert len(writes) == 2
     assert_kept_and_clean(path)
 
 

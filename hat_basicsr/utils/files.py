@@ -63,6 +63,16 @@ class RecordingFile(io.FileIO):
             raise
 
 
+def interrupt_behind(error: BaseException) -> Optional[KeyboardInterrupt]:
+    """The Ctrl-C that `error` replaced, if any: torch.save turns a KeyboardInterrupt raised in the
+    stream it writes to into a RuntimeError of its own, which would hide the interrupt from callers."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def cannot_write(path: Path, error: OSError) -> OutputError:
     return OutputError(f'cannot write {path}: {error.strerror or error}')
 
@@ -84,6 +94,9 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None
             try:
                 write(stream)
             except Exception as error:
+                interrupt = interrupt_behind(error)
+                if interrupt is not None:
+                    raise interrupt from None
                 if raw.failure is None:
                     raise
                 raise cannot_write(path, raw.failure) from error
