@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 Number = TypeVar('Number', int, float)
+
+
+def add_subcommand(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, doc: Optional[str]
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows its module docstring with the line breaks it was written with."""
+    return subparsers.add_parser(
+        name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def report_error(command: str, error: BaseException) -> int:

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 from torch import Tensor
 
 from hat_basicsr.archs.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS
-from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.arguments import add_subcommand, report_error
 from hat_basicsr.cli.model_source import OPTION_SUFFIXES, build_network, read_option_file, resolve_source
 from hat_basicsr.errors import CheckpointError, OutputError, SourceError
 from hat_basicsr.utils.files import atomic_write
@@ -37,12 +37,7 @@ PTH_SUFFIXES = ('.pth', '.pt')
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        'convert',
-        help='convert HAT weights between .pth and .safetensors',
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, 'convert', 'convert HAT weights between .pth and .safetensors', __doc__)
     parser.add_argument('src', type=Path, help='checkpoint to read (.pth/.pt/.ckpt/.safetensors)')
     parser.add_argument('dst', type=Path, help='file to write; its extension picks the format')
     parser.add_argument('--param-key', default='auto', help='source entry to read (default: params_ema, then params)')

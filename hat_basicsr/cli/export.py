@@ -15,19 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.arguments import add_subcommand, report_error
 from hat_basicsr.cli.model_source import instantiate, resolve_source
 from hat_basicsr.errors import CheckpointError, OnnxError, OutputError, SourceError
 from hat_basicsr.utils.onnx_deploy import OPSET, VERIFY_TOLERANCE, export_onnx, refuse_float16
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        'export',
-        help='export a HAT model to ONNX',
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, 'export', 'export a HAT model to ONNX', __doc__)
     parser.add_argument('model', help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
     parser.add_argument('output', type=Path, help='the .onnx file to write')
     parser.add_argument(

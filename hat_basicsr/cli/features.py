@@ -11,16 +11,11 @@ import argparse
 
 from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
 from hat_basicsr.cli.analysis_inputs import USER_ERRORS, add_model_arguments, load_inputs
-from hat_basicsr.cli.arguments import non_negative, positive, report_error
+from hat_basicsr.cli.arguments import add_subcommand, non_negative, positive, report_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        'features',
-        help='per-stage feature maps of an SR model as a PNG grid',
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, 'features', 'per-stage feature maps of an SR model as a PNG grid', __doc__)
     add_model_arguments(parser)
     parser.add_argument(
         '--channels',

@@ -15,19 +15,14 @@ from typing import Tuple
 import torch
 
 from hat_basicsr.archs.hat_complexity import hat_complexity
-from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.arguments import add_subcommand, report_error
 from hat_basicsr.cli.model_source import build_network, resolve_source
 from hat_basicsr.errors import CheckpointError, SourceError
 from hat_basicsr.utils.complexity import Complexity, measured_complexity
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        'info',
-        help='parameters and multiply-adds of a model',
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, 'info', 'parameters and multiply-adds of a model', __doc__)
     parser.add_argument('source', type=Path, help='checkpoint (.pth/.safetensors) or BasicSR option file (.yml)')
     parser.add_argument(
         '--size',

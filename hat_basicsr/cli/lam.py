@@ -22,16 +22,11 @@ from hat_basicsr.analysis.lam import (
     save_lam_panel,
 )
 from hat_basicsr.cli.analysis_inputs import USER_ERRORS, add_model_arguments, load_inputs
-from hat_basicsr.cli.arguments import positive, report_error
+from hat_basicsr.cli.arguments import add_subcommand, positive, report_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        'lam',
-        help='Local Attribution Map and Diffusion Index of an SR model',
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, 'lam', 'Local Attribution Map and Diffusion Index of an SR model', __doc__)
     add_model_arguments(parser)
     parser.add_argument(
         '--box',

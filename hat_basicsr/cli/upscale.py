@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hat_basicsr.cli.arguments import report_error
+from hat_basicsr.cli.arguments import add_subcommand, report_error
 from hat_basicsr.cli.colour import as_rgb, upscale_luma
 from hat_basicsr.cli.image_io import DEFAULT_MAX_PIXELS, read_image, silence_opencv, write_image
 from hat_basicsr.cli.model_source import ModelSpec, instantiate, model_channels, resolve_device, resolve_source
@@ -51,12 +51,7 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        'upscale',
-        help='super-resolve images with a HAT (or any BasicSR) model',
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, 'upscale', 'super-resolve images with a HAT (or any BasicSR) model', __doc__)
     parser.add_argument('input', type=Path, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder')
     parser.add_argument(
