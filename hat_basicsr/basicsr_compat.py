@@ -209,7 +209,18 @@ def _fix_lmdb_backend(_original: Callable) -> Callable:
 
 def apply() -> None:
     _provide_torchvision_functional_tensor()
-    import basicsr  # noqa: F401  (imports every module patched below)
+    try:
+        import basicsr  # noqa: F401  (imports every module patched below)
+    except ModuleNotFoundError as error:
+        if error.name != 'basicsr':
+            raise
+        # `pip install -e .` and `python setup.py develop` install this package but not basicsr
+        # (see scripts/install.sh for why it cannot be a plain dependency).
+        raise ModuleNotFoundError(
+            'basicsr is not installed: run `pip install --no-deps --no-build-isolation basicsr==1.4.2` '
+            '(scripts/install.sh installs everything)',
+            name='basicsr',
+        ) from None
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     from basicsr.utils.file_client import LmdbBackend
