@@ -23,10 +23,10 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
 
 from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 from hat_basicsr.errors import OptionFileError
+from hat_basicsr.utils.option_yaml import read_option_yaml
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = (
@@ -592,13 +592,7 @@ def load_option_file(path: str) -> Any:
     """The option file as BasicSR loads it; OptionFileError for a missing file or invalid YAML."""
     from basicsr.utils.options import ordered_yaml
 
-    try:
-        with open(path, encoding='utf-8') as stream:
-            return yaml.load(stream, Loader=ordered_yaml()[0])
-    except OSError as error:
-        raise OptionFileError(f'cannot read option file {path}: {error.strerror or error}') from error
-    except yaml.YAMLError as error:
-        raise OptionFileError(f'{path} is not valid YAML: ' + ' '.join(str(error).split())) from error
+    return read_option_yaml(path, ordered_yaml()[0])
 
 
 def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None:

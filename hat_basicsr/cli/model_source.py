@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
 from hat_basicsr.archs.hat_config import checkpoint_options
-from hat_basicsr.errors import CheckpointError, OptionError, SourceError
+from hat_basicsr.errors import CheckpointError, OptionError, OptionFileError, SourceError
 from hat_basicsr.models.hat_model import tile_options
 from hat_basicsr.utils.onnx_deploy import OnnxModel
+from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.weights import extract_state_dict, load_weights, read_checkpoint
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
@@ -54,9 +54,9 @@ def resolve_device(name: str) -> torch.device:
 
 def read_option_file(path: Path) -> Dict:
     try:
-        options = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except (OSError, yaml.YAMLError) as error:
-        raise SourceError(f'cannot read option file {path}: {error}') from error
+        options = read_option_yaml(str(path))
+    except OptionFileError as error:
+        raise SourceError(str(error)) from error
     if not isinstance(options, dict) or not isinstance(options.get('network_g'), dict):
         raise SourceError(f'option file {path} has no network_g section')
     if 'type' not in options['network_g']:
