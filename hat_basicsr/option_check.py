@@ -23,7 +23,6 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-
 from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 from hat_basicsr.errors import OptionFileError
 from hat_basicsr.utils.option_yaml import read_option_yaml
