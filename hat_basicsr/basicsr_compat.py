@@ -18,6 +18,8 @@ import torch
 
 PATCH_MARK = '_hat_basicsr_fix'
 STATE_FILE = re.compile(r'(\d+)\.state')
+# The sizes in paired_random_crop's refusal of a pair: GT (h, w), scale, LQ (h, w).
+SCALE_MISMATCH = re.compile(r'GT \((\d+), (\d+)\) is not (\d+)x .*LQ \((\d+), (\d+)\)')
 logger = logging.getLogger('basicsr')
 # LMDB environments opened through BasicSR's LmdbBackend: real path -> (pid of the opener, environment).
 _lmdb_environments: Dict[str, Tuple[int, Any]] = {}
@@ -207,9 +209,34 @@ def _fix_lmdb_backend(_original: Callable) -> Callable:
     return __init__
 
 
+def _fix_paired_scale_message(original: Callable) -> Callable:
+    """PairedImageDataset's training crop (paired_random_crop) refuses a GT that is not scale x its
+    LQ with a ValueError whose message prints as a Python tuple and names no file:
+    `('Scale mismatches. GT (64, 64) is not 2x ', 'multiplication of LQ (20, 20).')`. Here it is a
+    DatasetError naming both files and their sizes (width x height)."""
+    from hat_basicsr.errors import DatasetError
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        try:
+            return original(self, index)
+        except ValueError as error:
+            match = SCALE_MISMATCH.search(' '.join(map(str, error.args)))
+            if match is None:
+                raise
+            gt_height, gt_width, scale, lq_height, lq_width = match.groups()
+            pair = self.paths[index]
+            raise DatasetError(
+                f'GT {pair["gt_path"]} ({gt_width}x{gt_height}) is not {scale}x its LQ {pair["lq_path"]} '
+                f'({lq_width}x{lq_height}): check dataroot_lq and scale'
+            ) from error
+
+    return __getitem__
+
+
 def apply() -> None:
     _provide_torchvision_functional_tensor()
     import basicsr  # noqa: F401  (imports every module patched below)
+    from basicsr.data.paired_image_dataset import PairedImageDataset
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     from basicsr.utils.file_client import LmdbBackend
@@ -220,3 +247,4 @@ def apply() -> None:
     _patch(train, 'load_resume_state', _fix_load_resume_state)
     _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
     _patch(LmdbBackend, '__init__', _fix_lmdb_backend)
+    _patch(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
