@@ -23,7 +23,7 @@ from hat_basicsr.errors import SourceError
 from basicsr.utils.color_util import rgb2ycbcr
 
 from filesystems import tmpfs
-from helpers import TINY_OPTIONS, run_command, subprocess_env
+from helpers import REPO_ROOT, TINY_OPTIONS, run_command, subprocess_env
 
 TINY = {'upscale': 2, **TINY_OPTIONS}
 
@@ -307,9 +307,12 @@ def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, cap
         ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
         ('negative-tile', '--tile and --tile-overlap must be >= 0'),
         ('max-pixels', '--max-pixels must be positive'),
+        ('released-weights-missing', 'checkpoint not found: experiments/pretrained_models/HAT_SRx4.pth'),
+        ('checkpoint-to-onnxruntime', 'is a PyTorch checkpoint or option file, not an ONNX model: drop --backend'),
+        ('renamed-safetensors-to-onnxruntime', 'is a PyTorch checkpoint or option file, not an ONNX model: drop'),
     ],
 )
-def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd):
+def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd, monkeypatch):
     source, output, model = workspace['inputs'] / 'old.bmp', tmp_path / 'out', str(workspace['checkpoint'])
     extra = []
     if problem == 'output-is-a-file':
@@ -327,6 +330,17 @@ def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspa
         model = str(tmp_path / 'x3.yml')
     elif problem == 'max-pixels':
         extra = ['--max-pixels', '0']
+    elif problem == 'released-weights-missing':  # the shipped file, run where its weights are not
+        monkeypatch.chdir(tmp_path)
+        model = str(REPO_ROOT / 'options' / 'test' / 'HAT_SRx4.yml')
+        message += f' (path.pretrain_network_g of {model}); experiments/pretrained_models/README.md says where'
+    elif problem == 'checkpoint-to-onnxruntime':
+        extra = ['--backend', 'onnxruntime']
+    elif problem == 'renamed-safetensors-to-onnxruntime':  # recognised by its header
+        from safetensors.torch import save_file
+
+        save_file({'weight': torch.zeros(2)}, tmp_path / 'model.bin')
+        model, extra = str(tmp_path / 'model.bin'), ['--backend', 'onnxruntime']
     else:
         extra = ['--tile', '-8']
     status = run_command(upscale.add_parser, ['upscale', str(source), '-o', str(output), '-m', model, *extra])

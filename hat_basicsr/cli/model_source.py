@@ -25,6 +25,7 @@ from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.weights import extract_state_dict, load_weights, read_checkpoint
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
+PRETRAINED_README = 'experiments/pretrained_models/README.md'
 
 
 @dataclass
@@ -132,6 +133,11 @@ def instantiate(
     """
     if spec.weights is None and not allow_random_init:
         raise SourceError(f'option file {source} sets no path.pretrain_network_g: there are no weights to load')
+    if isinstance(spec.weights, Path) and not spec.weights.is_file():
+        raise SourceError(
+            f'checkpoint not found: {spec.weights} (path.pretrain_network_g of {source}); {PRETRAINED_README} '
+            'says where to get the released weights, or point that option at your own checkpoint'
+        )
     model = build_network(spec.network)
     if spec.weights is not None:
         load_weights(model, spec.weights, strict=spec.strict, param_key=spec.param_key)
