@@ -233,10 +233,30 @@ def _fix_paired_scale_message(original: Callable) -> Callable:
     return __getitem__
 
 
+def _fix_realesrgan_image_list(original: Callable) -> Callable:
+    """BasicSR's RealESRGANDataset reads its list of images from `meta_info` only and fails without
+    one (open(None)); the release's Real-HAT option files name the list `meta_info_file`, and the
+    release's own copy of the dataset scans dataroot_gt when no list is given. Here (disk backend):
+    meta_info, else meta_info_file, else every image under dataroot_gt."""
+    from hat_basicsr.data.imagenet_paired_dataset import gt_image_paths
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        if opt['io_backend']['type'] == 'lmdb':
+            return original(self, opt)
+        list_file = opt.get('meta_info') or opt.get('meta_info_file')
+        # Without a list, BasicSR's constructor reads an empty one and the scan replaces it.
+        original(self, {**opt, 'meta_info': list_file or os.devnull})
+        if not list_file:
+            self.paths = gt_image_paths(str(opt['dataroot_gt']), None)
+
+    return __init__
+
+
 def apply() -> None:
     _provide_torchvision_functional_tensor()
     import basicsr  # noqa: F401  (imports every module patched below)
     from basicsr.data.paired_image_dataset import PairedImageDataset
+    from basicsr.data.realesrgan_dataset import RealESRGANDataset
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     from basicsr.utils.file_client import LmdbBackend
@@ -248,3 +268,4 @@ def apply() -> None:
     _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
     _patch(LmdbBackend, '__init__', _fix_lmdb_backend)
     _patch(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
+    _patch(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
