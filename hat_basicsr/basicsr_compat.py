@@ -252,6 +252,21 @@ def _fix_realesrgan_image_list(original: Callable) -> Callable:
     return __init__
 
 
+def _fix_message_logger_eta(original: Callable) -> Callable:
+    """MessageLogger estimates the time left as (total_iter - current_iter - 1) iterations, one too
+    few: at the last iteration it logs `eta: -1 day, 23:59:58`. max_iters is raised by one for the
+    duration of the call, which makes its count the iterations actually left."""
+
+    def __call__(self, log_vars: Dict[str, Any]) -> None:
+        self.max_iters += 1
+        try:
+            original(self, log_vars)
+        finally:
+            self.max_iters -= 1
+
+    return __call__
+
+
 def apply() -> None:
     _provide_torchvision_functional_tensor()
     import basicsr  # noqa: F401  (imports every module patched below)
@@ -260,6 +275,7 @@ def apply() -> None:
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     from basicsr.utils.file_client import LmdbBackend
+    from basicsr.utils.logger import MessageLogger
 
     train = importlib.import_module('basicsr.train')
     _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
@@ -269,3 +285,4 @@ def apply() -> None:
     _patch(LmdbBackend, '__init__', _fix_lmdb_backend)
     _patch(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
     _patch(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
+    _patch(MessageLogger, '__call__', _fix_message_logger_eta)

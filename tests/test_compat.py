@@ -316,3 +316,20 @@ def test_a_training_pair_of_the_wrong_scale_names_both_files(tmp_path):
     )
     assert str(error.value) == expected
     assert user_error_message(error.value) == f'DatasetError: {expected}'
+
+
+def test_eta_counts_the_iterations_left_and_ends_at_zero():
+    """BasicSR's MessageLogger counted one iteration too few: `eta: -1 day, 23:59:58` at the last one."""
+    import time
+
+    from basicsr.utils.logger import MessageLogger
+
+    opt = {'name': 'eta', 'logger': {'print_freq': 1, 'use_tb_logger': False}, 'train': {'total_iter': 4}}
+    message_logger = MessageLogger(opt, start_iter=0)
+    messages = []
+    message_logger.logger = type('Recorder', (), {'info': staticmethod(messages.append)})
+    for iteration in (2, 4):
+        message_logger.start_time = time.time() - 10 * (iteration + 1)  # 10 s per iteration so far
+        message_logger({'epoch': 0, 'iter': iteration, 'lrs': [1e-3], 'time': 10.0, 'data_time': 0.0})
+    assert re.search(r'eta: 0:00:(19|20),', messages[0]) and 'eta: 0:00:00,' in messages[1], messages
+    assert message_logger.max_iters == 4
