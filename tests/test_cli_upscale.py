@@ -128,6 +128,35 @@ def test_gray_image_through_an_rgb_model_stays_gray(workspace, upscaled):
     assert np.abs(raw / 255.0 - expected).mean() < 0.02  # JPEG-compressed output
 
 
+@pytest.mark.parametrize('bit_depth', [8, 16])
+def test_gray_alpha_png_stays_gray_alpha_at_its_bit_depth(bit_depth, workspace, tmp_path):
+    """OpenCV decodes gray+alpha PNG as BGRA and cannot encode it: the output was RGBA."""
+    gray = cv2.cvtColor(bgr(data.coffee(), 100, 100), cv2.COLOR_BGR2GRAY).astype(np.uint16)
+    alpha = np.tile(np.linspace(0, 255, 24), (20, 1)).astype(np.uint16)
+    peak = 255 if bit_depth == 8 else 65535
+    samples = np.dstack([gray, alpha]) * (peak // 255) + (3 if bit_depth == 16 else 0)
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    if bit_depth == 8:
+        Image.fromarray(samples.astype(np.uint8), 'LA').save(inputs / 'ga.png')
+    else:  # PIL has no 16-bit gray+alpha mode
+        from hat_basicsr.cli.image_io import encode_gray_alpha_png
+
+        (inputs / 'ga.png').write_bytes(encode_gray_alpha_png(samples))
+    out = tmp_path / 'out'
+    assert (
+        run_command(upscale.add_parser, ['upscale', str(inputs), '-o', str(out), '-m', str(workspace['checkpoint'])])
+        == 0
+    )
+    header = (out / 'ga.png').read_bytes()[:26]
+    assert (header[24], header[25]) == (bit_depth, 4)  # PNG IHDR: bit depth, colour type gray+alpha
+    result, result_alpha, depth = read_image(out / 'ga.png')
+    assert depth == bit_depth and result.shape == (40, 48, 1) and result_alpha.shape == (40, 48)
+    image, _, _ = read_image(inputs / 'ga.png')
+    expected = forward(workspace['model'], np.repeat(image, 3, axis=2)).mean(axis=2, keepdims=True)
+    assert np.abs(result - np.clip(expected, 0, 1)).max() <= 1 / peak + 1e-6
+
+
 def test_truncated_file_is_named_in_one_line(upscaled, capfd):
     # The module-scoped run printed before this test captured; rerun on the broken file alone.
     output = upscaled[1]
