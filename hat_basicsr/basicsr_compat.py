@@ -18,6 +18,8 @@ import torch
 
 PATCH_MARK = '_hat_basicsr_fix'
 STATE_FILE = re.compile(r'(\d+)\.state')
+# The sizes in paired_random_crop's refusal of a pair: GT (h, w), scale, LQ (h, w).
+SCALE_MISMATCH = re.compile(r'GT \((\d+), (\d+)\) is not (\d+)x .*LQ \((\d+), (\d+)\)')
 logger = logging.getLogger('basicsr')
 # LMDB environments opened through BasicSR's LmdbBackend: real path -> (pid of the opener, environment).
 _lmdb_environments: Dict[str, Tuple[int, Any]] = {}
@@ -207,6 +209,64 @@ def _fix_lmdb_backend(_original: Callable) -> Callable:
     return __init__
 
 
+def _fix_paired_scale_message(original: Callable) -> Callable:
+    """PairedImageDataset's training crop (paired_random_crop) refuses a GT that is not scale x its
+    LQ with a ValueError whose message prints as a Python tuple and names no file:
+    `('Scale mismatches. GT (64, 64) is not 2x ', 'multiplication of LQ (20, 20).')`. Here it is a
+    DatasetError naming both files and their sizes (width x height)."""
+    from hat_basicsr.errors import DatasetError
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        try:
+            return original(self, index)
+        except ValueError as error:
+            match = SCALE_MISMATCH.search(' '.join(map(str, error.args)))
+            if match is None:
+                raise
+            gt_height, gt_width, scale, lq_height, lq_width = match.groups()
+            pair = self.paths[index]
+            raise DatasetError(
+                f'GT {pair["gt_path"]} ({gt_width}x{gt_height}) is not {scale}x its LQ {pair["lq_path"]} '
+                f'({lq_width}x{lq_height}): check dataroot_lq and scale'
+            ) from error
+
+    return __getitem__
+
+
+def _fix_realesrgan_image_list(original: Callable) -> Callable:
+    """BasicSR's RealESRGANDataset reads its list of images from `meta_info` only and fails without
+    one (open(None)); the release's Real-HAT option files name the list `meta_info_file`, and the
+    release's own copy of the dataset scans dataroot_gt when no list is given. Here (disk backend):
+    meta_info, else meta_info_file, else every image under dataroot_gt."""
+    from hat_basicsr.data.imagenet_paired_dataset import gt_image_paths
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        if opt['io_backend']['type'] == 'lmdb':
+            return original(self, opt)
+        list_file = opt.get('meta_info') or opt.get('meta_info_file')
+        # Without a list, BasicSR's constructor reads an empty one and the scan replaces it.
+        original(self, {**opt, 'meta_info': list_file or os.devnull})
+        if not list_file:
+            self.paths = gt_image_paths(str(opt['dataroot_gt']), None)
+
+    return __init__
+
+
+def _fix_message_logger_eta(original: Callable) -> Callable:
+    """MessageLogger estimates the time left as (total_iter - current_iter - 1) iterations, one too
+    few: at the last iteration it logs `eta: -1 day, 23:59:58`. max_iters is raised by one for the
+    duration of the call, which makes its count the iterations actually left."""
+
+    def __call__(self, log_vars: Dict[str, Any]) -> None:
+        self.max_iters += 1
+        try:
+            original(self, log_vars)
+        finally:
+            self.max_iters -= 1
+
+    return __call__
+
+
 def apply() -> None:
     _provide_torchvision_functional_tensor()
     try:
@@ -221,9 +281,12 @@ def apply() -> None:
             '(scripts/install.sh installs everything)',
             name='basicsr',
         ) from None
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    from basicsr.data.realesrgan_dataset import RealESRGANDataset
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     from basicsr.utils.file_client import LmdbBackend
+    from basicsr.utils.logger import MessageLogger
 
     train = importlib.import_module('basicsr.train')
     _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
@@ -231,3 +294,6 @@ def apply() -> None:
     _patch(train, 'load_resume_state', _fix_load_resume_state)
     _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
     _patch(LmdbBackend, '__init__', _fix_lmdb_backend)
+    _patch(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
+    _patch(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
+    _patch(MessageLogger, '__call__', _fix_message_logger_eta)

@@ -17,10 +17,11 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import torch
-import yaml
 
 from hat_basicsr import train
 from hat_basicsr.data.demo_data import build_demo_data
+from hat_basicsr.errors import OptionFileError
+from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.weights import load_weights
 
 DEFAULT_OPT = 'options/train/demo/HAT-tiny_SRx2_demo.yml'
@@ -89,8 +90,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isfile(args.opt):
         parser.error(f'option file not found: {args.opt} (run from the repository root or pass --opt)')
-    with open(args.opt) as stream:
-        opt = yaml.safe_load(stream)
+    try:
+        opt = read_option_yaml(args.opt)
+    except OptionFileError as error:
+        parser.exit(2, f'{parser.prog}: error: {error}\n')
 
     started = time.time()
     build_demo_data(DEMO_ROOT)

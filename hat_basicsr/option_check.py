@@ -23,10 +23,9 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
-
 from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 from hat_basicsr.errors import OptionFileError
+from hat_basicsr.utils.option_yaml import read_option_yaml
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = (
@@ -111,7 +110,7 @@ META_INFO_KEYS = {
     'PairedImageDataset': ('meta_info_file',),
     'SingleImageDataset': ('meta_info_file',),
     'ImageNetPairedDataset': ('meta_info', 'meta_info_file'),
-    'RealESRGANDataset': ('meta_info',),
+    'RealESRGANDataset': ('meta_info', 'meta_info_file'),
 }
 
 
@@ -294,10 +293,9 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     if backend_type not in IO_BACKENDS:
         check.refuse(f'{path}.io_backend.type', backend_type, f'one of {list(IO_BACKENDS)}')
     required = DATASET_REQUIRED.get(kind, {})
-    disk_only = ('meta_info',) if kind == 'RealESRGANDataset' and backend_type == 'disk' else ()
-    for key in required.get('all', ()) + required.get(phase, ()) + disk_only:
+    for key in required.get('all', ()) + required.get(phase, ()):
         if key not in dataset:
-            check.missing(f'{path}.{key}', _missing_dataset_key_hint(kind, key, dataset))
+            check.missing(f'{path}.{key}', f'{kind} needs it')
     for key in ('dataroot_gt', 'dataroot_lq'):
         root = dataset.get(key)
         if root is not None and not isinstance(root, str):
@@ -324,15 +322,6 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     for key in ('use_hflip', 'use_rot', 'use_shuffle'):
         if key in dataset:
             check.boolean(dataset[key], f'{path}.{key}')
-
-
-def _missing_dataset_key_hint(kind: str, key: str, dataset: Mapping) -> str:
-    if kind == 'RealESRGANDataset' and key == 'meta_info' and 'meta_info_file' in dataset:
-        return (
-            'RealESRGANDataset reads its list of images from meta_info, not meta_info_file '
-            "(PairedImageDataset's key): rename meta_info_file to meta_info"
-        )
-    return f'{kind} needs it'
 
 
 def _check_training(check: _Checker, opt: Mapping) -> None:
@@ -592,13 +581,7 @@ def load_option_file(path: str) -> Any:
     """The option file as BasicSR loads it; OptionFileError for a missing file or invalid YAML."""
     from basicsr.utils.options import ordered_yaml
 
-    try:
-        with open(path, encoding='utf-8') as stream:
-            return yaml.load(stream, Loader=ordered_yaml()[0])
-    except OSError as error:
-        raise OptionFileError(f'cannot read option file {path}: {error.strerror or error}') from error
-    except yaml.YAMLError as error:
-        raise OptionFileError(f'{path} is not valid YAML: ' + ' '.join(str(error).split())) from error
+    return read_option_yaml(path, ordered_yaml()[0])
 
 
 def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None:

@@ -23,7 +23,7 @@ from hat_basicsr.errors import SourceError
 from basicsr.utils.color_util import rgb2ycbcr
 
 from filesystems import tmpfs
-from helpers import TINY_OPTIONS, run_command, subprocess_env
+from helpers import REPO_ROOT, TINY_OPTIONS, run_command, subprocess_env
 
 TINY = {'upscale': 2, **TINY_OPTIONS}
 
@@ -126,6 +126,35 @@ def test_gray_image_through_an_rgb_model_stays_gray(workspace, upscaled):
     assert raw.shape == (40, 48)
     expected = forward(workspace['model'], np.repeat(image, 3, axis=2)).mean(axis=2)
     assert np.abs(raw / 255.0 - expected).mean() < 0.02  # JPEG-compressed output
+
+
+@pytest.mark.parametrize('bit_depth', [8, 16])
+def test_gray_alpha_png_stays_gray_alpha_at_its_bit_depth(bit_depth, workspace, tmp_path):
+    """OpenCV decodes gray+alpha PNG as BGRA and cannot encode it: the output was RGBA."""
+    gray = cv2.cvtColor(bgr(data.coffee(), 100, 100), cv2.COLOR_BGR2GRAY).astype(np.uint16)
+    alpha = np.tile(np.linspace(0, 255, 24), (20, 1)).astype(np.uint16)
+    peak = 255 if bit_depth == 8 else 65535
+    samples = np.dstack([gray, alpha]) * (peak // 255) + (3 if bit_depth == 16 else 0)
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    if bit_depth == 8:
+        Image.fromarray(samples.astype(np.uint8), 'LA').save(inputs / 'ga.png')
+    else:  # PIL has no 16-bit gray+alpha mode
+        from hat_basicsr.cli.image_io import encode_gray_alpha_png
+
+        (inputs / 'ga.png').write_bytes(encode_gray_alpha_png(samples))
+    out = tmp_path / 'out'
+    assert (
+        run_command(upscale.add_parser, ['upscale', str(inputs), '-o', str(out), '-m', str(workspace['checkpoint'])])
+        == 0
+    )
+    header = (out / 'ga.png').read_bytes()[:26]
+    assert (header[24], header[25]) == (bit_depth, 4)  # PNG IHDR: bit depth, colour type gray+alpha
+    result, result_alpha, depth = read_image(out / 'ga.png')
+    assert depth == bit_depth and result.shape == (40, 48, 1) and result_alpha.shape == (40, 48)
+    image, _, _ = read_image(inputs / 'ga.png')
+    expected = forward(workspace['model'], np.repeat(image, 3, axis=2)).mean(axis=2, keepdims=True)
+    assert np.abs(result - np.clip(expected, 0, 1)).max() <= 1 / peak + 1e-6
 
 
 def test_truncated_file_is_named_in_one_line(upscaled, capfd):
@@ -307,9 +336,12 @@ def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, cap
         ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
         ('negative-tile', '--tile and --tile-overlap must be >= 0'),
         ('max-pixels', '--max-pixels must be positive'),
+        ('released-weights-missing', 'checkpoint not found: experiments/pretrained_models/HAT_SRx4.pth'),
+        ('checkpoint-to-onnxruntime', 'is a PyTorch checkpoint or option file, not an ONNX model: drop --backend'),
+        ('renamed-safetensors-to-onnxruntime', 'is a PyTorch checkpoint or option file, not an ONNX model: drop'),
     ],
 )
-def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd):
+def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspace, tmp_path, capfd, monkeypatch):
     source, output, model = workspace['inputs'] / 'old.bmp', tmp_path / 'out', str(workspace['checkpoint'])
     extra = []
     if problem == 'output-is-a-file':
@@ -327,6 +359,17 @@ def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspa
         model = str(tmp_path / 'x3.yml')
     elif problem == 'max-pixels':
         extra = ['--max-pixels', '0']
+    elif problem == 'released-weights-missing':  # the shipped file, run where its weights are not
+        monkeypatch.chdir(tmp_path)
+        model = str(REPO_ROOT / 'options' / 'test' / 'HAT_SRx4.yml')
+        message += f' (path.pretrain_network_g of {model}); experiments/pretrained_models/README.md says where'
+    elif problem == 'checkpoint-to-onnxruntime':
+        extra = ['--backend', 'onnxruntime']
+    elif problem == 'renamed-safetensors-to-onnxruntime':  # recognised by its header
+        from safetensors.torch import save_file
+
+        save_file({'weight': torch.zeros(2)}, tmp_path / 'model.bin')
+        model, extra = str(tmp_path / 'model.bin'), ['--backend', 'onnxruntime']
     else:
         extra = ['--tile', '-8']
     status = run_command(upscale.add_parser, ['upscale', str(source), '-o', str(output), '-m', model, *extra])

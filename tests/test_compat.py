@@ -11,6 +11,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -279,3 +280,56 @@ def test_two_lmdb_file_clients_on_one_database_and_a_forked_worker(tiny_lmdb):
     worker.join(60)
     assert worker.exitcode == 0 and results.get(timeout=5) == train.get('a')
     assert val.get('a') == train.get('a')  # the parent's environment is untouched by the child
+
+
+def test_a_training_pair_of_the_wrong_scale_names_both_files(tmp_path):
+    """BasicSR's message was a printed tuple naming no file; the train entry point shows this one line."""
+    import numpy as np
+
+    from hat_basicsr.errors import DatasetError
+    from hat_basicsr.utils.user_errors import user_error_message
+
+    from basicsr.data import build_dataset
+
+    for folder, size in (('HR', (64, 48)), ('LR', (20, 24))):  # (height, width): LR made for x3, not x2
+        (tmp_path / folder).mkdir()
+        assert cv2.imwrite(str(tmp_path / folder / 'a.png'), np.zeros((*size, 3), np.uint8))
+    dataset = build_dataset(
+        {
+            'name': 'pairs',
+            'type': 'PairedImageDataset',
+            'dataroot_gt': str(tmp_path / 'HR'),
+            'dataroot_lq': str(tmp_path / 'LR'),
+            'io_backend': {'type': 'disk'},
+            'phase': 'train',
+            'scale': 2,
+            'gt_size': 32,
+            'use_hflip': False,
+            'use_rot': False,
+        }
+    )
+    with pytest.raises(DatasetError) as error:
+        dataset[0]
+    expected = (
+        f'GT {tmp_path / "HR" / "a.png"} (48x64) is not 2x its LQ {tmp_path / "LR" / "a.png"} (24x20): '
+        'check dataroot_lq and scale'
+    )
+    assert str(error.value) == expected
+    assert user_error_message(error.value) == f'DatasetError: {expected}'
+
+
+def test_eta_counts_the_iterations_left_and_ends_at_zero():
+    """BasicSR's MessageLogger counted one iteration too few: `eta: -1 day, 23:59:58` at the last one."""
+    import time
+
+    from basicsr.utils.logger import MessageLogger
+
+    opt = {'name': 'eta', 'logger': {'print_freq': 1, 'use_tb_logger': False}, 'train': {'total_iter': 4}}
+    message_logger = MessageLogger(opt, start_iter=0)
+    messages = []
+    message_logger.logger = type('Recorder', (), {'info': staticmethod(messages.append)})
+    for iteration in (2, 4):
+        message_logger.start_time = time.time() - 10 * (iteration + 1)  # 10 s per iteration so far
+        message_logger({'epoch': 0, 'iter': iteration, 'lrs': [1e-3], 'time': 10.0, 'data_time': 0.0})
+    assert re.search(r'eta: 0:00:(19|20),', messages[0]) and 'eta: 0:00:00,' in messages[1], messages
+    assert message_logger.max_iters == 4

@@ -2,6 +2,7 @@
 
 import copy
 import random
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -161,3 +162,17 @@ def test_demo_option_files_read_the_demo_data(demo_root: Path):
         random.seed(index)
         again = build_dataset(demo_option(DEMO_OPTIONS[0], demo_root)['datasets']['train'])[folder[key][0]]
         assert torch.equal(again['gt'], sample['gt']) and torch.equal(again['lq'], sample['lq'])
+
+
+def test_demo_figures_agree_with_the_readme():
+    """The demo option file and options/README.md quote the gain and time of `make demo`; they must
+    lie in the README's measured range and say the README's duration (they went stale before)."""
+    readme = (REPO / 'README.md').read_text(encoding='utf-8')
+    low, high = map(float, re.search(r'gains of (\d\.\d+)-(\d\.\d+) dB measured', readme).groups())
+    minutes = re.search(r'2000 iterations, about\s+(\d+) minutes', readme).group(1)
+    for path in (REPO / 'options' / 'train' / 'demo' / 'HAT-tiny_SRx2_demo.yml', REPO / 'options' / 'README.md'):
+        text = ' '.join(path.read_text(encoding='utf-8').split())
+        gains = [float(value) for value in re.findall(r'(\d\.\d+) dB (?:above|over) bicubic', text)]
+        gains += [float(value) for value in re.findall(r'(\d\.\d+)-\d\.\d+ dB depending', text)]
+        assert gains and all(low - 0.05 <= gain <= high for gain in gains), (path, gains)
+        assert re.findall(r'about (\S+) minutes', text) == [minutes], path

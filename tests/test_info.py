@@ -84,3 +84,21 @@ def test_info_reports_a_bad_source_in_one_line(tmp_path, capsys):
     assert run_command(info.add_parser, ['info', str(not_a_model)]) == 2
     error = capsys.readouterr().err
     assert error.count('\n') == 1 and 'not a HAT state dict' in error
+
+
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, capsys):
+    """PyYAML's own message takes seven lines; every entry point reads option files through
+    hat_basicsr.utils.option_yaml and says FILE:LINE:COLUMN instead."""
+    from hat_basicsr import demo
+
+    broken = tmp_path / 'broken.yml'
+    broken.write_text('scale: 2\nnetwork_g:\n  type: HAT\n  depths: [6, 6\n  embed_dim: 180\n')
+    expected = (
+        f"{broken}:5:12: invalid YAML: expected ',' or ']', but got ':' "
+        '(while parsing a flow sequence started at line 4, column 11)'
+    )
+    assert run_command(info.add_parser, ['info', str(broken)]) == 2
+    assert capsys.readouterr().err == f'hat-basicsr info: error: {expected}\n'
+    with pytest.raises(SystemExit) as stopped:
+        demo.main(['--opt', str(broken)])
+    assert stopped.value.code == 2 and capsys.readouterr().err == f'hat_basicsr.demo: error: {expected}\n'

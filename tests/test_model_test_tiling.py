@@ -46,6 +46,7 @@ def test_test_py_writes_images_and_metrics_under_cwd(sr_data, trained_checkpoint
     assert cv2.imread(str(images[0])).shape == cv2.imread(str(sr_data['val_hr'] / 'img000.png')).shape
     log = read_log(results, 'test')
     assert 'Validation tiny_val' in log and '# psnr:' in log
+    assert 'Best' not in log and 'tiny_test iter' not in log  # BasicSR: Best: ... @ tiny_test iter
 
 
 @pytest.mark.parametrize('problem', ['x4 model, x2 weights', 'unknown arch', 'missing weights'])

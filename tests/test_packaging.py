@@ -1,10 +1,12 @@
-"""The top-level setup.py (for `python setup.py develop` habits) describes the same package as
-pyproject.toml and the installed distribution, and a missing basicsr is named on import."""
+"""The package metadata: the top-level setup.py (for `python setup.py develop` habits) describes the
+same package as pyproject.toml and the installed distribution, setuptools reads pyproject.toml
+without deprecation warnings, and a missing basicsr is named on import."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import hat_basicsr
 from helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = ROOT / 'pyproject.toml'
 
 
 def setup_py(*args: str, cwd: Path = ROOT) -> str:
@@ -31,7 +34,7 @@ def setup_py(*args: str, cwd: Path = ROOT) -> str:
 
 
 def test_setup_py_reports_the_pyproject_name_and_the_package_version():
-    project = read_configuration(ROOT / 'pyproject.toml')['project']
+    project = read_configuration(PYPROJECT)['project']
     name, version = setup_py('--name', '--version').split()
     assert name == project['name']
     assert version == hat_basicsr.__version__ == metadata.version(project['name'])
@@ -67,3 +70,17 @@ def test_missing_basicsr_is_named_with_the_command_that_installs_it(tmp_path):
     last_line = proc.stderr.strip().splitlines()[-1]
     assert last_line.startswith('ModuleNotFoundError: basicsr is not installed')
     assert 'pip install --no-deps --no-build-isolation basicsr==1.4.2' in last_line
+
+
+def test_metadata_has_an_spdx_license_and_no_deprecation_warning():
+    """setuptools >= 77 deprecates `License ::` classifiers (pip printed the warning four times per
+    install); the licence is an SPDX expression in `project.license` instead."""
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        distribution = apply_configuration(Distribution(), str(PYPROJECT))
+    assert [str(warning.message) for warning in caught] == []
+    assert distribution.metadata.license_expression == 'Apache-2.0'
+    assert not any(classifier.startswith('License ::') for classifier in distribution.metadata.get_classifiers())

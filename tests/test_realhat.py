@@ -29,11 +29,13 @@ from basicsr.models import build_model
 from basicsr.utils import set_random_seed
 
 from helpers import TINY_HAT as TINY_HAT_X2
+from helpers import read_log, run_python
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MSE_YML = REPO_ROOT / 'options' / 'train' / 'Real-HAT_MSE_SRx4.yml'
 GAN_YML = REPO_ROOT / 'options' / 'train' / 'Real-HAT_GAN_SRx4.yml'
 TILE_YML = REPO_ROOT / 'options' / 'test' / 'Real-HAT_GAN_SRx4_tile.yml'
+RELEASE_OPTIONS = Path(__file__).resolve().parent / 'fixtures' / 'release_options'
 SCALE = 4
 GT_SIZE = 64
 BATCH = 2
@@ -400,3 +402,55 @@ def test_perceptual_loss_of_another_vgg_needs_its_own_weights(
     opt['train']['perceptual_opt'].update(vgg_type='vgg16', layer_weights={'conv5_3': 1.0})
     with pytest.raises(MissingVGGWeightsError, match=r'ImageNet vgg16 weights.*vgg16-397923af\.pth'):
         build_model(opt)
+
+
+def _release_copy(name: str, photos: Dict[str, Path], folder: Path) -> Path:
+    """A copy of a release option file with only what data and time demand changed: the data paths,
+    patch size, batch, iterations and workers."""
+    opt = _yml(RELEASE_OPTIONS / name)
+    train_set = opt['datasets']['train']
+    train_set.update(
+        dataroot_gt=str(photos['hr']),
+        meta_info_file=str(photos['meta_info']),
+        gt_size=GT_SIZE,
+        batch_size_per_gpu=1,
+        num_worker_per_gpu=0,
+    )
+    opt['gt_size'] = GT_SIZE
+    opt['train']['total_iter'] = 1
+    copy_path = folder / name
+    copy_path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return copy_path
+
+
+def test_the_release_realhat_option_files_run(photos: Dict[str, Path], tmp_path: Path) -> None:
+    """The release's Real-HAT files (list in meta_info_file, full-size HAT): the MSE file trains an
+    iteration; the GAN file stops at the weights file this machine lacks, naming it in one line."""
+    mse = _release_copy('train_Real_HAT_SRx4_mse_model.yml', photos, tmp_path)
+    run_python(['-m', 'hat_basicsr.train', '-opt', str(mse)], cwd=tmp_path)
+    experiment = tmp_path / 'experiments' / 'train_Real_HAT_mse_model'
+    log = read_log(experiment, 'train_train_Real_HAT_mse_model')
+    assert 'Start training from epoch: 0, iter: 0' in log and 'End of training' in log
+    assert (experiment / 'models' / 'net_g_latest.pth').is_file()
+
+    # As published, the GAN file starts from the MSE stage's weights under a name of the release's.
+    gan = _release_copy('train_Real_HAT_GAN_SRx4_finetune_from_mse_model.yml', photos, tmp_path)
+    proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(gan)], cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'hat_basicsr.train: error: CheckpointError: checkpoint not found: experiments/pretrained_models/Real_HAT_x4.pth'
+    )
+
+
+@pytest.mark.parametrize('listed_by', ['meta_info', 'meta_info_file', 'a scan of dataroot_gt'])
+def test_realesrgan_dataset_reads_either_list_key_or_scans_the_folder(photos: Dict[str, Path], listed_by: str) -> None:
+    """BasicSR's RealESRGANDataset needs `meta_info`; the release's names its list meta_info_file and
+    scans dataroot_gt (here with subfolders) without one."""
+    dataset_opt = _yml(MSE_YML)['datasets']['train']
+    del dataset_opt['meta_info']
+    if listed_by != 'a scan of dataroot_gt':
+        dataset_opt[listed_by] = str(photos['meta_info'])
+    dataset = build_dataset({**dataset_opt, 'dataroot_gt': str(photos['hr']), 'phase': 'train', 'scale': SCALE})
+    listed = [photos['hr'] / line for line in photos['meta_info'].read_text().split()]
+    assert sorted(map(Path, dataset.paths)) == sorted(listed)
+    assert dataset[0]['gt'].shape == (3, 400, 400)

@@ -22,6 +22,7 @@ import torch
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError
 from hat_basicsr.utils import run_lock
 
+from filesystems import tmpfs
 from helpers import in_process_model, read_log, run_python, subprocess_env, train_options, write_options
 
 PROG = 'hat_basicsr.train'
@@ -205,6 +206,22 @@ def test_lock_naming_a_live_process_or_another_host_is_refused(tmp_path):
     with pytest.raises(run_lock.ExperimentInUseError, match='on another host .*if that run has ended, delete the lock'):
         run_lock.acquire(str(lock), 'run')
     assert json.loads(lock.read_text())['host'] == 'elsewhere.example', 'a refused run changed the lock'
+
+
+def test_read_only_experiments_folder_is_one_line_naming_it(sr_data, tmp_path, monkeypatch, capsys):
+    """The lock file is the first thing a training writes; on a read-only experiments/ (a mount:
+    root ignores permission bits) it is one line naming the folder, not os.open's traceback."""
+    from hat_basicsr import train
+
+    options = write_options(tmp_path / 'opt.yml', train_options(sr_data, 'read_only'))
+    monkeypatch.chdir(tmp_path)
+    with tmpfs(tmp_path / 'experiments', size=64 * 1024, read_only=True) as experiments:
+        with pytest.raises(SystemExit) as stopped:
+            train.main(['-opt', str(options)])
+    assert stopped.value.code == (
+        f'hat_basicsr.train: error: OutputError: cannot write into folder {experiments}: Read-only file system '
+        '(a training keeps its lock file read_only.lock and its experiment folder there)'
+    )
 
 
 def test_diverging_training_stops_naming_the_iteration_and_saves_nothing_non_finite(sr_data, tmp_path):

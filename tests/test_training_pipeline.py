@@ -33,11 +33,12 @@ def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_pat
     assert (tmp_path / 'tb_logger' / 'folder_run').is_dir()
     assert sorted(p.name for p in (run / 'visualization' / 'img000').iterdir()) == [
         'img000_2.png',
-        'img000_4.png',
-        'img000_5.png',
+        'img000_4.png',  # also the final validation's (BasicSR labelled it 5: its counter ran past the end)
     ]
     log = read_log(run, 'train')
     assert log.count('Validation tiny_val') == 3
+    assert 'iter:       4, lr:' in log and 'eta: 0:00:00' in log and 'day' not in log  # BasicSR: -1 day, 23:59:58
+    assert ' @ 5 iter' not in log and log.rsplit('Validation tiny_val', 1)[1].count(' @ 4 iter') == 2
     assert '# psnr:' in log and '# ssim:' in log
     assert 'Model [HATModel] is created.' in log
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -21,6 +23,8 @@ ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_J
 # more than 2**30 pixels in any case.
 DEFAULT_MAX_PIXELS = 100_000_000
 SAMPLE_MAX = {np.dtype(np.uint8): (8, 255.0), np.dtype(np.uint16): (16, 65535.0)}
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_GRAY_ALPHA = 4  # the IHDR colour type of gray+alpha, byte 25 of the file
 EXIF_ORIENTATION_TAG = 0x0112
 # EXIF orientation -> how to turn the stored (H, W, C) pixels upright (PIL's exif_transpose, in numpy).
 UPRIGHT = {
@@ -69,8 +73,31 @@ def read_image(
     if channels not in (1, 2, 3, 4):
         raise ImageError(f'{path}: {channels} channels are not supported')
     alpha = np.ascontiguousarray(image[..., -1]) if channels in (2, 4) else None
-    color = image[..., :3][..., ::-1] if channels >= 3 else image[..., :1]
+    gray = channels <= 2 or is_gray_alpha_png(data)  # OpenCV decodes gray+alpha PNG as BGRA with B = G = R
+    color = image[..., :1] if gray else image[..., :3][..., ::-1]
     return np.ascontiguousarray(color), alpha, bit_depth
+
+
+def is_gray_alpha_png(data: np.ndarray) -> bool:
+    """Whether the encoded bytes are a PNG whose header declares gray+alpha samples."""
+    head = data[:26].tobytes()
+    return len(head) == 26 and head.startswith(PNG_SIGNATURE) and head[12:16] == b'IHDR' and head[25] == PNG_GRAY_ALPHA
+
+
+def encode_gray_alpha_png(samples: np.ndarray) -> bytes:
+    """A PNG of gray+alpha samples (HxWx2, uint8 or uint16). OpenCV writes only 1, 3 or 4 channels
+    and PIL has no 16-bit gray+alpha mode, so the file is written here: the signature, an IHDR of
+    colour type 4, one zlib stream of the rows (each after filter byte 0, samples big-endian), IEND."""
+    height, width, _ = samples.shape
+    bit_depth = 8 * samples.dtype.itemsize
+    rows = samples.astype(samples.dtype.newbyteorder('>')).reshape(height, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', zlib.crc32(kind + payload))
+
+    header = struct.pack('>IIBBBBB', width, height, bit_depth, PNG_GRAY_ALPHA, 0, 0, 0)
+    return PNG_SIGNATURE + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b'')
 
 
 def silence_opencv() -> None:
@@ -120,13 +147,18 @@ def write_image(
     if bit_depth == 16 and suffix not in HIGH_DEPTH_SUFFIXES:
         raise ImageError(f'{path}: {suffix} cannot hold 16-bit samples (use {", ".join(HIGH_DEPTH_SUFFIXES)})')
     array = array if array.ndim == 3 else array[..., None]
-    if alpha is not None and array.shape[2] == 1:  # encoders take 1, 3 or 4 channels: gray+alpha as BGRA
+    gray_alpha_png = alpha is not None and array.shape[2] == 1 and suffix == '.png'
+    if alpha is not None and array.shape[2] == 1 and not gray_alpha_png:  # OpenCV's encoders: as BGRA
         array = np.repeat(array, 3, axis=2)
     planes = [array[..., ::-1]] if array.shape[2] == 3 else [array]
     if alpha is not None:
         planes.append(alpha[..., None])
     dtype, peak = (np.uint8, 255.0) if bit_depth == 8 else (np.uint16, 65535.0)
     image = np.rint(np.clip(np.concatenate(planes, axis=2), 0, 1) * peak).astype(dtype)
+    if gray_alpha_png:
+        encoded = encode_gray_alpha_png(image)
+        atomic_write(path, lambda stream: stream.write(encoded))
+        return
     image = image[..., 0] if image.shape[2] == 1 else image
     try:
         ok, encoded = cv2.imencode(suffix, image, ENCODE_PARAMS.get(suffix, []))

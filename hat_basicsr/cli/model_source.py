@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
 from hat_basicsr.archs.hat_config import checkpoint_options
-from hat_basicsr.errors import CheckpointError, OptionError, SourceError
+from hat_basicsr.errors import CheckpointError, OptionError, OptionFileError, SourceError
 from hat_basicsr.models.hat_model import tile_options
 from hat_basicsr.utils.onnx_deploy import OnnxModel
+from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.weights import extract_state_dict, load_weights, read_checkpoint
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
+PRETRAINED_README = 'experiments/pretrained_models/README.md'
 
 
 @dataclass
@@ -54,9 +55,9 @@ def resolve_device(name: str) -> torch.device:
 
 def read_option_file(path: Path) -> Dict:
     try:
-        options = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except (OSError, yaml.YAMLError) as error:
-        raise SourceError(f'cannot read option file {path}: {error}') from error
+        options = read_option_yaml(str(path))
+    except OptionFileError as error:
+        raise SourceError(str(error)) from error
     if not isinstance(options, dict) or not isinstance(options.get('network_g'), dict):
         raise SourceError(f'option file {path} has no network_g section')
     if 'type' not in options['network_g']:
@@ -132,6 +133,11 @@ def instantiate(
     """
     if spec.weights is None and not allow_random_init:
         raise SourceError(f'option file {source} sets no path.pretrain_network_g: there are no weights to load')
+    if isinstance(spec.weights, Path) and not spec.weights.is_file():
+        raise SourceError(
+            f'checkpoint not found: {spec.weights} (path.pretrain_network_g of {source}); {PRETRAINED_README} '
+            'says where to get the released weights, or point that option at your own checkpoint'
+        )
     model = build_network(spec.network)
     if spec.weights is not None:
         load_weights(model, spec.weights, strict=spec.strict, param_key=spec.param_key)

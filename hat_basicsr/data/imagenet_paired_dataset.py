@@ -42,6 +42,20 @@ LAYOUT_BLOCK_LR = 16
 MAX_SKIPPED_READS = 50
 
 
+def gt_image_paths(gt_folder: str, list_file: Optional[str]) -> List[str]:
+    """The images of a disk dataset: those `list_file` names (one path relative to `gt_folder` per
+    line, anything after a space ignored), or without a list every image under `gt_folder`,
+    subfolders included (ImageNet keeps one per class)."""
+    if list_file:
+        with open(list_file) as fin:
+            names = [line.split()[0] for line in fin if line.strip()]
+        return [os.path.join(gt_folder, name) for name in names]
+    if not os.path.isdir(gt_folder):
+        raise DatasetError(f'dataroot_gt {gt_folder} is not a folder.')
+    names = (p for p in scandir(gt_folder, recursive=True) if p.lower().endswith(IMAGE_EXTENSIONS))
+    return [os.path.join(gt_folder, name) for name in sorted(names)]
+
+
 def lq_window(start: int, size: int, length: int) -> Tuple[int, int]:
     """LR-pixel range [lo, hi) to resize so that LR pixels [start, start + size) come out exactly.
 
@@ -148,14 +162,7 @@ class ImageNetPairedDataset(data.Dataset):
             self.io_backend_opt['db_paths'] = [self.gt_folder]
             self.io_backend_opt['client_keys'] = ['gt']
             return paths_from_lmdb(self.gt_folder)
-        if self.meta_info:
-            with open(self.meta_info) as fin:
-                names = [line.split()[0] for line in fin if line.strip()]
-            return [os.path.join(self.gt_folder, name) for name in names]
-        if not os.path.isdir(self.gt_folder):
-            raise DatasetError(f'dataroot_gt {self.gt_folder} is not a folder.')
-        names = (p for p in scandir(self.gt_folder, recursive=True) if p.lower().endswith(IMAGE_EXTENSIONS))
-        return [os.path.join(self.gt_folder, name) for name in sorted(names)]
+        return gt_image_paths(self.gt_folder, self.meta_info)
 
     def _read_gt(self, gt_path: str) -> np.ndarray:
         """HWC BGR float32 image in [0, 1]; CorruptImageError naming the file if it cannot be had."""

@@ -164,12 +164,27 @@ class BasicSRFixesMixin:
             f'stopped by SIGTERM after iteration {finished_iter}; saved {state}; resume with --auto_resume'
         )
 
-    def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
-        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""
+    def validation(self, dataloader, current_iter: Union[int, str], tb_logger, save_img: bool) -> None:
+        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset.
+
+        BasicSR's train loop ends with its counter past total_iter (one more per epoch it starts
+        without training), and its final validation labelled results and images with that count
+        (`@ 62 iter` after 60 iterations); it is the model of iteration total_iter."""
         if id(dataloader.dataset) not in self._checked_datasets:
             check_pair_scale(dataloader.dataset, self.opt['scale'])
             self._checked_datasets.add(id(dataloader.dataset))
+        if self.is_train and isinstance(current_iter, int):
+            current_iter = min(current_iter, int(self.opt['train']['total_iter']))
         super().validation(dataloader, current_iter, tb_logger, save_img)
+
+    def _log_validation_metric_values(self, current_iter: Union[int, str], dataset_name: str, tb_logger) -> None:
+        """A test run has no best-so-far: BasicSR logged `Best: <value> @ <run name> iter` (the test
+        pipeline passes the run's name as current_iter). Testing logs the values only."""
+        if self.is_train:
+            super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+            return
+        values = ''.join(f'\t # {metric}: {value:.4f}\n' for metric, value in self.metric_results.items())
+        get_root_logger().info(f'Validation {dataset_name}\n{values}')
 
     def load_network(
         self, net: nn.Module, load_path: str, strict: bool = True, param_key: Optional[str] = 'params'

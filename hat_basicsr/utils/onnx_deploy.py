@@ -26,6 +26,8 @@ METADATA_PREFIX = 'hat_basicsr.'
 # Default for an export's self-check against torch at a size the export did not trace.
 VERIFY_TOLERANCE = 1e-3
 CPU = torch.device('cpu')
+# Model files of the torch backend (checkpoints, BasicSR option files), told apart from ONNX files.
+TORCH_MODEL_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors', '.yml', '.yaml')
 
 
 def refuse_float16(dtype: str) -> None:
@@ -154,6 +156,16 @@ def runtime_errors() -> Tuple[type, ...]:
     )
 
 
+def is_torch_model_file(path: Path) -> bool:
+    """Whether `path` is what the torch backend reads: by its suffix, or by its first bytes (torch.save's
+    zip, a legacy pickle, or safetensors: an 8-byte header length then a JSON object)."""
+    if path.suffix.lower() in TORCH_MODEL_SUFFIXES:
+        return True
+    with open(path, 'rb') as stream:
+        head = stream.read(9)
+    return head.startswith((b'PK\x03\x04', b'\x80')) or (len(head) == 9 and head[8:] == b'{')
+
+
 def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
@@ -203,6 +215,11 @@ class OnnxModel:
         try:
             session = onnxruntime.InferenceSession(str(path), providers=providers_for(device, cpu_fallback))
         except runtime_errors() as error:
+            if is_torch_model_file(path):
+                raise OnnxError(
+                    f'{path} is a PyTorch checkpoint or option file, not an ONNX model: drop --backend '
+                    'onnxruntime to run it with torch, or make an .onnx file with `hat-basicsr export`'
+                ) from error
             raise OnnxError(f'{path}: not a runnable ONNX model ({first_line(error)})') from error
         return cls(session, str(path))
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from hat_basicsr.errors import ExperimentInUseError
+from hat_basicsr.errors import ExperimentInUseError, OutputError
 from hat_basicsr.utils.files import ensure_folder
 
 logger = logging.getLogger('basicsr')
@@ -84,9 +84,15 @@ def acquire(path: str, name: str) -> None:
     that holds it. Released by release() or at exit."""
     if path in _held:
         return
-    ensure_folder(os.path.dirname(path))
+    folder = ensure_folder(os.path.dirname(path))
     while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:  # a read-only mount, or a folder of another user
+            raise OutputError(
+                f'cannot write into folder {folder}: {error.strerror or error} (a training keeps its '
+                f'lock file {os.path.basename(path)} and its experiment folder there)'
+            ) from error
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
