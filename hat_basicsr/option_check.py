@@ -410,6 +410,8 @@ def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
     if is_train:
         check.integer(check.require(val, 'val', 'val_freq', 'validate every val_freq iterations'), 'val.val_freq', 1)
     check.boolean(check.require(val, 'val', 'save_img', 'whether to save the super-resolved images'), 'val.save_img')
+    if 'tb_images' in val:
+        check.integer(val['tb_images'], 'val.tb_images', 0)
     metrics = val.get('metrics') or {}
     for name, metric in check.mapping(metrics, 'val.metrics', 'metrics').items():
         metric = check.mapping(metric, f'val.metrics.{name}', 'metric options')
@@ -427,6 +429,8 @@ def _check_logger(check: _Checker, opt: Mapping) -> None:
         check.integer(check.require(logger, 'logger', key, why), f'logger.{key}', 1)
     if 'use_tb_logger' in logger:
         check.boolean(logger['use_tb_logger'], 'logger.use_tb_logger')
+    if logger.get('keep_checkpoints') is not None:
+        check.integer(logger['keep_checkpoints'], 'logger.keep_checkpoints', 1)
 
 
 def validate_options(opt: Any, source: str, is_train: bool) -> None:

@@ -9,6 +9,8 @@
 - A SIGTERM stops training at the next iteration boundary with a saved state; a non-finite loss
   or weights stop it before anything non-finite is saved.
 - Validation refuses LQ/GT pairs of another scale, which BasicSR would silently crop.
+- `logger.keep_checkpoints: N` deletes numbered checkpoints beyond the newest N after each save
+  (hat_basicsr.utils.checkpoint_retention).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
+from hat_basicsr.utils.checkpoint_retention import prune_checkpoints
 from hat_basicsr.utils.files import remove_stale_temporaries
 from hat_basicsr.utils.training_stop import progress
 from hat_basicsr.utils.weights import atomic_save, load_weights, read_checkpoint
@@ -190,6 +193,22 @@ class BasicSRFixesMixin:
             f'Loaded {load_path} [{param_key}] into {type(net).__name__}'
             + (f' ({skipped} entries skipped, strict=False)' if skipped else '')
         )
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's save (networks, then training state), then the retention of
+        `logger.keep_checkpoints`, once both files of this save are written."""
+        super().save(epoch, current_iter)
+        keep = self.opt.get('logger', {}).get('keep_checkpoints')
+        if keep is not None and current_iter != -1:
+            self._prune_checkpoints(current_iter, int(keep))
+
+    @master_only
+    def _prune_checkpoints(self, current_iter: int, keep: int) -> None:
+        deleted = prune_checkpoints(self.opt['path']['models'], self.opt['path']['training_states'], current_iter, keep)
+        if deleted:
+            get_root_logger().info(
+                f'Deleted {", ".join(path.name for path in deleted)} (logger.keep_checkpoints: {keep}).'
+            )
 
     @master_only
     def save_network(
