@@ -9,6 +9,8 @@
 - A SIGTERM stops training at the next iteration boundary with a saved state; a non-finite loss
   or weights stop it before anything non-finite is saved.
 - Validation refuses LQ/GT pairs of another scale, which BasicSR would silently crop.
+- With a TensorBoard logger, each validation writes its first `val.tb_images` images (bicubic LQ |
+  SR | GT side by side) to it.
 - `logger.keep_checkpoints: N` deletes numbered checkpoints beyond the newest N after each save
   (hat_basicsr.utils.checkpoint_retention).
 """
@@ -22,8 +24,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
 from hat_basicsr.utils.checkpoint_retention import prune_checkpoints
@@ -77,6 +80,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Validation images written to TensorBoard per validation dataset when `val.tb_images` is not set.
+DEFAULT_TB_IMAGES = 4
+
+
+def side_by_side(visuals: Mapping[str, Tensor]) -> Tensor:
+    """One CHW image in [0, 1]: the LQ upscaled bicubically to the SR's size | SR | GT (when there
+    is one), all cropped to the smallest height and width among them."""
+    result = visuals['result'][:1].float()
+    upscaled = F.interpolate(visuals['lq'][:1].float(), size=result.shape[-2:], mode='bicubic', align_corners=False)
+    panels = [upscaled, result] + ([visuals['gt'][:1].float()] if 'gt' in visuals else [])
+    height, width = min(panel.shape[-2] for panel in panels), min(panel.shape[-1] for panel in panels)
+    return torch.cat([panel[..., :height, :width] for panel in panels], dim=-1)[0].clamp(0, 1)
+
+
+def _image_names(dataset: Any, count: int) -> List[str]:
+    """Names for the first `count` validation images: the LQ file names where the dataset lists
+    them (BasicSR's paired datasets), else their indices."""
+    paths = getattr(dataset, 'paths', None) or []
+    names = []
+    for index in range(count):
+        entry = paths[index] if index < len(paths) else None
+        path = entry.get('lq_path') if isinstance(entry, Mapping) else entry
+        names.append(os.path.splitext(os.path.basename(path))[0] if isinstance(path, str) else str(index))
+    return names
+
+
 def _newest_state() -> str:
     if progress.saved_iteration is None:
         return 'no training state saved yet'
@@ -103,6 +132,7 @@ class BasicSRFixesMixin:
                 for path in remove_stale_temporaries(opt['path'][folder]):
                     get_root_logger().info(f'Removed {path}, left by a save that was killed.')
         self._checked_datasets: set = set()
+        self._tb_visuals: Optional[List[Dict[str, Tensor]]] = None
 
     def get_bare_model(self, net: nn.Module) -> nn.Module:
         """Also unwrap torch.compile (`_orig_mod`), in any order with DDP/DataParallel, so EMA
@@ -168,11 +198,29 @@ class BasicSRFixesMixin:
         )
 
     def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
-        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset."""
+        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset; with a
+        TensorBoard logger, write the first `val.tb_images` images after (see get_current_visuals)."""
         if id(dataloader.dataset) not in self._checked_datasets:
             check_pair_scale(dataloader.dataset, self.opt['scale'])
             self._checked_datasets.add(id(dataloader.dataset))
-        super().validation(dataloader, current_iter, tb_logger, save_img)
+        capture = tb_logger is not None and self.opt['val'].get('tb_images', DEFAULT_TB_IMAGES) > 0
+        self._tb_visuals = [] if capture else None
+        try:
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+            captured = self._tb_visuals or []
+        finally:
+            self._tb_visuals = None
+        dataset_name = dataloader.dataset.opt['name']
+        for name, visuals in zip(_image_names(dataloader.dataset, len(captured)), captured):
+            tb_logger.add_image(f'val_images/{dataset_name}/{name}', side_by_side(visuals), current_iter)
+
+    def get_current_visuals(self) -> Dict[str, Tensor]:
+        """BasicSR's validation calls this once per image, with LQ, SR and GT on the CPU: during a
+        validation that writes to TensorBoard, the first `val.tb_images` are kept for it."""
+        visuals = super().get_current_visuals()
+        if self._tb_visuals is not None and len(self._tb_visuals) < self.opt['val'].get('tb_images', DEFAULT_TB_IMAGES):
+            self._tb_visuals.append(visuals)
+        return visuals
 
     def load_network(
         self, net: nn.Module, load_path: str, strict: bool = True, param_key: Optional[str] = 'params'
