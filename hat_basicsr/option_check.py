@@ -550,14 +550,32 @@ def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
     ]
 
 
-def option_file_argument(args: Sequence[str]) -> Optional[str]:
-    """The value of BasicSR's -opt argument, if given."""
+def launch_error(num_gpu: Any, world_size: int, source: str) -> Optional[str]:
+    """HAT issue #114: an option file for N GPUs started without torchrun runs as one process of
+    world size 1 (BasicSR falls back to DataParallel over the GPUs it sees, not the DDP training the
+    file was written for) and users found it trained a fraction of the planned samples. The
+    one-line refusal naming torchrun, or None."""
+    if is_int(num_gpu) and num_gpu > 1 and world_size == 1:
+        return (
+            f'{source}: num_gpu: {num_gpu} but started as one process: launch with torchrun '
+            f'--nproc_per_node={num_gpu} -m hat_basicsr.train -opt {source} --launcher pytorch, or set num_gpu: 1'
+        )
+    return None
+
+
+def argument_value(args: Sequence[str], flag: str) -> Optional[str]:
+    """The value of `flag` (`flag VALUE` or `flag=VALUE`) among BasicSR's arguments, if given."""
     for index, arg in enumerate(args):
-        if arg == '-opt' and index + 1 < len(args):
+        if arg == flag and index + 1 < len(args):
             return args[index + 1]
-        if arg.startswith('-opt='):
+        if arg.startswith(f'{flag}='):
             return arg.split('=', 1)[1]
     return None
+
+
+def option_file_argument(args: Sequence[str]) -> Optional[str]:
+    """The value of BasicSR's -opt argument, if given."""
+    return argument_value(args, '-opt')
 
 
 def forced_entries(args: Sequence[str]) -> List[str]:
@@ -616,4 +634,11 @@ def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None
         apply_forced(opt, forced_entries(args), path)
     for warning in check_options(opt, path, is_train):
         print(f'{prog}: warning: {warning}', file=sys.stderr)
+    refusal = (
+        launch_error(opt['num_gpu'], 1, path)
+        if is_train and argument_value(args, '--launcher') in (None, 'none')
+        else None
+    )
+    if refusal:
+        raise OptionFileError(refusal)
     check_data(opt, path)

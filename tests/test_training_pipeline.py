@@ -42,6 +42,8 @@ def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_pat
     assert log.count('Validation tiny_val') == 3
     assert '# psnr:' in log and '# ssim:' in log
     assert 'Model [HATModel] is created.' in log
+    assert 'Training plan (hat-basicsr plan):' in log and 'batch: 2 per rank, 2 in total' in log
+    assert 'iterations: 4 = 8 samples = 2.00 epochs over 4 training images' in log
 
     checkpoint = torch.load(run / 'models' / 'net_g_latest.pth', weights_only=True)
     assert set(checkpoint) == {'params', 'params_ema'}

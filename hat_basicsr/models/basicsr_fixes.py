@@ -11,6 +11,7 @@
 - Validation refuses LQ/GT pairs of another scale, which BasicSR would silently crop.
 - With a TensorBoard logger, each validation writes its first `val.tb_images` images (bicubic LQ |
   SR | GT side by side) to it.
+- A training's log starts with its plan (hat_basicsr.training_plan, as `hat-basicsr plan` prints it).
 - `logger.keep_checkpoints: N` deletes numbered checkpoints beyond the newest N after each save
   (hat_basicsr.utils.checkpoint_retention).
 """
@@ -29,6 +30,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
+from hat_basicsr.training_plan import format_plan, make_plan
 from hat_basicsr.utils.checkpoint_retention import prune_checkpoints
 from hat_basicsr.utils.files import remove_stale_temporaries
 from hat_basicsr.utils.training_stop import progress
@@ -131,8 +133,16 @@ class BasicSRFixesMixin:
             for folder in ('models', 'training_states'):
                 for path in remove_stale_temporaries(opt['path'][folder]):
                     get_root_logger().info(f'Removed {path}, left by a save that was killed.')
+            self._log_plan()
         self._checked_datasets: set = set()
         self._tb_visuals: Optional[List[Dict[str, Tensor]]] = None
+
+    def _log_plan(self) -> None:
+        """The block `hat-basicsr plan` prints, for this run's world size and folders."""
+        opt = self.opt
+        experiments = os.path.dirname(opt['path'].get('experiments_root', opt['path']['models']))
+        plan = make_plan(opt, opt.get('world_size', 1), experiments, opt['num_gpu'])
+        get_root_logger().info('Training plan (hat-basicsr plan):\n\t' + '\n\t'.join(format_plan(plan)))
 
     def get_bare_model(self, net: nn.Module) -> nn.Module:
         """Also unwrap torch.compile (`_orig_mod`), in any order with DDP/DataParallel, so EMA
