@@ -133,12 +133,15 @@ class BasicSRFixesMixin:
             for folder in ('models', 'training_states'):
                 for path in remove_stale_temporaries(opt['path'][folder]):
                     get_root_logger().info(f'Removed {path}, left by a save that was killed.')
+        if self.is_train and opt.get('rank', 0) == 0 and 'root_path' in opt:
             self._log_plan()
         self._checked_datasets: set = set()
         self._tb_visuals: Optional[List[Dict[str, Tensor]]] = None
 
     def _log_plan(self) -> None:
-        """The block `hat-basicsr plan` prints, for this run's world size and folders."""
+        """The block `hat-basicsr plan` prints, for this run's world size and folders. Only under
+        BasicSR's train_pipeline (which sets root_path), after the option file and its data were
+        checked; a model built elsewhere (scripts, tests) may hold partial options."""
         opt = self.opt
         experiments = os.path.dirname(opt['path'].get('experiments_root', opt['path']['models']))
         plan = make_plan(opt, opt.get('world_size', 1), experiments, opt['num_gpu'])
