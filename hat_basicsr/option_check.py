@@ -634,11 +634,14 @@ def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None
         apply_forced(opt, forced_entries(args), path)
     for warning in check_options(opt, path, is_train):
         print(f'{prog}: warning: {warning}', file=sys.stderr)
-    refusal = (
-        launch_error(opt['num_gpu'], 1, path)
-        if is_train and argument_value(args, '--launcher') in (None, 'none')
-        else None
-    )
-    if refusal:
-        raise OptionFileError(refusal)
+    if is_train and argument_value(args, '--launcher') in (None, 'none'):
+        launched = os.environ.get('WORLD_SIZE', '1')
+        if launched.isdigit() and int(launched) > 1:
+            raise OptionFileError(
+                f'{path}: started by torchrun as {launched} processes without --launcher pytorch, so each '
+                'would train alone: add --launcher pytorch'
+            )
+        refusal = launch_error(opt['num_gpu'], 1, path)
+        if refusal:
+            raise OptionFileError(refusal)
     check_data(opt, path)

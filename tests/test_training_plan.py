@@ -179,6 +179,11 @@ def test_num_gpu_above_one_without_torchrun_is_refused_naming_torchrun(sr_data, 
     with pytest.raises(OptionFileError, match='num_gpu: 8 but started as one process'):
         precheck_option_file(['-opt', str(options), '--launcher=none'], 'hat_basicsr.train', True)
 
+    monkeypatch.setenv('WORLD_SIZE', '8')  # torchrun's, with --launcher forgotten
+    with pytest.raises(OptionFileError, match=r'started by torchrun as 8 processes without --launcher pytorch, so'):
+        precheck_option_file(['-opt', str(options)], 'hat_basicsr.train', True)
+    monkeypatch.delenv('WORLD_SIZE')
+
     status, out = _plan(capsys, options, '--nproc', '1')
     assert status == 2 and out.err.strip() == f'hat-basicsr plan: error: {expected}'
     status, out = _plan(capsys, options)  # the default world size is num_gpu

@@ -216,8 +216,7 @@ class BasicSRFixesMixin:
         if id(dataloader.dataset) not in self._checked_datasets:
             check_pair_scale(dataloader.dataset, self.opt['scale'])
             self._checked_datasets.add(id(dataloader.dataset))
-        capture = tb_logger is not None and self.opt['val'].get('tb_images', DEFAULT_TB_IMAGES) > 0
-        self._tb_visuals = [] if capture else None
+        self._tb_visuals = [] if tb_logger is not None and self._tb_image_count() > 0 else None
         try:
             super().validation(dataloader, current_iter, tb_logger, save_img)
             captured = self._tb_visuals or []
@@ -227,11 +226,14 @@ class BasicSRFixesMixin:
         for name, visuals in zip(_image_names(dataloader.dataset, len(captured)), captured):
             tb_logger.add_image(f'val_images/{dataset_name}/{name}', side_by_side(visuals), current_iter)
 
+    def _tb_image_count(self) -> int:
+        return int(self.opt['val'].get('tb_images', DEFAULT_TB_IMAGES))
+
     def get_current_visuals(self) -> Dict[str, Tensor]:
         """BasicSR's validation calls this once per image, with LQ, SR and GT on the CPU: during a
         validation that writes to TensorBoard, the first `val.tb_images` are kept for it."""
         visuals = super().get_current_visuals()
-        if self._tb_visuals is not None and len(self._tb_visuals) < self.opt['val'].get('tb_images', DEFAULT_TB_IMAGES):
+        if self._tb_visuals is not None and len(self._tb_visuals) < self._tb_image_count():
             self._tb_visuals.append(visuals)
         return visuals
 
