@@ -147,6 +147,12 @@ def is_integer(value: Any) -> bool:
     return is_number(value) and float(value).is_integer()
 
 
+def registered_class(registry: Any, name: str) -> Any:
+    """What a BasicSR registry holds under `name`, or None. Registry.get's fallback, without the line
+    it prints: names registered twice (RealESRGANDataset) also hold NAME_basicsr."""
+    return registry._obj_map.get(name) or registry._obj_map.get(f'{name}_basicsr')
+
+
 class _Checker:
     """Refusals name the option file, the option path, the value and what is expected."""
 
@@ -192,10 +198,7 @@ class _Checker:
     def registered(self, node: Mapping, path: str, registry: Any, kind: str, key: str = 'type') -> Any:
         """The class `node[key]` names in a BasicSR registry."""
         name = self.require(node, path, key, f'it names the {kind} to build')
-        # Registry.get's fallback: names registered twice (RealESRGANDataset) also hold NAME_basicsr.
-        found = None
-        if isinstance(name, str):
-            found = registry._obj_map.get(name) or registry._obj_map.get(f'{name}_basicsr')
+        found = registered_class(registry, name) if isinstance(name, str) else None
         if found is None:
             known = list(registry._obj_map)
             self.refuse(

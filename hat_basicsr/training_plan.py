@@ -8,10 +8,11 @@ written every `logger.save_checkpoint_freq` iterations and `net_g_latest.pth` at
 
 Bytes per save are the tensors a save holds plus torch.save's per-tensor overhead (measured on
 torch 2.x zip files): the network file holds the state dict of net_g and of its EMA copy; the
-training state holds Adam's two moments and its step count per parameter tensor.
+training state holds Adam's two moments and its step count per parameter tensor; GAN models add
+net_d's file and Adam state.
 
 Memory per rank (rough): weights, gradients, Adam's two moments and the EMA copy in float32
-(4 B x params x 5, x 4 without EMA) plus, for HAT, the activations autograd keeps for the backward
+(4 B x params x 5, x 4 without EMA; net_d's x 4) plus, for HAT, the activations autograd keeps for the backward
 pass of one batch of `gt_size / scale` LR patches, per LR pixel and image in float32 values:
 
     HABs x (14.5 C + 1.13 heads ws^2) + RHAGs x (16.6 C + 1.1 heads ows^2) + 4 C + 80 scale^2
@@ -31,7 +32,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from hat_basicsr.option_check import META_INFO_KEYS
+from hat_basicsr.option_check import META_INFO_KEYS, registered_class
 
 # torch.save's bytes per tensor beyond its data: its zip entry, alignment and pickled key.
 NETWORK_TENSOR_OVERHEAD = 330
@@ -106,7 +107,7 @@ def network_size(network_opt: Mapping[str, Any]) -> NetworkSize:
 
     options = {key: value for key, value in network_opt.items() if key != 'type'}
     with torch.device('meta'):
-        network = ARCH_REGISTRY.get(network_opt['type'])(**options)
+        network = registered_class(ARCH_REGISTRY, network_opt['type'])(**options)
     parameters = list(network.parameters())
     state = network.state_dict()
     return NetworkSize(
@@ -172,14 +173,19 @@ def make_plan(opt: Mapping[str, Any], world_size: int, experiments_dir: str, num
     size = network_size(opt['network_g'])
     ema = float(opt['train'].get('ema_decay', 0)) > 0
     network_file, state_file = checkpoint_bytes(size, ema)
+    states = FLOAT_BYTES * size.params * (5 if ema else 4)
+    if opt.get('network_d'):  # GAN models also save net_d_<iter>.pth and its Adam state
+        discriminator = network_size(opt['network_d'])
+        discriminator_file, discriminator_state = checkpoint_bytes(discriminator, ema=False)
+        network_file, state_file = network_file + discriminator_file, state_file + discriminator_state
+        states += FLOAT_BYTES * discriminator.params * 4
     per_save = network_file + state_file
-    bytes_kept = kept * per_save + network_file  # + net_g_latest.pth
+    bytes_kept = kept * per_save + network_file  # + net_g_latest.pth (and net_d_latest.pth)
     bytes_peak = bytes_kept + (per_save if kept < saves else 0)  # a new pair is written before pruning
     free = _free_bytes(experiments_dir)
 
     lq_size = int(train_set.get('gt_size', opt.get('gt_size', 64))) // opt['scale']
     activations = hat_activation_bytes(opt['network_g'], batch_per_rank, lq_size)
-    states = FLOAT_BYTES * size.params * (5 if ema else 4)
     warnings = []
     if bytes_peak > free:
         warnings.append(
