@@ -146,6 +146,12 @@ def is_integer(value: Any) -> bool:
     return is_number(value) and float(value).is_integer()
 
 
+def registered_class(registry: Any, name: str) -> Any:
+    """What a BasicSR registry holds under `name`, or None. Registry.get's fallback, without the line
+    it prints: names registered twice (RealESRGANDataset) also hold NAME_basicsr."""
+    return registry._obj_map.get(name) or registry._obj_map.get(f'{name}_basicsr')
+
+
 class _Checker:
     """Refusals name the option file, the option path, the value and what is expected."""
 
@@ -191,10 +197,7 @@ class _Checker:
     def registered(self, node: Mapping, path: str, registry: Any, kind: str, key: str = 'type') -> Any:
         """The class `node[key]` names in a BasicSR registry."""
         name = self.require(node, path, key, f'it names the {kind} to build')
-        # Registry.get's fallback: names registered twice (RealESRGANDataset) also hold NAME_basicsr.
-        found = None
-        if isinstance(name, str):
-            found = registry._obj_map.get(name) or registry._obj_map.get(f'{name}_basicsr')
+        found = registered_class(registry, name) if isinstance(name, str) else None
         if found is None:
             known = list(registry._obj_map)
             self.refuse(
@@ -399,6 +402,8 @@ def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
     if is_train:
         check.integer(check.require(val, 'val', 'val_freq', 'validate every val_freq iterations'), 'val.val_freq', 1)
     check.boolean(check.require(val, 'val', 'save_img', 'whether to save the super-resolved images'), 'val.save_img')
+    if 'tb_images' in val:
+        check.integer(val['tb_images'], 'val.tb_images', 0)
     metrics = val.get('metrics') or {}
     for name, metric in check.mapping(metrics, 'val.metrics', 'metrics').items():
         metric = check.mapping(metric, f'val.metrics.{name}', 'metric options')
@@ -416,6 +421,8 @@ def _check_logger(check: _Checker, opt: Mapping) -> None:
         check.integer(check.require(logger, 'logger', key, why), f'logger.{key}', 1)
     if 'use_tb_logger' in logger:
         check.boolean(logger['use_tb_logger'], 'logger.use_tb_logger')
+    if logger.get('keep_checkpoints') is not None:
+        check.integer(logger['keep_checkpoints'], 'logger.keep_checkpoints', 1)
 
 
 def validate_options(opt: Any, source: str, is_train: bool) -> None:
@@ -535,14 +542,32 @@ def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
     ]
 
 
-def option_file_argument(args: Sequence[str]) -> Optional[str]:
-    """The value of BasicSR's -opt argument, if given."""
+def launch_error(num_gpu: Any, world_size: int, source: str) -> Optional[str]:
+    """HAT issue #114: an option file for N GPUs started without torchrun runs as one process of
+    world size 1 (BasicSR falls back to DataParallel over the GPUs it sees, not the DDP training the
+    file was written for) and users found it trained a fraction of the planned samples. The
+    one-line refusal naming torchrun, or None."""
+    if is_int(num_gpu) and num_gpu > 1 and world_size == 1:
+        return (
+            f'{source}: num_gpu: {num_gpu} but started as one process: launch with torchrun '
+            f'--nproc_per_node={num_gpu} -m hat_basicsr.train -opt {source} --launcher pytorch, or set num_gpu: 1'
+        )
+    return None
+
+
+def argument_value(args: Sequence[str], flag: str) -> Optional[str]:
+    """The value of `flag` (`flag VALUE` or `flag=VALUE`) among BasicSR's arguments, if given."""
     for index, arg in enumerate(args):
-        if arg == '-opt' and index + 1 < len(args):
+        if arg == flag and index + 1 < len(args):
             return args[index + 1]
-        if arg.startswith('-opt='):
+        if arg.startswith(f'{flag}='):
             return arg.split('=', 1)[1]
     return None
+
+
+def option_file_argument(args: Sequence[str]) -> Optional[str]:
+    """The value of BasicSR's -opt argument, if given."""
+    return argument_value(args, '-opt')
 
 
 def forced_entries(args: Sequence[str]) -> List[str]:
@@ -595,4 +620,14 @@ def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None
         apply_forced(opt, forced_entries(args), path)
     for warning in check_options(opt, path, is_train):
         print(f'{prog}: warning: {warning}', file=sys.stderr)
+    if is_train and argument_value(args, '--launcher') in (None, 'none'):
+        launched = os.environ.get('WORLD_SIZE', '1')
+        if launched.isdigit() and int(launched) > 1:
+            raise OptionFileError(
+                f'{path}: started by torchrun as {launched} processes without --launcher pytorch, so each '
+                'would train alone: add --launcher pytorch'
+            )
+        refusal = launch_error(opt['num_gpu'], 1, path)
+        if refusal:
+            raise OptionFileError(refusal)
     check_data(opt, path)

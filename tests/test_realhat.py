@@ -22,6 +22,7 @@ from hat_basicsr.models.real_degradation import vgg_weights_url
 from hat_basicsr.models.realhat_gan_model import RealHATGANModel
 from hat_basicsr.models.realhat_mse_model import RealHATMSEModel
 from hat_basicsr.test import main as run_test_cli
+from hat_basicsr.training_plan import make_plan
 
 from basicsr.archs import vgg_arch
 from basicsr.data import build_dataloader, build_dataset
@@ -284,6 +285,12 @@ def test_gan_fine_tunes_mse_weights_and_trains_discriminator(
 
     model.save(0, -1)
     models = Path(opt['path']['models'])
+    model.save(0, 3)  # a numbered save holds net_g (+ EMA), net_d and both Adam states: the plan counts them
+    written = sum(path.stat().st_size for path in (models / 'net_g_3.pth', models / 'net_d_3.pth'))
+    written += (Path(opt['path']['training_states']) / '3.state').stat().st_size
+    unvalidated = {key: value for key, value in opt.items() if key != 'val'}
+    planned = make_plan(unvalidated, world_size=1, experiments_dir=str(tmp_path), num_gpu=0).bytes_per_save
+    assert abs(planned / written - 1) < 0.15, (planned, written)
     reload_opt = copy.deepcopy(opt)
     reload_opt['path'].update(
         pretrain_network_g=str(models / 'net_g_latest.pth'),

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +43,8 @@ def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_pat
     assert ' @ 5 iter' not in log and log.rsplit('Validation tiny_val', 1)[1].count(' @ 4 iter') == 2
     assert '# psnr:' in log and '# ssim:' in log
     assert 'Model [HATModel] is created.' in log
+    assert 'Training plan (hat-basicsr plan):' in log and 'batch: 2 per rank, 2 in total' in log
+    assert 'iterations: 4 = 8 samples = 2.00 epochs over 4 training images' in log
 
     checkpoint = torch.load(run / 'models' / 'net_g_latest.pth', weights_only=True)
     assert set(checkpoint) == {'params', 'params_ema'}
@@ -54,6 +58,44 @@ def test_train_from_folders_with_ema_checkpoints_and_validation(sr_data, tmp_pat
     state = torch.load(run / 'training_states' / '4.state', weights_only=True)
     assert (state['iter'], len(state['optimizers']), len(state['schedulers'])) == (4, 1, 1)
     assert not list(run.rglob('*.tmp')), 'atomic_save left a temporary file'
+
+    images = _tensorboard_images(tmp_path / 'tb_logger' / 'folder_run')
+    assert sorted(images) == ['val_images/tiny_val/img000', 'val_images/tiny_val/img001']
+    for events in images.values():
+        assert [event.step for event in events] == [2, 4, 5]
+        assert {(event.height, event.width) for event in events} == {(32, 3 * 32)}  # LQ | SR | GT
+    final = _decoded(images['val_images/tiny_val/img000'][-1])
+    saved_sr = cv2.imread(str(run / 'visualization' / 'img000' / 'img000_5.png'))[:, :, ::-1]
+    gt = cv2.imread(str(sr_data['val_hr'] / 'img000.png'))[:, :, ::-1]
+    assert np.abs(final[:, 32:64].astype(int) - saved_sr).max() <= 1
+    assert np.abs(final[:, 64:].astype(int) - gt).max() <= 1
+
+
+def _tensorboard_images(folder: Path) -> dict:
+    """{tag: image events} of the TensorBoard event files in `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={'images': 0})
+    events.Reload()
+    return {tag: events.Images(tag) for tag in events.Tags()['images']}
+
+
+def _decoded(event) -> np.ndarray:
+    """An image event as an RGB uint8 array."""
+    return cv2.imdecode(np.frombuffer(event.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
+@pytest.mark.parametrize('tb_images', [0, 1])
+def test_validation_writes_val_tb_images_to_tensorboard(sr_data, tmp_path, tb_images):
+    from torch.utils.tensorboard import SummaryWriter
+
+    opt = train_options(sr_data, 'x')
+    model = in_process_model(sr_data, tmp_path, val={**opt['val'], 'tb_images': tb_images})
+    with SummaryWriter(str(tmp_path / 'tb')) as writer:
+        model.validation(_val_loader(sr_data), current_iter=7, tb_logger=writer, save_img=False)
+    images = _tensorboard_images(tmp_path / 'tb')
+    assert sorted(images) == ['val_images/tiny_val/img000'][:tb_images]
+    assert [event.step for events in images.values() for event in events] == [7] * tb_images
 
 
 @pytest.mark.parametrize('dataset_type', ['PairedImageDataset', 'ImageNetPairedDataset'])

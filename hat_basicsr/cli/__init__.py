@@ -7,7 +7,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ('upscale', 'convert', 'export', 'info', 'lam', 'features')
+SUBCOMMANDS = ('upscale', 'convert', 'export', 'info', 'lam', 'features', 'plan')
 
 
 def build_parser() -> argparse.ArgumentParser:

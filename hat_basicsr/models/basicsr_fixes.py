@@ -9,6 +9,11 @@
 - A SIGTERM stops training at the next iteration boundary with a saved state; a non-finite loss
   or weights stop it before anything non-finite is saved.
 - Validation refuses LQ/GT pairs of another scale, which BasicSR would silently crop.
+- With a TensorBoard logger, each validation writes its first `val.tb_images` images (bicubic LQ |
+  SR | GT side by side) to it.
+- A training's log starts with its plan (hat_basicsr.training_plan, as `hat-basicsr plan` prints it).
+- `logger.keep_checkpoints: N` deletes numbered checkpoints beyond the newest N after each save
+  (hat_basicsr.utils.checkpoint_retention).
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
+from hat_basicsr.training_plan import format_plan, make_plan
+from hat_basicsr.utils.checkpoint_retention import prune_checkpoints
 from hat_basicsr.utils.files import remove_stale_temporaries
 from hat_basicsr.utils.training_stop import progress
 from hat_basicsr.utils.weights import atomic_save, load_weights, read_checkpoint
@@ -74,6 +82,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Validation images written to TensorBoard per validation dataset when `val.tb_images` is not set.
+DEFAULT_TB_IMAGES = 4
+
+
+def side_by_side(visuals: Mapping[str, Tensor]) -> Tensor:
+    """One CHW image in [0, 1]: the LQ upscaled bicubically to the SR's size | SR | GT (when there
+    is one), all cropped to the smallest height and width among them."""
+    result = visuals['result'][:1].float()
+    upscaled = F.interpolate(visuals['lq'][:1].float(), size=result.shape[-2:], mode='bicubic', align_corners=False)
+    panels = [upscaled, result] + ([visuals['gt'][:1].float()] if 'gt' in visuals else [])
+    height, width = min(panel.shape[-2] for panel in panels), min(panel.shape[-1] for panel in panels)
+    return torch.cat([panel[..., :height, :width] for panel in panels], dim=-1)[0].clamp(0, 1)
+
+
+def _image_names(dataset: Any, count: int) -> List[str]:
+    """Names for the first `count` validation images: the LQ file names where the dataset lists
+    them (BasicSR's paired datasets), else their indices."""
+    paths = getattr(dataset, 'paths', None) or []
+    names = []
+    for index in range(count):
+        entry = paths[index] if index < len(paths) else None
+        path = entry.get('lq_path') if isinstance(entry, Mapping) else entry
+        names.append(os.path.splitext(os.path.basename(path))[0] if isinstance(path, str) else str(index))
+    return names
+
+
 def _newest_state() -> str:
     if progress.saved_iteration is None:
         return 'no training state saved yet'
@@ -99,7 +133,19 @@ class BasicSRFixesMixin:
             for folder in ('models', 'training_states'):
                 for path in remove_stale_temporaries(opt['path'][folder]):
                     get_root_logger().info(f'Removed {path}, left by a save that was killed.')
+        if self.is_train and opt.get('rank', 0) == 0 and 'root_path' in opt:
+            self._log_plan()
         self._checked_datasets: set = set()
+        self._tb_visuals: Optional[List[Dict[str, Tensor]]] = None
+
+    def _log_plan(self) -> None:
+        """The block `hat-basicsr plan` prints, for this run's world size and folders. Only under
+        BasicSR's train_pipeline (which sets root_path), after the option file and its data were
+        checked; a model built elsewhere (scripts, tests) may hold partial options."""
+        opt = self.opt
+        experiments = os.path.dirname(opt['path'].get('experiments_root', opt['path']['models']))
+        plan = make_plan(opt, opt.get('world_size', 1), experiments, opt['num_gpu'])
+        get_root_logger().info('Training plan (hat-basicsr plan):\n\t' + '\n\t'.join(format_plan(plan)))
 
     def get_bare_model(self, net: nn.Module) -> nn.Module:
         """Also unwrap torch.compile (`_orig_mod`), in any order with DDP/DataParallel, so EMA
@@ -165,7 +211,8 @@ class BasicSRFixesMixin:
         )
 
     def validation(self, dataloader, current_iter: Union[int, str], tb_logger, save_img: bool) -> None:
-        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset.
+        """Refuse LQ/GT pairs of another scale first (see check_pair_scale), once per dataset; with a
+        TensorBoard logger, write the first `val.tb_images` images after (see get_current_visuals).
 
         BasicSR's train loop ends with its counter past total_iter (one more per epoch it starts
         without training), and its final validation labelled results and images with that count
@@ -175,7 +222,26 @@ class BasicSRFixesMixin:
             self._checked_datasets.add(id(dataloader.dataset))
         if self.is_train and isinstance(current_iter, int):
             current_iter = min(current_iter, int(self.opt['train']['total_iter']))
-        super().validation(dataloader, current_iter, tb_logger, save_img)
+        self._tb_visuals = [] if tb_logger is not None and self._tb_image_count() > 0 else None
+        try:
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+            captured = self._tb_visuals or []
+        finally:
+            self._tb_visuals = None
+        dataset_name = dataloader.dataset.opt['name']
+        for name, visuals in zip(_image_names(dataloader.dataset, len(captured)), captured):
+            tb_logger.add_image(f'val_images/{dataset_name}/{name}', side_by_side(visuals), current_iter)
+
+    def _tb_image_count(self) -> int:
+        return int(self.opt['val'].get('tb_images', DEFAULT_TB_IMAGES))
+
+    def get_current_visuals(self) -> Dict[str, Tensor]:
+        """BasicSR's validation calls this once per image, with LQ, SR and GT on the CPU: during a
+        validation that writes to TensorBoard, the first `val.tb_images` are kept for it."""
+        visuals = super().get_current_visuals()
+        if self._tb_visuals is not None and len(self._tb_visuals) < self._tb_image_count():
+            self._tb_visuals.append(visuals)
+        return visuals
 
     def _log_validation_metric_values(self, current_iter: Union[int, str], dataset_name: str, tb_logger) -> None:
         """A test run has no best-so-far: BasicSR logged `Best: <value> @ <run name> iter` (the test
@@ -205,6 +271,22 @@ class BasicSRFixesMixin:
             f'Loaded {load_path} [{param_key}] into {type(net).__name__}'
             + (f' ({skipped} entries skipped, strict=False)' if skipped else '')
         )
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's save (networks, then training state), then the retention of
+        `logger.keep_checkpoints`, once both files of this save are written."""
+        super().save(epoch, current_iter)
+        keep = self.opt.get('logger', {}).get('keep_checkpoints')
+        if keep is not None and current_iter != -1:
+            self._prune_checkpoints(current_iter, int(keep))
+
+    @master_only
+    def _prune_checkpoints(self, current_iter: int, keep: int) -> None:
+        deleted = prune_checkpoints(self.opt['path']['models'], self.opt['path']['training_states'], current_iter, keep)
+        if deleted:
+            get_root_logger().info(
+                f'Deleted {", ".join(path.name for path in deleted)} (logger.keep_checkpoints: {keep}).'
+            )
 
     @master_only
     def save_network(
