@@ -9,47 +9,47 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 PACKAGE = Path(__file__).resolve().parent
 CONSOLE_SCRIPT = 'hat-basicsr'
 # The `hat-basicsr` script parses its arguments before hat_basicsr loads torch and BasicSR.
-LOADS_AFTER_PARSING = (CONSOLE_SCRIPT, 'hat_basicsr.cli')
+LOADS_AFTER_PARSING = (CONSOLE_SCRIPT,)
 # Interpreter options that take a value as the next argument.
 OPTIONS_WITH_VALUE = ('-W', '-X', '-Q')
 
 
-def _main_module(argv: List[str]) -> Optional[str]:
-    """The module of `python [options] -m MODULE ...`; None for a script, -c or the REPL."""
+def _main_program(argv: List[str]) -> Tuple[str, Optional[str]]:
+    """('module', NAME) for `python [options] -m NAME ...`, ('script', PATH) for a script (a console
+    script included), ('code', None) for -c, - or the REPL."""
     arguments = iter(argv[1:])
     for argument in arguments:
         if argument == '-m':
-            return next(arguments, None)
+            return 'module', next(arguments, None)
         if argument.startswith('-m'):
-            return argument[2:]
+            return 'module', argument[2:]
         if argument in OPTIONS_WITH_VALUE:
             next(arguments, None)
-        elif argument == '-c' or not argument.startswith('-'):
-            return None
-    return None
+        elif argument == '-c' or argument.startswith('-c') or argument == '-':
+            return 'code', None
+        elif not argument.startswith('-'):
+            return 'script', argument
+    return 'code', None
 
 
-def entry_point(argv: Optional[List[str]] = None, script: Optional[str] = None) -> Optional[str]:
+def entry_point(argv: Optional[List[str]] = None) -> Optional[str]:
     """'hat-basicsr', 'hat_basicsr.train', ... or 'benchmarks/NAME.py' when this process was started
-    as one of hat_basicsr's programs; None for any other program. Defaults: sys.orig_argv, sys.argv[0]."""
-    argv = list(getattr(sys, 'orig_argv', sys.argv)) if argv is None else argv
-    script = (sys.argv[0] if sys.argv else '') if script is None else script
-    module = _main_module(argv)
-    if module is not None:
-        return module if module.split('.')[0] == PACKAGE.name else None
-    name = Path(script).name.removesuffix('.exe').removesuffix('-script.py')
-    if name == CONSOLE_SCRIPT:
-        return CONSOLE_SCRIPT
-    if not script.endswith('.py'):
+    as one of hat_basicsr's programs; None for any other program. `argv`: default sys.orig_argv."""
+    kind, name = _main_program(list(getattr(sys, 'orig_argv', sys.argv)) if argv is None else argv)
+    if kind == 'module':
+        return name if name and name.split('.')[0] == PACKAGE.name else None
+    if kind == 'code':
         return None
-    path = Path(script).resolve()
-    if path.is_relative_to(PACKAGE):
+    if Path(name).name.removesuffix('.exe').removesuffix('-script.py') == CONSOLE_SCRIPT:
+        return CONSOLE_SCRIPT
+    path = Path(name).resolve()
+    if path.suffix == '.py' and path.is_relative_to(PACKAGE):
         return '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts)
-    if path.parent == PACKAGE.parent / 'benchmarks':
+    if path.suffix == '.py' and path.parent == PACKAGE.parent / 'benchmarks':
         return f'benchmarks/{path.name}'
     return None
