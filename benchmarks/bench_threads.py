@@ -21,7 +21,7 @@ A B A B. The load average is the machine's, including other users.
     python benchmarks/bench_threads.py --rounds 1 --loads idle,one-job
 """
 
-import hat_basicsr  # noqa: F401, I001  (first: the thread policy must be set before torch loads)
+import hat_basicsr  # noqa: F401  (first: applies the entry points' thread policy before torch loads)
 
 # isort: split
 import argparse
