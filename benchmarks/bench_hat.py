@@ -23,6 +23,9 @@ It rewrites one section of benchmarks/RESULTS.md (by default the one for its dev
 
 from __future__ import annotations
 
+import hat_basicsr  # noqa: F401  (first: applies the entry points' thread policy before torch loads)
+
+# isort: split
 import argparse
 import datetime
 import os
@@ -43,7 +46,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-import hat_basicsr  # noqa: F401  (makes basicsr importable on today's torchvision)
 from hat_basicsr import HAT
 from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration
 from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS

@@ -4,6 +4,9 @@ versus imresize on a window around the crop (hat_basicsr), and the largest diffe
 Run: .venv/bin/python benchmarks/bench_imagenet_lq.py  (updates its section of RESULTS_data.md)
 """
 
+import hat_basicsr  # noqa: F401  (first: applies the entry points' thread policy before torch loads)
+
+# isort: split
 import argparse
 import datetime
 import os
@@ -18,7 +21,6 @@ import numpy as np
 import torch
 from report import cpu_model, replace_section
 
-import hat_basicsr  # noqa: F401  (makes basicsr importable)
 from hat_basicsr.data.imagenet_paired_dataset import crop_pair
 
 from basicsr.data.transforms import paired_random_crop

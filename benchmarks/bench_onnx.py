@@ -14,6 +14,9 @@ It rewrites the section `onnx-<device>` of benchmarks/RESULTS.md and keeps the o
 
 from __future__ import annotations
 
+import hat_basicsr  # noqa: F401  (first: applies the entry points' thread policy before torch loads)
+
+# isort: split
 import argparse
 import datetime
 import os

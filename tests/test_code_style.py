@@ -1,6 +1,6 @@
 """The code's style and layout, checked on its source: ruff's lint rules and formatting, layers that
-import one way, subcommand modules that do not import from each other, and every exception class
-in hat_basicsr/errors.py."""
+import one way, subcommand modules that do not import from each other nor anything heavy at their
+top, and every exception class in hat_basicsr/errors.py."""
 
 from __future__ import annotations
 
@@ -53,6 +53,35 @@ def test_subcommand_modules_do_not_import_each_other():
         for name in SUBCOMMANDS
         for line, module in imported_modules(PACKAGE / 'cli' / f'{name}.py')
         if module in {f'hat_basicsr.cli.{other}' for other in SUBCOMMANDS}
+    ]
+    assert not violations, '\n'.join(violations)
+
+
+# What the modules that build `hat-basicsr`'s parser may import at their top (anything else is
+# imported inside the functions that run a command): the parser then loads no torch (cli/__init__.py).
+LIGHT_MODULES = (
+    'hat_basicsr.errors',
+    'hat_basicsr.cli.arguments',
+    'hat_basicsr.utils.defaults',
+    'hat_basicsr.utils.files',
+)
+
+
+def top_level_imports(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line, module) of the imports that run when `path` is imported (not under `if TYPE_CHECKING:`)."""
+    for node in ast.parse(path.read_text(encoding='utf-8')).body:
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.lineno, node.module
+
+
+def test_parser_modules_import_nothing_heavy_at_their_top():
+    violations = [
+        f'cli/{name}.py:{line} imports {module}'
+        for name in ('__init__', 'arguments', *SUBCOMMANDS)
+        for line, module in top_level_imports(PACKAGE / 'cli' / f'{name}.py')
+        if module.split('.')[0] not in sys.stdlib_module_names and module not in LIGHT_MODULES + ('hat_basicsr',)
     ]
     assert not violations, '\n'.join(violations)
 

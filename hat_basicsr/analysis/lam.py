@@ -27,13 +27,11 @@ from tqdm import tqdm
 
 from hat_basicsr.analysis.visual import colorize, labelled, resize, stack, to_uint8, write_png
 from hat_basicsr.errors import BoxError
+from hat_basicsr.utils.defaults import DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS
 
 Detector = Callable[[Tensor], Tensor]
 DeviceLike = Union[str, torch.device]
 
-DEFAULT_SIGMA = 1.2  # sigma_max of the blur path, in input pixels (the LAM authors' demo setting)
-DEFAULT_STEPS = 50
-DEFAULT_BOX_SIZE = 16
 MIN_TILE = 160  # shortest side of the panel's tiles, in display pixels, unless zoom is given
 
 

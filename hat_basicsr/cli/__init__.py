@@ -1,4 +1,11 @@
-"""The `hat-basicsr` console script: one subcommand per module in this package."""
+"""The `hat-basicsr` console script: one subcommand per module in this package.
+
+The parser is built and the arguments parsed before torch, BasicSR or onnx load (the package is
+imported without them in this process, see hat_basicsr/__init__.py), so --help and argument errors
+answer at once: a subcommand module imports at its top only the standard library,
+hat_basicsr.errors, hat_basicsr.cli.arguments and hat_basicsr.utils.defaults, and everything else
+inside the functions that run the command (tests/test_code_style.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import argparse
 import importlib
 import sys
 from typing import List, Optional
+
+import hat_basicsr
 
 SUBCOMMANDS = ('upscale', 'convert', 'export', 'info', 'lam', 'features', 'plan')
 
@@ -20,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    hat_basicsr.load()
     return args.func(args)
 
 

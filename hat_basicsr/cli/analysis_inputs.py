@@ -1,10 +1,9 @@
-"""What the analysis subcommands (lam, features) share: their image/model/device arguments, and
-loading the model and the image into a tensor the model takes."""
+"""What the analysis subcommands (lam, features) share: loading the model and the image into a
+tensor the model takes (their arguments are in arguments.py)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Tuple
 
 import numpy as np
@@ -19,19 +18,6 @@ from hat_basicsr.errors import BoxError, CheckpointError, ImageError, OutputErro
 
 # What a user can get wrong on the command line: reported in one line with exit status 2.
 USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OutputError)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Image, model and device arguments shared by the analysis subcommands."""
-    parser.add_argument('image', type=Path, help='input (low-resolution) image')
-    parser.add_argument(
-        '-m',
-        '--model',
-        required=True,
-        help='HAT checkpoint (.pth/.safetensors) or BasicSR option file (.yml) of any architecture',
-    )
-    parser.add_argument('-o', '--output', type=Path, required=True, help='PNG file to write')
-    parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
 
 
 def model_input(image: np.ndarray, channels: int) -> Tensor:

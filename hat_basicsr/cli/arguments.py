@@ -1,9 +1,11 @@
-"""Argument types and the one-line error report that the subcommands share."""
+"""Argument types, the analysis subcommands' model arguments and the one-line error report that the
+subcommands share; light, as the parsers are built before torch loads."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 Number = TypeVar('Number', int, float)
@@ -16,6 +18,19 @@ def add_subcommand(
     return subparsers.add_parser(
         name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Image, model and device arguments shared by the analysis subcommands."""
+    parser.add_argument('image', type=Path, help='input (low-resolution) image')
+    parser.add_argument(
+        '-m',
+        '--model',
+        required=True,
+        help='HAT checkpoint (.pth/.safetensors) or BasicSR option file (.yml) of any architecture',
+    )
+    parser.add_argument('-o', '--output', type=Path, required=True, help='PNG file to write')
+    parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
 
 
 def report_error(command: str, error: BaseException) -> int:

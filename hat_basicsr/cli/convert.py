@@ -22,16 +22,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
-from torch import Tensor
-
-from hat_basicsr.archs.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS
 from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.cli.model_source import OPTION_SUFFIXES, build_network, read_option_file, resolve_source
 from hat_basicsr.errors import CheckpointError, OutputError, SourceError
 from hat_basicsr.utils.files import atomic_write
-from hat_basicsr.utils.weights import SAFETENSORS_SUFFIXES, atomic_save, is_safetensors, load_weights
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PTH_SUFFIXES = ('.pth', '.pt')
 
@@ -50,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def canonical_state_dict(state: Dict[str, Tensor], options: Dict) -> Dict[str, Tensor]:
     """The state dict in the model's key order, verified strictly against HAT(**options), with the
     derived index buffers added when the source lacks them; source dtypes are kept."""
+    from hat_basicsr.cli.model_source import build_network
+    from hat_basicsr.utils.weights import load_weights
+
     model = build_network(options)
     load_weights(model, state, strict=True)
     return {key: (state[key] if key in state else value).contiguous() for key, value in model.state_dict().items()}
@@ -57,6 +58,8 @@ def canonical_state_dict(state: Dict[str, Tensor], options: Dict) -> Dict[str, T
 
 def portability_warnings(options: Dict) -> List[str]:
     """Options that change the output but that loaders reading only the weights cannot recover."""
+    from hat_basicsr.archs.hat_config import UNOBSERVABLE_DEFAULTS
+
     warnings = [
         f'{key}={options[key]} is not recorded by any tensor; loaders that read only the weights '
         f'(spandrel/chaiNNer/ComfyUI, or a .pth anywhere) assume {key}={UNOBSERVABLE_DEFAULTS[key]}'
@@ -78,6 +81,8 @@ def save_safetensors(state: Dict[str, Tensor], options: Dict, path: Path) -> Non
     0600 file in place of our temporary one and report a full disk as an errno-less SafetensorError."""
     from safetensors.torch import save
 
+    from hat_basicsr.archs.hat_config import METADATA_KEY
+
     metadata = {METADATA_KEY: json.dumps(options), 'format': 'pt'}
     atomic_write(path, lambda stream: stream.write(save(state, metadata=metadata)))
 
@@ -86,6 +91,9 @@ def convert(
     src: Path, dst: Path, param_key: str = 'auto', pth_key: str = 'params_ema', option_file: Optional[Path] = None
 ) -> Dict:
     """Convert `src` to `dst`; returns the network options (also written to safetensors metadata)."""
+    from hat_basicsr.cli.model_source import OPTION_SUFFIXES, read_option_file, resolve_source
+    from hat_basicsr.utils.weights import SAFETENSORS_SUFFIXES, atomic_save, is_safetensors
+
     suffix = dst.suffix.lower()
     if suffix not in PTH_SUFFIXES + SAFETENSORS_SUFFIXES:
         raise SourceError(

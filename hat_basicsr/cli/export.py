@@ -16,9 +16,7 @@ import argparse
 from pathlib import Path
 
 from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.cli.model_source import instantiate, resolve_source
 from hat_basicsr.errors import CheckpointError, OnnxError, OutputError, SourceError
-from hat_basicsr.utils.onnx_deploy import OPSET, VERIFY_TOLERANCE, export_onnx, refuse_float16
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hat_basicsr.cli.model_source import instantiate, resolve_source
+    from hat_basicsr.utils.onnx_deploy import OPSET, VERIFY_TOLERANCE, export_onnx, refuse_float16
+
     try:
         refuse_float16(args.dtype)
         if args.output.suffix.lower() != '.onnx':

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
-from hat_basicsr.cli.analysis_inputs import USER_ERRORS, add_model_arguments, load_inputs
-from hat_basicsr.cli.arguments import add_subcommand, non_negative, positive, report_error
+from hat_basicsr.cli.arguments import add_model_arguments, add_subcommand, non_negative, positive, report_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
+    from hat_basicsr.cli.analysis_inputs import USER_ERRORS, load_inputs
+
     try:
         model, _, image, device = load_inputs(args)
         stages = capture_stage_features(model, image, device)

@@ -15,13 +15,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from hat_basicsr.errors import ImageError
+from hat_basicsr.utils.defaults import DEFAULT_MAX_PIXELS
 from hat_basicsr.utils.files import atomic_write
 
 HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
 ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95]}
-# Images larger than this are refused before decoding (upscale's --max-pixels); OpenCV cannot decode
-# more than 2**30 pixels in any case.
-DEFAULT_MAX_PIXELS = 100_000_000
 SAMPLE_MAX = {np.dtype(np.uint8): (8, 255.0), np.dtype(np.uint16): (16, 65535.0)}
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_GRAY_ALPHA = 4  # the IHDR colour type of gray+alpha, byte 25 of the file

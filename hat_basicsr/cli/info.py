@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
-import torch
-
-from hat_basicsr.archs.hat_complexity import hat_complexity
 from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.cli.model_source import build_network, resolve_source
 from hat_basicsr.errors import CheckpointError, SourceError
-from hat_basicsr.utils.complexity import Complexity, measured_complexity
+
+if TYPE_CHECKING:
+    from hat_basicsr.utils.complexity import Complexity
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def source_complexity(source: Path, size: Tuple[int, int], param_key: str = 'auto') -> Complexity:
+    import torch
+
+    from hat_basicsr.archs.hat_complexity import hat_complexity
+    from hat_basicsr.cli.model_source import build_network, resolve_source
+    from hat_basicsr.utils.complexity import measured_complexity
+
     spec = resolve_source(source, param_key)
     with torch.device('meta'):
         model = build_network(spec.network)

@@ -12,17 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from hat_basicsr.analysis.lam import (
-    DEFAULT_BOX_SIZE,
-    DEFAULT_SIGMA,
-    DEFAULT_STEPS,
-    Box,
-    check_box,
-    local_attribution_map,
-    save_lam_panel,
-)
-from hat_basicsr.cli.analysis_inputs import USER_ERRORS, add_model_arguments, load_inputs
-from hat_basicsr.cli.arguments import add_subcommand, positive, report_error
+from hat_basicsr.cli.arguments import add_model_arguments, add_subcommand, positive, report_error
+from hat_basicsr.utils.defaults import DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hat_basicsr.analysis.lam import Box, check_box, local_attribution_map, save_lam_panel
+    from hat_basicsr.cli.analysis_inputs import USER_ERRORS, load_inputs
+
     try:
         model, scale, image, device = load_inputs(args)
         box = Box(*args.box, args.size)

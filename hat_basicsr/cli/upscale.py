@@ -26,28 +26,23 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, List, Union
-
-import cv2
-import numpy as np
-import torch
-from torch import nn
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Callable, List, Union
 
 from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.cli.colour import as_rgb, upscale_luma
-from hat_basicsr.cli.image_io import DEFAULT_MAX_PIXELS, read_image, silence_opencv, write_image
-from hat_basicsr.cli.model_source import ModelSpec, instantiate, model_channels, resolve_device, resolve_source
 from hat_basicsr.errors import CheckpointError, ImageError, OnnxError, OutputError, SourceError
-from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
-from hat_basicsr.utils.autocast import autocast_context
+from hat_basicsr.utils.defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE_PAD
 from hat_basicsr.utils.files import ensure_writable_folder, remove_stale_temporaries
-from hat_basicsr.utils.onnx_deploy import OnnxModel
-from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from hat_basicsr.utils.onnx_deploy import OnnxModel
 
 BACKENDS = ('torch', 'onnxruntime')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[['np.ndarray'], 'np.ndarray']
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -112,6 +107,11 @@ def make_runner(
     model: Union[nn.Module, OnnxModel], scale: int, device: torch.device, tile: int, tile_overlap: int, bf16: bool
 ) -> Runner:
     """An HxWxC float array -> (H*scale)x(W*scale)xC, through the model on `device`."""
+    import numpy as np
+    import torch
+
+    from hat_basicsr.utils.autocast import autocast_context
+    from hat_basicsr.utils.tiling import tiled_forward
 
     def run_model(image: np.ndarray) -> np.ndarray:
         lq = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
@@ -127,6 +127,8 @@ def make_runner(
 
 def upscale_planes(image: np.ndarray, model_channels: int, run_model: Runner) -> np.ndarray:
     """Upscale a gray (HxWx1) or RGB (HxWx3) image with a 1- or 3-channel model (see module doc)."""
+    from hat_basicsr.cli.colour import as_rgb, upscale_luma
+
     channels = image.shape[2]
     if channels == model_channels == 3:
         return run_model(image)
@@ -138,6 +140,9 @@ def upscale_planes(image: np.ndarray, model_channels: int, run_model: Runner) ->
 
 
 def upscale_alpha(alpha: np.ndarray, model_channels: int, scale: int, run_model: Runner, mode: str) -> np.ndarray:
+    import cv2
+    import numpy as np
+
     height, width = alpha.shape[0] * scale, alpha.shape[1] * scale
     if alpha.min() == alpha.max():
         return np.full((height, width), alpha.flat[0], dtype=np.float32)
@@ -153,6 +158,8 @@ def output_path(args: argparse.Namespace, source: Path) -> Path:
 def process(
     source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str, max_pixels: int
 ) -> None:
+    from hat_basicsr.cli.image_io import read_image, write_image
+
     if target.resolve() == source.resolve():
         raise ImageError(f'{source}: output would overwrite the input (choose another folder or a --suffix)')
     image, alpha, bit_depth = read_image(source, max_pixels)
@@ -168,6 +175,13 @@ def check_suffix(suffix: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hat_basicsr.cli.image_io import silence_opencv
+    from hat_basicsr.cli.model_source import ModelSpec, instantiate, model_channels, resolve_device, resolve_source
+    from hat_basicsr.utils.onnx_deploy import OnnxModel
+    from hat_basicsr.utils.tiling import off_grid_warning
+
     try:
         if (args.tile or 0) < 0 or (args.tile_overlap or 0) < 0:
             raise SourceError('--tile and --tile-overlap must be >= 0')

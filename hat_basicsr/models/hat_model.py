@@ -14,18 +14,13 @@ from hat_basicsr.archs.acceleration import AccelerationOptions, apply_accelerati
 from hat_basicsr.errors import OptionError
 from hat_basicsr.models.basicsr_fixes import BasicSRFixesMixin
 from hat_basicsr.utils.autocast import autocast_context
+from hat_basicsr.utils.defaults import DEFAULT_TILE_PAD
 from hat_basicsr.utils.registration import register_once
 from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-
-# Context (in LR pixels) each tile reads beyond its core when `tile_pad` is not given: on the demo
-# data it keeps tiled PSNR within the limit of whole-image inference (the measurements are in the
-# README, "Tiled inference"), and 16 is a multiple of the released window sizes (8, 16), which
-# keeps tiles on the window grid.
-DEFAULT_TILE_PAD = 16
 
 
 def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
