@@ -18,6 +18,8 @@ nothing could start (bad model, device, input path, an output folder that cannot
 folder without images). Temporary files that a killed run left for this run's outputs are removed
 at the start. With an option file as the model, its `tile:` section
 (tile_size, tile_pad) is the default for --tile and --tile-overlap.
+Under torchrun each rank upscales every WORLD_SIZE-th input on its own GPU (cuda:LOCAL_RANK) and
+rank 0 prints one summary for the job; `--shard K/N` splits the inputs the same way for array jobs.
 """
 
 from __future__ import annotations
