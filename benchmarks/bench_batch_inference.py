@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 from bench_hat import COMMON, RESULTS, VARIANTS, machine_description, parse_size, write_results
+from report import cpu_model
 
 from hat_basicsr import HAT
 
@@ -106,14 +107,14 @@ def outputs(folder: Path) -> Dict[str, bytes]:
 
 
 def section(args: argparse.Namespace, rows: List[str], summary: List[str]) -> str:
-    device = torch.device('cuda' if args.device == 'cuda' else 'cpu')
     height, width = args.size
     load = ', '.join(f'{value:.1f}' for value in os.getloadavg())
     return '\n'.join(
         [
             f'## Batch inference: one process vs {args.nproc} torchrun ranks, {args.device.upper()}',
             '',
-            f'- machine: {machine_description(device)} (one thread per process)',
+            f'- machine: {machine_description(torch.device("cuda")) if args.device == "cuda" else cpu_model()}, '
+            f'{os.cpu_count()} cores, one thread per process',
             f'- torch {torch.__version__}, Python {platform.python_version()}, '
             f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
             f'- command: `python benchmarks/bench_batch_inference.py {" ".join(sys.argv[1:])}`',
