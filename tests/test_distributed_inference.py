@@ -14,6 +14,7 @@ import torch
 
 from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
+from hat_basicsr.utils.sharding import Shard
 
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models.sr_model import SRModel
@@ -111,6 +112,13 @@ def test_shards_are_disjoint_and_cover_the_folder(frames, capsys):
     assert run_command(upscale.add_parser, [*argv, '--device', 'cpu', '--shard', '0/3', '--skip-existing']) == 0
     assert '1 written, 2 skipped (existing), 0 failed' in capsys.readouterr().out
     assert outputs(frames / 'shard0') == written[0]
+
+
+def test_shards_of_torchrun_ranks_within_array_tasks_cover_each_item_once():
+    items = list(range(23))
+    shares = [Shard(task, 3).within(Shard(rank, 2)).select(items) for task in range(3) for rank in range(2)]
+    assert sorted(item for share in shares for item in share) == items
+    assert {len(share) for share in shares} == {3, 4}
 
 
 @pytest.mark.parametrize('value', ['3/3', '-1/2', '1', 'a/b', '0/0'])
