@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +176,33 @@ def run_python(args: List[str], cwd: Path, timeout: float = 240, check: bool = T
     if check and proc.returncode != 0:
         pytest.fail(f'python {" ".join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
+
+
+def run_torchrun(
+    args: List[str], cwd: Path, nproc: int = 2, env: Optional[Dict[str, str]] = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=NPROC ARGS` on a free port, output captured; torchrun and all its
+    ranks are killed if it outlives `timeout`."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent))
+    proc = subprocess.Popen(
+        [torchrun, f'--nproc_per_node={nproc}', f'--master_port={port}', *args],
+        cwd=cwd,
+        env=env or subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def read_log(folder: Path, prefix: str) -> str:

@@ -64,6 +64,7 @@ LIGHT_MODULES = (
     'hat_basicsr.cli.arguments',
     'hat_basicsr.utils.defaults',
     'hat_basicsr.utils.files',
+    'hat_basicsr.utils.sharding',
 )
 
 

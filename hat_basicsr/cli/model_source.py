@@ -40,10 +40,18 @@ class ModelSpec:
     tile: Optional[Dict[str, int]] = None  # an option file's `tile: {tile_size, tile_pad}`
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; an explicit device that does not exist is refused."""
+def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
+    """'auto' picks CUDA when available; an explicit device that does not exist is refused. With
+    `local_rank` (one process per GPU under torchrun), 'auto' and 'cuda' mean that GPU."""
     if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and local_rank is not None:
+        if torch.cuda.is_available() and local_rank >= torch.cuda.device_count():
+            raise SourceError(
+                f'LOCAL_RANK {local_rank} but {torch.cuda.device_count()} GPU(s) visible: '
+                'start at most that many processes per node'
+            )
+        name = f'cuda:{local_rank}'
     try:
         device = torch.device(name)
     except RuntimeError as error:

@@ -18,6 +18,8 @@ nothing could start (bad model, device, input path, an output folder that cannot
 folder without images). Temporary files that a killed run left for this run's outputs are removed
 at the start. With an option file as the model, its `tile:` section
 (tile_size, tile_pad) is the default for --tile and --tile-overlap.
+Under torchrun each rank upscales every WORLD_SIZE-th input on its own GPU (cuda:LOCAL_RANK) and
+rank 0 prints one summary for the job; `--shard K/N` splits the inputs the same way for array jobs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hat_basicsr.cli.arguments import add_subcommand, report_error
 from hat_basicsr.errors import CheckpointError, ImageError, OnnxError, OutputError, SourceError
 from hat_basicsr.utils.defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE_PAD
 from hat_basicsr.utils.files import ensure_writable_folder, remove_stale_temporaries
+from hat_basicsr.utils.sharding import Shard, local_rank, sum_over_ranks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,6 +86,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--suffix', default='', help='appended to each output file name stem')
     parser.add_argument('--skip-existing', action='store_true', help='leave images whose output exists')
     parser.add_argument(
+        '--shard',
+        type=shard_argument,
+        default=Shard(),
+        metavar='K/N',
+        help='process only the K-th (0-based) of N disjoint shares of the sorted inputs (array jobs); '
+        'under torchrun each rank also takes its share by itself',
+    )
+    parser.add_argument(
         '--max-pixels',
         type=int,
         default=DEFAULT_MAX_PIXELS,
@@ -90,6 +101,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f'pixels (width x height), before decoding them (default: {DEFAULT_MAX_PIXELS:,})',
     )
     parser.set_defaults(func=run)
+
+
+def shard_argument(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def list_inputs(source: Path) -> List[Path]:
@@ -183,15 +201,19 @@ def run(args: argparse.Namespace) -> int:
     from hat_basicsr.utils.tiling import off_grid_warning
 
     try:
+        launcher = Shard.from_launcher()
+    except ValueError as error:
+        return report_error('upscale', error)
+    try:
         if (args.tile or 0) < 0 or (args.tile_overlap or 0) < 0:
             raise SourceError('--tile and --tile-overlap must be >= 0')
         if args.max_pixels < 1:
             raise SourceError(f'--max-pixels must be positive, got {args.max_pixels}')
         check_suffix(args.suffix)
-        inputs = list_inputs(args.input)
+        inputs = args.shard.within(launcher).select(list_inputs(args.input))
         ensure_writable_folder(args.output)
         remove_stale_temporaries(args.output, {output_path(args, source).name for source in inputs})
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, local_rank() if launcher.count > 1 else None)
         if args.backend == 'onnxruntime':
             if args.bf16:
                 raise SourceError('--bf16 applies to the torch backend only (an ONNX file has its own precision)')
@@ -213,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     silence_opencv()
     failed: List[Path] = []
     skipped = 0
-    for source in tqdm(inputs, desc='upscale', unit='image'):
+    for source in tqdm(inputs, desc='upscale', unit='image', disable=launcher.index != 0):
         target = output_path(args, source)
         if args.skip_existing and target.exists():
             skipped += 1
@@ -226,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, ValueError, MemoryError) as error:  # the model refusing or failing on this image
             failed.append(source)
             tqdm.write(f'hat-basicsr upscale: failed: {source}: {error}', file=sys.stderr)
-    done = len(inputs) - len(failed) - skipped
-    tqdm.write(f'{done} written, {skipped} skipped (existing), {len(failed)} failed -> {args.output}')
-    return 1 if failed else 0
+    done, skipped, failures = sum_over_ranks([len(inputs) - len(failed) - skipped, skipped, len(failed)], launcher)
+    if launcher.index == 0:
+        job = f' (all {launcher.count} ranks)' if launcher.count > 1 else ''
+        tqdm.write(f'{done} written, {skipped} skipped (existing), {failures} failed{job} -> {args.output}')
+    return 1 if failures else 0

@@ -14,6 +14,9 @@
 - A training's log starts with its plan (hat_basicsr.training_plan, as `hat-basicsr plan` prints it).
 - `logger.keep_checkpoints: N` deletes numbered checkpoints beyond the newest N after each save
   (hat_basicsr.utils.checkpoint_retention).
+- Validation under DDP (training and hat_basicsr.test with --launcher pytorch) splits the images
+  over the ranks and gathers their metric values; BasicSR's runs every image on rank 0 while the
+  other ranks wait.
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
 from hat_basicsr.training_plan import format_plan, make_plan
 from hat_basicsr.utils.checkpoint_retention import prune_checkpoints
 from hat_basicsr.utils.files import remove_stale_temporaries
+from hat_basicsr.utils.sharding import Shard
 from hat_basicsr.utils.training_stop import progress
 from hat_basicsr.utils.weights import atomic_save, load_weights, read_checkpoint
 
-from basicsr.utils import get_root_logger
+from basicsr.metrics import calculate_metric
+from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 
 
@@ -251,6 +258,73 @@ class BasicSRFixesMixin:
             return
         values = ''.join(f'\t # {metric}: {value:.4f}\n' for metric, value in self.metric_results.items())
         get_root_logger().info(f'Validation {dataset_name}\n{values}')
+
+    def dist_validation(self, dataloader: DataLoader, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """Validate this rank's share of the images (every world_size-th dataset index); the
+        metric values of all shares are gathered in nondist_validation. Each image is saved by
+        the rank that computed it, so once."""
+        share = Shard(self.opt['rank'], self.opt['world_size']).select(range(len(dataloader.dataset)))
+        own_images = DataLoader(
+            dataloader.dataset,
+            batch_size=1,
+            sampler=share,
+            num_workers=dataloader.num_workers,
+            pin_memory=dataloader.pin_memory,
+        )
+        self.nondist_validation(own_images, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader: DataLoader, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """SRModel's validation (same images saved, same metrics, best values and log), keeping
+        each image's metric values by dataset index. Under DDP the loader holds this rank's share
+        (see dist_validation) and the values of all ranks are gathered; the mean is summed in
+        index order as one process sums it, so the figures equal a single process's exactly."""
+        dataset_name = dataloader.dataset.opt['name']
+        metrics = self.opt['val'].get('metrics')
+        if metrics:
+            self._initialize_best_metric_results(dataset_name)
+        show_progress = self.opt['val'].get('pbar', False) and self.opt.get('rank', 0) == 0
+        values_by_index = {}
+        for index, data in zip(tqdm(list(dataloader.sampler), unit='image', disable=not show_progress), dataloader):
+            values_by_index[index] = self._validate_image(data, current_iter, dataset_name, save_img)
+        if self.opt['dist']:
+            shares: List[Optional[Dict[int, Dict[str, float]]]] = [None] * self.opt['world_size']
+            torch.distributed.all_gather_object(shares, values_by_index)
+            values_by_index = {index: values for share in shares for index, values in share.items()}
+        if not metrics:
+            return
+        self.metric_results = {name: 0 for name in metrics}
+        for index in sorted(values_by_index):
+            for name, value in values_by_index[index].items():
+                self.metric_results[name] += value
+        for name in metrics:
+            self.metric_results[name] /= len(values_by_index)
+            self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _validate_image(
+        self, data: Dict[str, Any], current_iter: Any, dataset_name: str, save_img: bool
+    ) -> Dict[str, float]:
+        """Upscale one validation image, save it where SRModel saves it, and return its metric values."""
+        self.feed_data(data)
+        self.test()
+        visuals = self.get_current_visuals()
+        images = {'img': tensor2img([visuals['result']])}
+        if 'gt' in visuals:
+            images['img2'] = tensor2img([visuals['gt']])
+            del self.gt
+        del self.lq, self.output
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if save_img:
+            name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
+            if self.opt['is_train']:
+                path = os.path.join(self.opt['path']['visualization'], name, f'{name}_{current_iter}.png')
+            else:
+                suffix = self.opt['val'].get('suffix') or self.opt['name']
+                path = os.path.join(self.opt['path']['visualization'], dataset_name, f'{name}_{suffix}.png')
+            imwrite(images['img'], path)
+        metrics = self.opt['val'].get('metrics') or {}
+        return {name: calculate_metric(images, options) for name, options in metrics.items()}
 
     def load_network(
         self, net: nn.Module, load_path: str, strict: bool = True, param_key: Optional[str] = 'params'
