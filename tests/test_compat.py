@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ import torch
 import hat_basicsr  # noqa: F401
 from hat_basicsr.errors import CheckpointError
 
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, free_port, subprocess_env
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -88,17 +87,11 @@ def test_pytorch_launcher_uses_gloo_without_cuda(fake_process_group, monkeypatch
     assert fake_process_group == {'backend': 'gloo'}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
     from basicsr.models.base_model import BaseModel
 
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
     torch.distributed.init_process_group('gloo', rank=0, world_size=1)
     try:
         model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': True})
