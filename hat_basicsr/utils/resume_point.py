@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from hat_basicsr.errors import CheckpointError
+from hat_basicsr.errors import CheckpointError, OutputError
 from hat_basicsr.utils.files import atomic_write, ensure_folder
 
 STATE_FILE = re.compile(r'(\d+)\.state')
@@ -115,8 +115,9 @@ def newest_state_of_all_ranks(
 
 def _send_files(opt: Dict[str, Any], files: Dict[str, str], owner: int, receive: bool) -> None:
     """Broadcast the bytes of `files` (opt['path'] key -> local path) from rank `owner`; a receiving
-    rank writes them (atomically) to its own paths of the same keys. A file the owner cannot read
-    raises the same CheckpointError on every rank, so none waits for a peer that has stopped."""
+    rank writes them (atomically) to its own paths of the same keys. A file the owner cannot read, or
+    one a rank cannot write, raises the same error on every rank, so none waits for a peer that has
+    stopped."""
     payload: List[Any] = [None]
     if opt['rank'] == owner:
         try:
@@ -126,12 +127,20 @@ def _send_files(opt: Dict[str, Any], files: Dict[str, str], owner: int, receive:
     torch.distributed.broadcast_object_list(payload, src=owner)
     if isinstance(payload[0], str):
         raise CheckpointError(payload[0])
+    failure = None
     if receive:
-        for key, data in payload[0].items():
-            atomic_write(files[key], lambda stream, data=data: stream.write(data))
-    # Nothing reads these files (rank 0 removes stale temporaries from their folders) before every
-    # receiving rank of the node has written them.
-    torch.distributed.barrier()
+        try:
+            for key, data in payload[0].items():
+                atomic_write(files[key], lambda stream, data=data: stream.write(data))
+        except OutputError as error:
+            failure = f'rank {opt["rank"]}: {error}'
+    # Also a barrier: nothing reads these files (rank 0 removes stale temporaries from their folders)
+    # before every receiving rank of the node has written them, and a failed write stops all ranks.
+    failures: List[Optional[str]] = [None] * opt['world_size']
+    torch.distributed.all_gather_object(failures, failure)
+    reported = [message for message in failures if message is not None]
+    if reported:
+        raise OutputError(reported[0])
 
 
 def _read_bytes(path: str) -> bytes:
