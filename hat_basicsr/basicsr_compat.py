@@ -17,7 +17,6 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 PATCH_MARK = '_hat_basicsr_fix'
-STATE_FILE = re.compile(r'(\d+)\.state')
 # The sizes in paired_random_crop's refusal of a pair: GT (h, w), scale, LQ (h, w).
 SCALE_MISMATCH = re.compile(r'GT \((\d+), (\d+)\) is not (\d+)x .*LQ \((\d+), (\d+)\)')
 logger = logging.getLogger('basicsr')
@@ -58,7 +57,13 @@ def _fix_init_dist_pytorch(_original: Callable) -> Callable:
     """basicsr's `--launcher pytorch` picks the GPU as RANK % device_count (wrong GPU, or two
     processes on one GPU, on multi-node runs: torchrun sets LOCAL_RANK for this), calls
     torch.cuda.set_device unconditionally (ZeroDivisionError without a GPU) and always asks for
-    nccl, which does not exist on CPU. Here: GPU from LOCAL_RANK, gloo when CUDA is absent."""
+    nccl, which does not exist on CPU. Here: GPU from LOCAL_RANK, gloo when CUDA is absent.
+
+    After torchrun restarted its workers (--max-restarts), env:// initialisation connects to the
+    agent's store, which still holds the previous group's keys: the new ranks read the dead ranks'
+    addresses and fail (gloo connectFullMesh: connection refused; docs/elastic_restart_repro.py).
+    A restarted group initialises under a key prefix of its own (restart_<count>) on that store."""
+    from hat_basicsr.utils.resume_point import elastic_restart_count
 
     def init_dist_pytorch(backend: str = 'nccl', **kwargs: Any) -> None:
         if torch.cuda.is_available():
@@ -66,6 +71,16 @@ def _fix_init_dist_pytorch(_original: Callable) -> Callable:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         elif backend == 'nccl':
             backend = 'gloo'
+        restarts = elastic_restart_count()
+        if restarts and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True':
+            agent_store = torch.distributed.TCPStore(
+                os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False
+            )
+            kwargs.update(
+                store=torch.distributed.PrefixStore(f'restart_{restarts}', agent_store),
+                rank=int(os.environ['RANK']),
+                world_size=int(os.environ['WORLD_SIZE']),
+            )
         torch.distributed.init_process_group(backend=backend, **kwargs)
 
     return init_dist_pytorch
@@ -94,56 +109,66 @@ def _fix_load_resume_state(_original: Callable) -> Callable:
     newest state that loads (a warning names each one skipped), CPU map_location (optimizers move
     their state to the parameters' device on load), weights_only=True, and a clear error.
 
+    Under torchrun each rank reads its own disk: on nodes without a shared filesystem the ranks
+    would resume from different iterations (or some from none) and diverge. Here auto-resume takes
+    the newest state of all ranks, sent to the ranks that lack it (hat_basicsr.utils.resume_point).
+    A worker group that torchrun restarted (--max-restarts) resumes as if --auto_resume was given:
+    it would otherwise start over from iteration 0 and archive the run's folder. A resuming rank 0
+    creates the run's folders where missing: it may run on a node where that run never saved.
+
     train_pipeline calls this first after parsing the options and before it creates or archives
     the experiment folder (make_exp_dirs), so this is also where the run takes the experiment's
     lock (hat_basicsr.utils.run_lock): BasicSR lets two runs with one name destroy each other."""
-    from hat_basicsr.errors import CheckpointError
+    from hat_basicsr.utils.resume_point import (
+        elastic_restart_count,
+        keep_run_folders,
+        load_state,
+        newest_loadable_state,
+        newest_state_of_all_ranks,
+    )
     from hat_basicsr.utils.run_lock import hold_experiment
 
     from basicsr.utils import check_resume
 
-    def load_state(path: str) -> Dict[str, Any]:
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as error:
-            raise CheckpointError(f'cannot load training state {path}: {type(error).__name__}: {error}') from error
-        if not isinstance(state, dict) or not {'epoch', 'iter', 'optimizers', 'schedulers'} <= state.keys():
-            raise CheckpointError(f'{path} is not a BasicSR training state (no epoch/iter/optimizers/schedulers)')
-        return state
-
-    def newest_loadable_state(state_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
-        iters = (
-            [int(match.group(1)) for match in map(STATE_FILE.fullmatch, os.listdir(state_dir)) if match]
-            if os.path.isdir(state_dir)
-            else []
-        )
-        skipped = []
-        for iteration in sorted(iters, reverse=True):
-            path = os.path.join(state_dir, f'{iteration}.state')
-            try:
-                return path, load_state(path)
-            except CheckpointError as error:
-                logger.warning(f'{error}; resuming from an older training state instead.')
-                skipped.append(path)
-        if skipped:
-            raise CheckpointError(
-                f'no training state in {state_dir} loads ({len(skipped)} tried, newest '
-                f'{skipped[0]}); move them away to start afresh'
-            )
-        return None, None
-
     def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         hold_experiment(opt)
-        if opt['auto_resume']:
-            opt['path']['resume_state'], state = newest_loadable_state(opt['path']['training_states'])
+        restarts = elastic_restart_count()
+        if restarts:
+            opt['auto_resume'] = True
+            if opt.get('rank', 0) == 0:
+                print(f'torchrun restarted the workers (restart {restarts}): resuming from the newest training state')
+        if opt['auto_resume'] and opt.get('dist'):
+            state = newest_state_of_all_ranks(opt, check_resume)
         else:
-            path = opt['path'].get('resume_state')
-            state = None if path is None else load_state(path)
-        if state is not None:
-            check_resume(opt, state['iter'])
+            if opt['auto_resume']:
+                opt['path']['resume_state'], state = newest_loadable_state(opt['path']['training_states'])
+            else:
+                path = opt['path'].get('resume_state')
+                state = None if path is None else load_state(path)
+            if state is not None:
+                check_resume(opt, state['iter'])
+        if state is not None and opt.get('rank', 0) == 0:
+            keep_run_folders(opt)
         return state
 
     return load_resume_state
+
+
+def _fix_make_exp_dirs(original: Callable) -> Callable:
+    """train_pipeline calls make_exp_dirs when it found no state to resume from, and it renames an
+    existing experiment folder to `<name>_archived_<time>`. Under --auto_resume (also implied after
+    a torchrun restart) that folder is the run's own: a group restarted before its first save, or
+    a rank 0 on a node whose folder holds only logs, would archive it. There the folders are kept."""
+    from hat_basicsr.utils.resume_point import keep_run_folders
+
+    def make_exp_dirs(opt: Dict[str, Any]) -> None:
+        if opt.get('is_train') and opt.get('auto_resume'):
+            if opt.get('rank', 0) == 0:
+                keep_run_folders(opt)
+        else:
+            original(opt)
+
+    return make_exp_dirs
 
 
 def _fix_cuda_prefetcher(original: type) -> Callable:
@@ -292,6 +317,7 @@ def apply() -> None:
     _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
     _patch(BaseModel, 'model_to_device', _fix_model_to_device)
     _patch(train, 'load_resume_state', _fix_load_resume_state)
+    _patch(train, 'make_exp_dirs', _fix_make_exp_dirs)
     _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
     _patch(LmdbBackend, '__init__', _fix_lmdb_backend)
     _patch(PairedImageDataset, '__getitem__', _fix_paired_scale_message)

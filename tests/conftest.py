@@ -4,7 +4,7 @@ the training/test pipelines run end to end on CPU in seconds (the helpers they u
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -12,7 +12,7 @@ import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
 
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-from helpers import SCALE, in_process_model, photo_crops, write_pairs
+from helpers import SCALE, TorchRun, in_process_model, photo_crops, write_pairs
 
 
 @pytest.fixture(scope='session')
@@ -58,3 +58,20 @@ def trained_checkpoint(sr_data: Dict[str, Path], tmp_path_factory: pytest.TempPa
         model.optimize_parameters(step)
     model.save(epoch=0, current_iter=-1)
     return workdir / 'models' / 'net_g_latest.pth'
+
+
+@pytest.fixture
+def torchrun(tmp_path: Path) -> Iterator[Callable[..., TorchRun]]:
+    """Start TorchRun processes (probe files in tmp_path/probe); all are killed, with their workers,
+    when the test ends."""
+    probe_dir = tmp_path / 'probe'
+    probe_dir.mkdir()
+    started: List[TorchRun] = []
+
+    def start(cwd: Path, torchrun_args: List[str], training_args: List[str], **env: Any) -> TorchRun:
+        started.append(TorchRun(cwd, probe_dir, torchrun_args, training_args, **env))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.kill()

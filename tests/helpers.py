@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -166,6 +167,91 @@ def subprocess_env() -> Dict[str, str]:
         'CUDA_VISIBLE_DEVICES': '',
         'PYTHONUNBUFFERED': '1',
     }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for torchrun's master)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+# What TorchRun runs in each worker: the real entry point (`-m hat_basicsr.train` as __main__) with
+# test-only additions. Each worker writes its pid to PROBE_DIR/pid_rank<R>_restart<N> (N: torchrun's
+# restart count); every rank, not only rank 0, dumps the parameters of net_g and net_g_ema to
+# PROBE_DIR/rank<R>_iter<I>.pt whenever the model saves; with PROBE_PAUSE_AFTER_SAVE set, the first
+# group (restart 0) pauses after its first save until SIGTERM (at most 60 s), so a test can kill a
+# worker mid-run.
+TORCHRUN_PROBE = """
+import os, runpy, time, torch
+from hat_basicsr.models.hat_model import HATModel
+from hat_basicsr.utils.training_stop import progress
+
+probe_dir, rank = os.environ['PROBE_DIR'], os.environ['RANK']
+restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
+with open(os.path.join(probe_dir, f'pid_rank{rank}_restart{restart}'), 'w') as file:
+    file.write(str(os.getpid()))
+save = HATModel.save
+
+def save_and_dump(self, epoch, current_iter):
+    save(self, epoch, current_iter)
+    nets = {'net_g': self.net_g, 'net_g_ema': getattr(self, 'net_g_ema', None)}
+    params = {
+        label: {k: v.detach().cpu() for k, v in self.get_bare_model(net).named_parameters()}
+        for label, net in nets.items() if net is not None
+    }
+    torch.save(params, os.path.join(probe_dir, f'rank{rank}_iter{current_iter}.pt'))
+    if os.environ.get('PROBE_PAUSE_AFTER_SAVE') and restart == 0 and current_iter > 0:
+        deadline = time.monotonic() + 60
+        while not progress.stop_requested and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+HATModel.save = save_and_dump
+runpy.run_module('hat_basicsr.train', run_name='__main__')
+"""
+
+
+class TorchRun:
+    """`torchrun TORCHRUN_ARGS probe.py TRAINING_ARGS` (see TORCHRUN_PROBE) in `cwd`, in a process
+    group of its own so that kill() ends torchrun and its workers; output goes to a file."""
+
+    def __init__(
+        self, cwd: Path, probe_dir: Path, torchrun_args: Sequence[str], training_args: Sequence[str], **env: str
+    ):
+        probe = probe_dir / 'probe.py'
+        if not probe.exists():
+            probe.write_text(textwrap.dedent(TORCHRUN_PROBE))
+        self.output_file = cwd / f'torchrun_{len(list(cwd.glob("torchrun_*.out")))}.out'
+        torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent))
+        with open(self.output_file, 'w') as output:
+            self.proc = subprocess.Popen(
+                [torchrun, *torchrun_args, str(probe), *training_args],
+                cwd=cwd,
+                env={**subprocess_env(), 'PROBE_DIR': str(probe_dir), **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.output_file.read_text()
+
+    def wait(self, timeout: float = 180) -> int:
+        """torchrun's exit status; its group is killed when it runs past `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f'torchrun ran past {timeout} s:\n{self.output[-6000:]}')
+
+    def kill(self) -> None:
+        """SIGKILL to torchrun and every worker still in its process group."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def run_python(args: List[str], cwd: Path, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:

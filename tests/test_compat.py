@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ import torch
 import hat_basicsr  # noqa: F401
 from hat_basicsr.errors import CheckpointError
 
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, free_port, subprocess_env
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -89,17 +88,11 @@ def test_pytorch_launcher_uses_gloo_without_cuda(fake_process_group, monkeypatch
     assert fake_process_group == {'backend': 'gloo'}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
     from basicsr.models.base_model import BaseModel
 
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
     torch.distributed.init_process_group('gloo', rank=0, world_size=1)
     try:
         model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': True})
@@ -157,6 +150,72 @@ def test_unloadable_resume_state_is_named(tmp_path):
     (states / '4.state').write_bytes(b'truncated')
     with pytest.raises(CheckpointError, match=re.escape(str(states / '4.state'))):
         basicsr.train.load_resume_state(_resume_opt(tmp_path))
+
+
+def test_torchrun_restart_resumes_as_with_auto_resume(tmp_path, monkeypatch):
+    """A worker group torchrun restarted resumes without --auto_resume: BasicSR would start over."""
+    from hat_basicsr.utils import run_lock
+
+    import basicsr.train
+
+    states = tmp_path / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    torch.save({'iter': 6, 'epoch': 1, 'optimizers': [], 'schedulers': []}, states / '6.state')
+    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '1')
+    opt = _resume_opt(tmp_path, auto_resume=False)
+    try:
+        assert basicsr.train.load_resume_state(opt)['iter'] == 6
+    finally:
+        run_lock.release_all()
+    assert opt['auto_resume'] and opt['path']['resume_state'] == str(states / '6.state')
+
+
+def test_distributed_auto_resume_agrees_on_a_state_or_names_the_unloadable_one(tmp_path, monkeypatch):
+    """The rank-agreement path (one gloo rank here; two nodes: tests/test_cluster_training.py)."""
+    from hat_basicsr.utils import run_lock
+
+    import basicsr.train
+
+    states = tmp_path / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    torch.save({'iter': 2, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / '2.state')
+    (states / '4.state').write_bytes(b'truncated')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
+    torch.distributed.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        opt = {**_resume_opt(tmp_path), 'dist': True, 'world_size': 1}
+        assert basicsr.train.load_resume_state(opt)['iter'] == 2
+        assert opt['path']['pretrain_network_g'] == str(tmp_path / 'run' / 'models' / 'net_g_2.pth')
+        run_lock.release_all()
+        (states / '2.state').write_bytes(b'garbage')
+        with pytest.raises(CheckpointError, match=rf'^no training state in {re.escape(str(states))} loads'):
+            basicsr.train.load_resume_state({**_resume_opt(tmp_path), 'dist': True, 'world_size': 1})
+    finally:
+        run_lock.release_all()
+        torch.distributed.destroy_process_group()
+
+
+def test_auto_resume_keeps_an_experiment_folder_without_states(tmp_path):
+    """BasicSR archives an existing experiment folder when a run starts without a state; under
+    --auto_resume (implied after a torchrun restart) it is the run's own and is kept."""
+    import basicsr.train
+
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'train_run_20260101_000000.log').write_text('the first attempt')
+    opt = {**_resume_opt(tmp_path), 'is_train': True}
+    opt['path'].update(log=str(run), visualization=str(run / 'visualization'))
+    basicsr.train.make_exp_dirs(opt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+    assert sorted(p.name for p in run.iterdir()) == [
+        'models',
+        'train_run_20260101_000000.log',
+        'training_states',
+        'visualization',
+    ]
+    basicsr.train.make_exp_dirs({**opt, 'auto_resume': False})
+    assert [p.name.startswith('run_archived_') for p in sorted(tmp_path.iterdir())] == [False, True]
 
 
 def test_multistep_scheduler_state_loads_with_weights_only():
