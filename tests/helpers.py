@@ -269,12 +269,9 @@ def run_torchrun(
 ) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node=NPROC ARGS` on a free port, output captured; torchrun and all its
     ranks are killed if it outlives `timeout`."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
     torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent))
     proc = subprocess.Popen(
-        [torchrun, f'--nproc_per_node={nproc}', f'--master_port={port}', *args],
+        [torchrun, f'--nproc_per_node={nproc}', f'--master_port={free_port()}', *args],
         cwd=cwd,
         env=env or subprocess_env(),
         stdout=subprocess.PIPE,
