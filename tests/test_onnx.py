@@ -176,7 +176,10 @@ def test_upscale_with_onnxruntime_equals_the_torch_backend(tiles, exported, imag
     ],
 )
 def test_onnxruntime_backend_refusals_are_one_line(problem, message, exported, images, tmp_path, capfd):
-    model = {'missing': tmp_path / 'absent.onnx', 'not-onnx': exported['checkpoint'], 'bf16': exported['onnx']}[problem]
+    (tmp_path / 'notes.onnx').write_text('not a model')  # a checkpoint is recognised: test_cli_upscale.py
+    model = {'missing': tmp_path / 'absent.onnx', 'not-onnx': tmp_path / 'notes.onnx', 'bf16': exported['onnx']}[
+        problem
+    ]
     extra = ['--bf16'] if problem == 'bf16' else []
     status = run_command(
         upscale.add_parser,
