@@ -448,7 +448,7 @@ def target_lines(inference: Sequence[Row], training: Sequence[Row], device: torc
 def machine_description(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    return f'{cpu_model()}, {torch.get_num_threads()} threads'
+    return f'{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels), {torch.get_num_threads()} threads'
 
 
 def section(args: argparse.Namespace, device: torch.device, inference: List[Row], training: List[Row]) -> str:
