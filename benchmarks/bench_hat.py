@@ -6,10 +6,15 @@ every variant x input size x mode. Training: one step (batch x 64x64 patches, L1
 Adam) with and without gradient checkpointing. Achieved TFLOP/s come from FlopCounterMode counts
 taken on the meta device (2 FLOPs per multiply-add).
 
-Modes are '<attention>-<precision>[-compiled][-ckpt]': attention 'reference' (the release's
-matmul-softmax-matmul) or 'fast' (scaled_dot_product_attention); precision 'fp32' or 'bf16'
-(autocast); '-compiled' wraps the network in torch.compile; '-ckpt' (training) checkpoints every
-block. Runs of all modes are interleaved so that load from other processes hits them alike.
+Modes are '<attention>-<precision>[-compiled][-ckpt][-autocast]': attention 'reference' (the
+release's matmul-softmax-matmul) or 'fast' (scaled_dot_product_attention); precision 'fp32' or
+'bf16' (inference: what `upscale --bf16` runs, hat_basicsr.archs.acceleration.bf16_inference, i.e.
+weights cast once on CPU and autocast on CUDA; training: autocast); '-autocast' forces bf16
+autocast in inference; '-compiled' wraps the network in torch.compile; '-ckpt' (training)
+checkpoints every block. Runs of all modes are interleaved so that load from other processes hits
+them alike, and so are two 2048x2048 matmuls (fp32 and bf16), the machine's own limit: each
+inference row reports its rate as a fraction of the matmul rate of its precision measured in the
+same interleaved runs, and the load average over them.
 
 Peak memory: on CUDA the caching allocator's peak (weights included); on CPU the peak of the tensor
 storage allocated during the call and alive at once, tracked op by op in one more, untimed run
@@ -47,7 +52,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration
+from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration, bf16_inference
 from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS
 from hat_basicsr.utils.autocast import autocast_context
 
@@ -56,6 +61,8 @@ VARIANTS = RELEASE_VARIANTS
 INFERENCE_MODES = ('reference-fp32', 'fast-fp32', 'fast-bf16', 'fast-bf16-compiled')
 TRAIN_MODES = ('reference-fp32', 'reference-fp32-ckpt', 'fast-fp32', 'fast-fp32-ckpt', 'fast-bf16', 'fast-bf16-ckpt')
 SIZES = ((64, 64), (256, 256), (480, 640))
+MATMUL_SIZE = 2048
+MATMUL_STEPS = {'matmul-fp32': torch.float32, 'matmul-bf16': torch.bfloat16}
 RESULTS = Path(__file__).with_name('RESULTS.md')
 
 
@@ -68,6 +75,7 @@ class Mode:
     bf16: bool
     compiled: bool
     checkpoint: bool
+    autocast: bool
 
     @classmethod
     def parse(cls, name: str) -> 'Mode':
@@ -76,15 +84,18 @@ class Mode:
             len(parts) < 2
             or parts[0] not in ('reference', 'fast')
             or parts[1] not in ('fp32', 'bf16')
-            or not set(parts[2:]) <= {'compiled', 'ckpt'}
+            or not set(parts[2:]) <= {'compiled', 'ckpt', 'autocast'}
         ):
-            raise argparse.ArgumentTypeError(f'bad mode {name!r}: <reference|fast>-<fp32|bf16>[-compiled][-ckpt]')
+            raise argparse.ArgumentTypeError(
+                f'bad mode {name!r}: <reference|fast>-<fp32|bf16>[-compiled][-ckpt][-autocast]'
+            )
         return cls(
             name,
             'reference' if parts[0] == 'reference' else 'sdpa',
             parts[1] == 'bf16',
             'compiled' in parts,
             'ckpt' in parts,
+            'autocast' in parts,
         )
 
 
@@ -97,6 +108,8 @@ class Row:
     peak_bytes: Optional[int] = None
     tflop: Optional[float] = None
     note: str = ''
+    limit_tflops: Optional[float] = None
+    load: Optional[float] = None
 
 
 def synchronize(device: torch.device) -> None:
@@ -170,10 +183,10 @@ def count_flops(variant: str, shape: Tuple[int, ...], train: bool) -> float:
 
 
 def run_interleaved(
-    steps: Dict[str, Callable[[], None]], device: torch.device, warmup: int, reps: int, compiled: Sequence[str] = ()
+    steps: Dict[str, Callable[[], None]], device: torch.device, warmup: int, reps: int, untracked: Sequence[str] = ()
 ) -> Dict[str, Tuple[float, Optional[int]]]:
     """Median seconds and peak memory per step; runs of the steps alternate. On CPU the memory of
-    the `compiled` steps is not measured: their kernels are invisible to LiveTensorPeak."""
+    the `untracked` steps is not measured (compiled kernels are invisible to LiveTensorPeak)."""
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -192,7 +205,7 @@ def run_interleaved(
             if device.type == 'cuda':
                 peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
     if device.type == 'cpu':  # an untimed run each: tracking slows the ops down
-        peaks = {name: None if name in compiled else live_tensor_peak(step) for name, step in steps.items()}
+        peaks = {name: None if name in untracked else live_tensor_peak(step) for name, step in steps.items()}
     return {name: (statistics.median(times[name]), peaks[name]) for name in steps}
 
 
@@ -200,13 +213,28 @@ def inference_steps(model: HAT, modes: Sequence[Mode], x: Tensor) -> Dict[str, C
     steps = {}
     for mode in modes:
         runner = torch.compile(model) if mode.compiled else model
+        if mode.bf16 and not mode.autocast:
+            runner = bf16_inference(runner, x.device, True)
 
-        def step(mode: Mode = mode, runner: nn.Module = runner) -> None:
+        def step(mode: Mode = mode, runner: Callable[[Tensor], Tensor] = runner) -> None:
             apply_acceleration(model, AccelerationOptions(attn_impl=mode.attn_impl))
-            with torch.no_grad(), autocast_context(x.device, mode.bf16):
+            with torch.no_grad(), autocast_context(x.device, mode.bf16 and mode.autocast):
                 runner(x)
 
         steps[mode.name] = step
+    return steps
+
+
+def mode_dtype(name: str) -> torch.dtype:
+    return torch.bfloat16 if Mode.parse(name).bf16 else torch.float32
+
+
+def matmul_steps(device: torch.device) -> Dict[str, Callable[[], None]]:
+    """One MATMUL_SIZE-square matmul per precision: the machine's limit, timed beside the network."""
+    steps = {}
+    for name, dtype in MATMUL_STEPS.items():
+        a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=dtype) for _ in range(2))
+        steps[name] = lambda a=a, b=b: a @ b
     return steps
 
 
@@ -254,10 +282,20 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> List[Row]
                 ]
                 continue
             x = torch.rand(1, 3, height, width, device=device)
+            load_before = os.getloadavg()[0]
             results = run_interleaved(
-                inference_steps(model, modes, x), device, args.warmup, args.reps, [m.name for m in modes if m.compiled]
+                {**inference_steps(model, modes, x), **matmul_steps(device)},
+                device,
+                args.warmup,
+                args.reps,
+                [m.name for m in modes if m.compiled] + list(MATMUL_STEPS),
             )
-            rows += [Row(variant, shape, name, secs, peak, flops / 1e12) for name, (secs, peak) in results.items()]
+            load = (load_before + os.getloadavg()[0]) / 2
+            limits = {dtype: 2 * MATMUL_SIZE**3 / results.pop(name)[0] / 1e12 for name, dtype in MATMUL_STEPS.items()}
+            rows += [
+                Row(variant, shape, name, secs, peak, flops / 1e12, '', limits[mode_dtype(name)], load)
+                for name, (secs, peak) in results.items()
+            ]
             rows += [
                 Row(
                     variant,
@@ -323,18 +361,22 @@ def fmt_memory(peak: Optional[int]) -> str:
 def table(rows: Sequence[Row], what: str) -> List[str]:
     reference = {(r.variant, r.shape): r.seconds for r in rows if r.mode == 'reference-fp32'}
     lines = [
-        f'| variant | {what} | mode | time (ms) | TFLOP/s | peak memory | time / reference-fp32 | note |',
-        '|---|---|---|---:|---:|---:|---:|---|',
+        f'| variant | {what} | mode | time (ms) | TFLOP/s | of matmul rate | peak memory | time / reference-fp32 '
+        '| load | note |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|---|',
     ]
     for r in rows:
         ref = reference.get((r.variant, r.shape))
         if r.seconds is None:
-            lines.append(f'| {r.variant} | {r.shape} | {r.mode} | — | — | — | — | {r.note} |')
+            lines.append(f'| {r.variant} | {r.shape} | {r.mode} | — | — | — | — | — | — | {r.note} |')
             continue
         ratio = f'{r.seconds / ref:.2f}' if ref else '—'
+        rate = r.tflop / r.seconds
+        limit = f'{rate / r.limit_tflops:.0%} of {r.limit_tflops:.4f}' if r.limit_tflops else '—'
+        load = '—' if r.load is None else f'{r.load:.1f}'
         lines.append(
-            f'| {r.variant} | {r.shape} | {r.mode} | {r.seconds * 1e3:,.1f} | {r.tflop / r.seconds:.3f} | '
-            f'{fmt_memory(r.peak_bytes)} | {ratio} | {r.note} |'
+            f'| {r.variant} | {r.shape} | {r.mode} | {r.seconds * 1e3:,.1f} | {rate:.4f} | {limit} | '
+            f'{fmt_memory(r.peak_bytes)} | {ratio} | {load} | {r.note} |'
         )
     return lines
 
@@ -408,7 +450,7 @@ def target_lines(inference: Sequence[Row], training: Sequence[Row], device: torc
 def machine_description(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    return f'{cpu_model()}, {torch.get_num_threads()} threads'
+    return f'{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels), {torch.get_num_threads()} threads'
 
 
 def section(args: argparse.Namespace, device: torch.device, inference: List[Row], training: List[Row]) -> str:

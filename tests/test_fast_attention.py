@@ -7,7 +7,12 @@ from skimage import data
 from torch._dynamo.testing import CompileCounter
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration, compile_for_inference
+from hat_basicsr.archs.acceleration import (
+    AccelerationOptions,
+    apply_acceleration,
+    bf16_inference,
+    compile_for_inference,
+)
 from hat_basicsr.archs.hat_arch import (
     attention,
     build_seam_masks,
@@ -18,7 +23,7 @@ from hat_basicsr.archs.hat_arch import (
 )
 from hat_basicsr.utils.autocast import autocast_context
 
-from helpers import TINY_OPTIONS
+from helpers import TINY_OPTIONS, photo_crops
 from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options
 
 # One unshifted and one shifted HAB plus an OCAB: every attention path, small enough to trace fast.
@@ -159,6 +164,54 @@ def test_bf16_autocast_stays_within_50_db_of_fp32(name):
         with autocast_context('cpu', bf16=True):
             fast = model(photo)
     assert fast.dtype == torch.float32 and psnr(fast, exact) >= 50
+
+
+def photo_tensors(count: int, size: int) -> list:
+    return [
+        torch.from_numpy(crop[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+        for crop in photo_crops(count, size, 11)
+    ]
+
+
+@pytest.mark.parametrize('name', ['hat_tiny_x4_w8', 'hat_tiny_x3_w16'])
+def test_bf16_cast_inference_stays_within_50_db_of_fp32_and_leaves_the_network_alone(name):
+    model = fixture_model(name)
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    forward = bf16_inference(model, 'cpu', bf16=True)
+    seen = []
+    model.layers[0].residual_group.blocks[0].attn.qkv.register_forward_hook(
+        lambda module, args, out: seen.append((args[0].dtype, module.weight.dtype, torch.is_autocast_enabled('cpu')))
+    )
+    with torch.inference_mode():
+        for photo in photo_tensors(2, 32):
+            fast = forward(photo)
+            assert fast.dtype == torch.float32 and psnr(fast, model(photo)) >= 50
+    # The cast path computes in bfloat16 without autocast; the plain call after it is float32 again.
+    assert seen == [(torch.bfloat16, torch.bfloat16, False), (torch.float32, torch.float32, False)] * 2
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+    assert {p.dtype for p in model.parameters()} == {torch.float32} and model.shift_seam_masks.dtype == torch.float32
+
+
+def test_bf16_inference_is_the_plain_network_without_bf16_and_snapshots_the_weights():
+    model = fixture_model('hat_tiny_x4_w8')
+    assert bf16_inference(model, 'cpu', bf16=False) is model  # the fp32 path is the network itself
+    lq = photo_tensors(1, 24)[0]
+    forward = bf16_inference(model, 'cpu', bf16=True)
+    with torch.inference_mode():
+        before = forward(lq)
+        model.conv_last.bias.add_(0.25)
+        assert torch.equal(forward(lq), before)  # weights of the moment the function was made
+        assert (bf16_inference(model, 'cpu', bf16=True)(lq) - before).mean() > 0.2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA; CPU autocast is tested above')
+def test_bf16_inference_on_cuda_runs_under_autocast():
+    model = fixture_model('hat_tiny_x4_w8').cuda()
+    photo = photo_tensors(1, 40)[0].cuda()
+    with torch.inference_mode():
+        fast = bf16_inference(model, 'cuda', bf16=True)(photo)
+        assert fast.dtype == torch.float32 and psnr(fast, model(photo)) >= 50
+    assert model.conv_first.weight.dtype == torch.float32
 
 
 def test_float16_is_refused_with_advice():

@@ -41,6 +41,12 @@ def test_every_switch_reaches_both_networks_and_bf16_trains(sr_data, tmp_path):
     model.test()
     assert model.output.dtype == torch.float32 and model.output.shape == (2, 3, 32, 32)
     assert model.net_g.training
+    with torch.no_grad():  # bf16 validation casts the EMA weights of each call, never a stale copy
+        assert (model.output - model.net_g_ema(model.lq)).abs().max() < 0.02
+        model.net_g_ema.conv_last.bias.add_(0.25)
+    before = model.output
+    model.test()
+    assert (model.output - before).mean() > 0.2
 
 
 @pytest.mark.parametrize(

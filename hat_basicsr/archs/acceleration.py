@@ -12,7 +12,8 @@ Options (an `acceleration` dict of the option file; every key optional):
 - `compile`: False, True, or a dict of `nn.Module.compile` arguments. The network is compiled in
   place, so state-dict keys, EMA updates and checkpoints are unchanged (no `_orig_mod.` prefix).
 
-`compile_for_inference` adds input-size bucketing for inference on images of many sizes.
+`compile_for_inference` adds input-size bucketing for inference on images of many sizes;
+`bf16_inference` is bf16 inference without autocast on CPU (see there).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from hat_basicsr.archs.hat_arch import ATTN_IMPLS, pad_to_multiple
+from hat_basicsr.utils.autocast import autocast_context
 
 
 @dataclass(frozen=True)
@@ -105,3 +108,34 @@ def compile_for_inference(
         return out[..., : height * net.upscale, : width * net.upscale]
 
     return run
+
+
+def bf16_inference(net: nn.Module, device: Union[torch.device, str], bf16: bool) -> Callable[[Tensor], Tensor]:
+    """Inference through `net` on `device`, in bfloat16 when `bf16`, returning float32.
+
+    On CPU the weights are cast to bfloat16 once, here, and the whole forward runs in bfloat16:
+    autocast would cast activations back and forth around every op it keeps in float32 (layer
+    norms, softmax, GELU, the residual additions; about 1,400 conversions per HAT forward). The
+    float32 arithmetic stays where it matters inside the kernels: layer norm statistics, the fused
+    attention's softmax and the matmul accumulators are float32 for bfloat16 inputs on CPU. The
+    cast weights are a separate set of tensors passed with `torch.func.functional_call`: `net`,
+    its parameters, state dict and dtype stay as they were, and the function sees the weights of
+    the moment it was made (make a new one after training steps). On CUDA, where autocast's
+    conversions are cheap next to the kernels, the forward runs under bfloat16 autocast.
+    """
+    if not bf16:
+        return net
+    if torch.device(device).type != 'cpu':
+
+        def autocast_forward(x: Tensor) -> Tensor:
+            with autocast_context(device, True):
+                return net(x).float()
+
+        return autocast_forward
+    tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    weights = {name: t.to(torch.bfloat16) if t.is_floating_point() else t for name, t in tensors.items()}
+
+    def bf16_forward(x: Tensor) -> Tensor:
+        return functional_call(net, weights, (x.to(torch.bfloat16),), tie_weights=False).float()
+
+    return bf16_forward

@@ -78,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="'torch' (MODEL: checkpoint or option file) or 'onnxruntime' (MODEL: an .onnx file, "
         'e.g. from `hat-basicsr export`)',
     )
-    parser.add_argument('--bf16', action='store_true', help='run under bfloat16 autocast')
+    parser.add_argument('--bf16', action='store_true', help='run in bfloat16 (CPU: weights cast once; CUDA: autocast)')
     parser.add_argument('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:1', ...")
     parser.add_argument(
         '--alpha', choices=('model', 'bicubic'), default='model', help='how to upscale an alpha channel'
@@ -128,14 +128,15 @@ def make_runner(
     import numpy as np
     import torch
 
-    from hat_basicsr.utils.autocast import autocast_context
+    from hat_basicsr.archs.acceleration import bf16_inference
     from hat_basicsr.utils.tiling import tiled_forward
+
+    forward = bf16_inference(model, device, bf16)
 
     def run_model(image: np.ndarray) -> np.ndarray:
         lq = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
         with torch.inference_mode():
-            with autocast_context(device, bf16):
-                sr = tiled_forward(model, lq, scale, tile, tile_overlap) if tile else model(lq)
+            sr = tiled_forward(forward, lq, scale, tile, tile_overlap) if tile else forward(lq)
             if not torch.isfinite(sr).all():
                 raise ValueError('the model output holds NaN or infinite values; nothing written')
             return sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration
+from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration, bf16_inference
 from hat_basicsr.errors import OptionError
 from hat_basicsr.models.basicsr_fixes import BasicSRFixesMixin
 from hat_basicsr.utils.autocast import autocast_context
@@ -88,11 +88,12 @@ class HATModel(BasicSRFixesMixin, SRModel):
             super().optimize_parameters(current_iter)
 
     def _infer(self, net: nn.Module, lq: Tensor) -> Tensor:
-        """The one place inference happens: whole image, or tiles when `tile` is set."""
-        with autocast_context(self.device, self.acceleration.bf16):
-            if self.tile is None:
-                return net(lq).float()
-            return tiled_forward(net, lq, self.opt['scale'], self.tile['tile_size'], self.tile['tile_pad']).float()
+        """The one place inference happens: whole image, or tiles when `tile` is set. With bf16 on CPU
+        the weights are cast for each call (a few ms), so validation sees the current weights."""
+        forward = bf16_inference(net, self.device, self.acceleration.bf16)
+        if self.tile is None:
+            return forward(lq).float()
+        return tiled_forward(forward, lq, self.opt['scale'], self.tile['tile_size'], self.tile['tile_pad']).float()
 
     def test(self) -> None:
         """Run the EMA network if there is one, else net_g, in eval mode, restoring its mode after
