@@ -202,7 +202,7 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
     The TorchScript-based exporter is not offered: it traces sizes as constants or fails on them
     (OCAB's unfold, the padding arithmetic), so it cannot give a graph for every size.
     """
-    import onnx
+    import onnx.inliner
 
     blocks = _repeated_blocks(model)
     arguments = _block_arguments(model, blocks)
@@ -234,8 +234,6 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
     finally:
         for group, (group_blocks, overlap_attn) in originals.items():
             group.blocks, group.overlap_attn = group_blocks, overlap_attn
-    import onnx.inliner
-
     known = {(function.domain, function.name) for function in proto.functions}
     for function, inner in functions.values():
         for extra in (function, *inner):
