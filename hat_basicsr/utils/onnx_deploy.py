@@ -121,13 +121,19 @@ class _BlockOnGrid(nn.Module):
 
 def _structure(module: nn.Module) -> Tuple:
     """What two blocks must share to share a function: class, plain attributes and parameter shapes
-    of every submodule."""
+    of every submodule. Dropout rates are left out (HAT's drop-path rate grows block by block):
+    the export runs in eval mode, where dropouts are identities."""
+    from torchvision.ops import StochasticDepth
+
     plain = (bool, int, float, str, type(None))
+    dropouts = (nn.modules.dropout._DropoutNd, StochasticDepth)
     return tuple(
         (
             name,
             type(sub).__name__,
-            tuple(sorted((key, value) for key, value in vars(sub).items() if isinstance(value, plain))),
+            ()
+            if isinstance(sub, dropouts)
+            else tuple(sorted((key, value) for key, value in vars(sub).items() if isinstance(value, plain))),
             tuple((key, tuple(param.shape)) for key, param in sub.named_parameters(recurse=False)),
         )
         for name, sub in module.named_modules()
