@@ -9,6 +9,7 @@ the runner needs nothing else; files from other tools are probed instead.
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cache
 from pathlib import Path
@@ -225,6 +226,11 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
         originals[group] = (group.blocks, group.overlap_attn)
         group.blocks = nn.ModuleList(standins[block] for block in group.blocks)
         group.overlap_attn = standins[group.overlap_attn]
+    # The exporter warns that it cannot infer an ONNX signature for _translate_function_call and
+    # will send it every call of the op, which is what it is for.
+    registration_log = logging.getLogger('torch.onnx._internal.exporter._registration')
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
     try:
         proto = torch.onnx.export(
             model,
@@ -238,6 +244,7 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
             verbose=False,
         ).model_proto
     finally:
+        registration_log.setLevel(level)
         for group, (group_blocks, overlap_attn) in originals.items():
             group.blocks, group.overlap_attn = group_blocks, overlap_attn
     known = {(function.domain, function.name) for function in proto.functions}
