@@ -79,6 +79,29 @@ def test_release_fixture_reproduced_by_its_onnx_graph(tmp_path):
         assert max_diff(runner.run(lq.numpy()), expected.numpy()) <= 1e-4
 
 
+def test_blocks_of_one_structure_are_traced_once_with_their_own_weights(tmp_path, monkeypatch):
+    """Two residual groups: each block structure (HAB, shifted HAB, OCAB) is traced once, and each
+    of the six blocks computes with its own weights (all perturbed, so no two are alike)."""
+    torch.manual_seed(5)
+    model = HAT(**{**TINY, 'depths': [2, 2], 'num_heads': [2, 2]}).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    traced = []
+    trace = torch.onnx.export
+    monkeypatch.setattr(
+        torch.onnx, 'export', lambda module, *args, **kwargs: traced.append(module) or trace(module, *args, **kwargs)
+    )
+    path = tmp_path / 'two_groups.onnx'
+    export_onnx(model, path, scale=2, verify_tolerance=None)
+    assert len(traced) == 4 and traced[-1] is model  # three block structures, then the model once
+    proto = onnx.load(str(path))
+    assert not proto.functions and {entry.domain for entry in proto.opset_import} == {''}
+    lq = torch.rand(2, 3, 9, 14, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert max_diff(OnnxModel.load(path)(lq), model(lq)) <= 1e-4
+
+
 def test_static_export_fixes_height_and_width_and_says_so(tmp_path):
     model = HAT(**{key: value for key, value in TINY_HAT.items() if key != 'type'}).eval()  # one HAB: fast
     path = tmp_path / 'static.onnx'

@@ -9,9 +9,11 @@ the runner needs nothing else; files from other tools are probed instead.
 
 from __future__ import annotations
 
+import logging
 import os
+from functools import cache
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,6 +25,8 @@ from hat_basicsr.utils.files import atomic_write
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = 'input', 'output'
 METADATA_PREFIX = 'hat_basicsr.'
+# Domain of the ONNX functions that carry the repeated blocks during an export (inlined before writing).
+FUNCTION_DOMAIN = 'hat_basicsr'
 # Default for an export's self-check against torch at a size the export did not trace.
 VERIFY_TOLERANCE = 1e-3
 CPU = torch.device('cpu')
@@ -48,23 +52,216 @@ def _sample_input(model: nn.Module, static: Optional[Tuple[int, int]]) -> Tensor
     return torch.rand(2, model.in_chans, height, width)
 
 
+def _dynamic_sizes(static: Optional[Tuple[int, int]]) -> Dict[str, Dict[int, object]]:
+    return {'x': {axis: torch.export.Dim.DYNAMIC for axis in ((0,) if static else (0, 2, 3))}}
+
+
+@cache
+def _function_call_op():
+    """A torch op that stands for one call of an ONNX function in a traced graph:
+    (tokens, function name, the block's parameters) -> tokens of the same shape."""
+
+    @torch.library.custom_op('hat_basicsr::onnx_function_call', mutates_args=())
+    def function_call(x: Tensor, function: str, params: List[Tensor]) -> Tensor:
+        raise RuntimeError('hat_basicsr::onnx_function_call only exists in graphs traced for ONNX export')
+
+    function_call.register_fake(lambda x, function, params: torch.empty_like(x))
+    return function_call
+
+
+def _translate_function_call(x, function: str, params: Sequence):
+    """The ONNX node of a _function_call_op: the function `function` of FUNCTION_DOMAIN on x, then
+    the parameters (one variadic input: the exporter gives a variadic input every argument)."""
+    import onnx
+    import onnxscript
+
+    formal = onnx.defs.OpSchema.FormalParameter
+    schema = onnx.defs.OpSchema(
+        function,
+        FUNCTION_DOMAIN,
+        1,
+        inputs=[formal('inputs', 'T', param_option=onnx.defs.OpSchema.FormalParameterOption.Variadic)],
+        outputs=[formal('y', 'T')],
+        type_constraints=[('T', ['tensor(float)'], 'float32 tensors')],
+    )
+    return onnxscript.values.Op(onnxscript.values.Opset(FUNCTION_DOMAIN, 1), function, schema)(x, *params)
+
+
+class _FunctionCall(nn.Module):
+    """Stands for a block while the model is traced: one call of the block's ONNX function.
+
+    The block's own parameters are passed to the call, so blocks of one structure share one
+    function; its other arguments (position indices, seam masks) are the model's constants, built
+    into the function."""
+
+    def __init__(self, block: nn.Module, function: str):
+        super().__init__()
+        self.block = block
+        self.function = function
+
+    def forward(self, x: Tensor, x_size: Tuple[int, int], *constants: Optional[Tensor]) -> Tensor:
+        grid = x.unflatten(1, x_size)
+        return _function_call_op()(grid, self.function, list(self.block.parameters())).flatten(1, 2)
+
+
+class _BlockOnGrid(nn.Module):
+    """A block as a function of (B, H, W, C) tokens and its parameters, to trace it once for all
+    the blocks of its structure."""
+
+    def __init__(self, block: nn.Module, constants: Tuple[Optional[Tensor], ...]):
+        super().__init__()
+        self.block = block
+        self.constants = constants
+        self.names = [name for name, _ in block.named_parameters()]
+
+    def forward(self, x: Tensor, params: List[Tensor]) -> Tensor:
+        size = tuple(x.shape[1:3])
+        out = torch.func.functional_call(
+            self.block, dict(zip(self.names, params)), (x.flatten(1, 2), size, *self.constants)
+        )
+        return out.unflatten(1, size)
+
+
+def _structure(module: nn.Module) -> Tuple:
+    """What two blocks must share to share a function: class, plain attributes and parameter shapes
+    of every submodule. Dropout rates are left out (HAT's drop-path rate grows block by block):
+    the export runs in eval mode, where dropouts are identities."""
+    from torchvision.ops import StochasticDepth
+
+    plain = (bool, int, float, str, type(None))
+    dropouts = (nn.modules.dropout._DropoutNd, StochasticDepth)
+    return tuple(
+        (
+            name,
+            type(sub).__name__,
+            ()
+            if isinstance(sub, dropouts)
+            else tuple(sorted((key, value) for key, value in vars(sub).items() if isinstance(value, plain))),
+            tuple((key, tuple(param.shape)) for key, param in sub.named_parameters(recurse=False)),
+        )
+        for name, sub in module.named_modules()
+    )
+
+
+def _repeated_blocks(model: nn.Module) -> List[nn.Module]:
+    """HAT's HABs and OCABs, the blocks every residual group repeats."""
+    return [
+        block for layer in model.layers for block in (*layer.residual_group.blocks, layer.residual_group.overlap_attn)
+    ]
+
+
+def _block_arguments(model: nn.Module, blocks: List[nn.Module]) -> Dict[nn.Module, Tuple]:
+    """The arguments each block is called with in one window-sized forward: (tokens, size, then
+    the model's size-free constants)."""
+    arguments = {}
+
+    def record(block: nn.Module, args: Tuple) -> None:
+        arguments.setdefault(block, args)
+
+    hooks = [block.register_forward_pre_hook(record) for block in blocks]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, model.in_chans, model.window_size, model.window_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return arguments
+
+
+def _block_function(block: nn.Module, arguments: Tuple, name: str, window: int):
+    """The FunctionProto `name` of `block` traced once on a grid of whole windows (sizes symbolic
+    in windows, which keeps torch.export's size arithmetic short), parameters as inputs."""
+    import onnx
+
+    tokens, _size, *constants = arguments
+    rows, cols = torch.export.Dim(f'{name}_rows', min=1), torch.export.Dim(f'{name}_cols', min=1)
+    params = [param.detach() for param in block.parameters()]
+    proto = torch.onnx.export(
+        _BlockOnGrid(block, tuple(constants)),
+        (torch.rand(2, 2 * window, 3 * window, tokens.shape[-1]), params),
+        dynamo=True,
+        dynamic_shapes={
+            'x': {0: torch.export.Dim.DYNAMIC, 1: window * rows, 2: window * cols},
+            'params': [None] * len(params),
+        },
+        opset_version=OPSET,
+        verbose=False,
+    ).model_proto
+    graph = proto.graph
+    nodes = [onnx.helper.make_node('Constant', [], [tensor.name], value=tensor) for tensor in graph.initializer]
+    function = onnx.helper.make_function(
+        FUNCTION_DOMAIN,
+        name,
+        [value.name for value in graph.input],
+        [value.name for value in graph.output],
+        nodes + list(graph.node),
+        list(proto.opset_import),
+    )
+    return function, list(proto.functions)
+
+
 def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, int]]):
     """The ModelProto of `model` traced on `sample` by torch.export (torch's recommended exporter).
+
+    Each structure of repeated block (HAT-S: a HAB, a shifted HAB, an OCAB, 42 blocks in all) is
+    traced once into an ONNX function, and the model is traced with its blocks standing for calls
+    of those; the functions are then inlined, so the file is one plain graph. Tracing every block
+    symbolically took most of an export's time.
 
     The TorchScript-based exporter is not offered: it traces sizes as constants or fails on them
     (OCAB's unfold, the padding arithmetic), so it cannot give a graph for every size.
     """
-    dynamic_shapes = {'x': {axis: torch.export.Dim.DYNAMIC for axis in ((0,) if static else (0, 2, 3))}}
-    return torch.onnx.export(
-        model,
-        (sample,),
-        dynamo=True,
-        dynamic_shapes=dynamic_shapes,
-        opset_version=OPSET,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        verbose=False,
-    ).model_proto
+    import onnx.inliner
+
+    blocks = _repeated_blocks(model)
+    arguments = _block_arguments(model, blocks)
+    functions, names, standins = {}, {}, {}
+    for block in blocks:
+        key = _structure(block)
+        if key not in names:
+            names[key] = f'{type(block).__name__}_{len(names)}'
+            functions[names[key]] = _block_function(block, arguments[block], names[key], model.window_size)
+        standins[block] = _FunctionCall(block, names[key])
+    originals = {}
+    for layer in model.layers:
+        group = layer.residual_group
+        originals[group] = (group.blocks, group.overlap_attn)
+        group.blocks = nn.ModuleList(standins[block] for block in group.blocks)
+        group.overlap_attn = standins[group.overlap_attn]
+    # The exporter warns that it cannot infer an ONNX signature for _translate_function_call and
+    # will send it every call of the op, which is what it is for.
+    registration_log = logging.getLogger('torch.onnx._internal.exporter._registration')
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
+    try:
+        proto = torch.onnx.export(
+            model,
+            (sample,),
+            dynamo=True,
+            dynamic_shapes=_dynamic_sizes(static),
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            custom_translation_table={_function_call_op()._opoverload: _translate_function_call},
+            verbose=False,
+        ).model_proto
+    finally:
+        registration_log.setLevel(level)
+        for group, (group_blocks, overlap_attn) in originals.items():
+            group.blocks, group.overlap_attn = group_blocks, overlap_attn
+    known = {(function.domain, function.name) for function in proto.functions}
+    for function, inner in functions.values():
+        for extra in (function, *inner):
+            if (extra.domain, extra.name) not in known:
+                proto.functions.append(extra)
+                known.add((extra.domain, extra.name))
+    if FUNCTION_DOMAIN not in {entry.domain for entry in proto.opset_import}:
+        proto.opset_import.append(onnx.helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    proto = onnx.inliner.inline_local_functions(proto)
+    kept = [entry for entry in proto.opset_import if entry.domain != FUNCTION_DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    return proto
 
 
 def export_onnx(
