@@ -177,6 +177,8 @@ def report(
         f'- upscale = HAT-S x4 bf16 on {size}x{size}; demo-step = one training step of the demo network',
         '- seconds per call (median over runs of each run\'s median); "x idle" = over the same variant idle; '
         'load = 1-minute load average when the run ended',
+        '- "idle" = no competing job of this script; other users\' processes show in the load average (the matmul '
+        "rate above against an idle machine's tells how much of the machine was left)",
         '',
         '| load | workload | torch defaults (s) | x idle | policy (s) | x idle | policy speed-up | load avg |',
         '|---|---|---:|---:|---:|---:|---:|---:|',

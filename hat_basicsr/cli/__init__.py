@@ -2,9 +2,10 @@
 
 The parser is built and the arguments parsed before torch, BasicSR or onnx load (the package is
 imported without them in this process, see hat_basicsr/__init__.py), so --help and argument errors
-answer at once: a subcommand module imports at its top only the standard library,
-hat_basicsr.errors, hat_basicsr.cli.arguments and hat_basicsr.utils.defaults, and everything else
-inside the functions that run the command (tests/test_code_style.py checks it).
+answer at once: a subcommand module imports at its top only the standard library and the light
+modules that tests/test_code_style.py lists (errors, cli.arguments, utils.defaults, utils.files;
+names needed only in annotations go under `if TYPE_CHECKING:`), and everything else inside the
+functions that run the command.
 """
 
 from __future__ import annotations
