@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -286,6 +287,27 @@ def run_torchrun(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def kill_training_when(options: Path, cwd: Path, ready: Callable[[], bool], what: str, timeout: float = 120) -> int:
+    """Start `python -m hat_basicsr.train -opt OPTIONS` in `cwd` and kill -9 it once `ready()` holds
+    (fail if it ends or `timeout` passes first, `what` naming the awaited moment); returns its pid."""
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'hat_basicsr.train', '-opt', str(options)],
+        cwd=cwd,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + timeout
+        while not ready():
+            assert proc.poll() is None and time.time() < deadline, f'training ended or stalled before {what}'
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.pid
 
 
 def read_log(folder: Path, prefix: str) -> str:

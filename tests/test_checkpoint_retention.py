@@ -4,11 +4,6 @@ training killed with kill -9 while saving every iteration resumes and ends with 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Set
 
@@ -17,7 +12,14 @@ import torch
 
 from hat_basicsr.utils.checkpoint_retention import NETWORK_FILE, STATE_FILE, prune_checkpoints
 
-from helpers import in_process_model, read_log, run_python, subprocess_env, train_options, write_options
+from helpers import (
+    in_process_model,
+    kill_training_when,
+    read_log,
+    run_python,
+    train_options,
+    write_options,
+)
 
 
 def _names(folder: Path) -> Set[str]:
@@ -105,21 +107,12 @@ def test_killed_run_with_retention_resumes_and_ends_with_the_newest_pairs(sr_dat
     options = write_options(tmp_path / 'bounded.yml', opt)
     run = tmp_path / 'experiments' / 'bounded'
     states = run / 'training_states'
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'hat_basicsr.train', '-opt', str(options)],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_training_when(
+        options,
+        tmp_path,
+        lambda: any('Deleted 1.state, net_g_1.pth' in log.read_text() for log in run.glob('train_*.log')),
+        'pruning',
     )
-    try:
-        deadline = time.time() + 120
-        while not any('Deleted 1.state, net_g_1.pth' in log.read_text() for log in run.glob('train_*.log')):
-            assert proc.poll() is None and time.time() < deadline, 'training ended or stalled before pruning'
-            time.sleep(0.05)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
     saved = max(int(p.stem) for p in states.iterdir() if p.suffix == '.state')
     assert len(list(states.glob('*.state'))) <= 3  # the newest 2, and a third only mid-pruning
 

@@ -3,12 +3,7 @@ EMA, checkpoints, validation, resume after a kill, atomic checkpoints."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -16,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import in_process_model, read_log, run_python, subprocess_env, train_options, val_dataset, write_options
+from helpers import (
+    in_process_model,
+    kill_training_when,
+    read_log,
+    run_python,
+    train_options,
+    val_dataset,
+    write_options,
+)
 
 
 def _train(tmp_path: Path, opt: dict, *extra: str) -> Path:
@@ -180,25 +183,16 @@ def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
     opt = train_options(sr_data, 'killed_run', total_iter=100000, checkpoint_freq=2, val_freq=None)
     options = write_options(tmp_path / 'killed.yml', opt)
     states = tmp_path / 'experiments' / 'killed_run' / 'training_states'
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'hat_basicsr.train', '-opt', str(options)],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    pid = kill_training_when(
+        options,
+        tmp_path,
+        lambda: states.is_dir() and any(p.suffix == '.state' for p in states.iterdir()),
+        'a checkpoint',
     )
-    try:
-        deadline = time.time() + 120
-        while not (states.is_dir() and any(p.suffix == '.state' for p in states.iterdir())):
-            assert proc.poll() is None and time.time() < deadline, 'training ended or stalled before a checkpoint'
-            time.sleep(0.2)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
     saved = max(int(p.stem) for p in states.iterdir() if p.suffix == '.state')
     assert saved >= 2 and saved % 2 == 0
     lock = tmp_path / 'experiments' / 'killed_run.lock'
-    assert str(proc.pid) in lock.read_text(), 'kill -9 leaves the lock file behind'
+    assert str(pid) in lock.read_text(), 'kill -9 leaves the lock file behind'
 
     resumed = run_python(
         [
@@ -212,7 +206,7 @@ def test_killed_run_continues_with_auto_resume(sr_data, tmp_path):
         ],
         cwd=tmp_path,
     )
-    assert f'Took over the stale lock {lock} of a run that no longer runs (pid {proc.pid} ' in resumed.stderr
+    assert f'Took over the stale lock {lock} of a run that no longer runs (pid {pid} ' in resumed.stderr
     assert not lock.exists()
     log = read_log(tmp_path / 'experiments' / 'killed_run', 'train')
     assert 'Resuming training from epoch: ' in log and f'iter: {saved}.' in log
