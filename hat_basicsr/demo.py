@@ -20,7 +20,7 @@ import torch
 
 from hat_basicsr import train
 from hat_basicsr.data.demo_data import build_demo_data
-from hat_basicsr.errors import OptionFileError
+from hat_basicsr.errors import UserError
 from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.weights import load_weights
 
@@ -92,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f'option file not found: {args.opt} (run from the repository root or pass --opt)')
     try:
         opt = read_option_yaml(args.opt)
-    except OptionFileError as error:
+    except UserError as error:
         parser.exit(2, f'{parser.prog}: error: {error}\n')
 
     started = time.time()

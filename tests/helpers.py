@@ -24,6 +24,7 @@ import yaml
 
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
 from hat_basicsr import HAT
+from hat_basicsr.cli import run_subcommand
 
 from basicsr.utils.matlab_functions import imresize
 
@@ -331,11 +332,10 @@ def in_process_model(data: Dict[str, Path], workdir: Path, **overrides: Any):
 
 def run_command(add_parser: Callable[[argparse._SubParsersAction], None], argv: Sequence[str]) -> int:
     """Parse `argv` (starting with the subcommand name) with one subcommand's parser and run it,
-    without importing the others (used by tests)."""
+    without importing the others (used by tests); a UserError is reported as `hat-basicsr` does."""
     parser = argparse.ArgumentParser(prog='hat-basicsr')
     add_parser(parser.add_subparsers(dest='command', required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return run_subcommand(parser.parse_args(list(argv)))
 
 
 def small_hat(depths=(1,), window_size: int = 4, upscale: int = 2) -> HAT:

@@ -1,6 +1,7 @@
 """The code's style and layout, checked on its source: ruff's lint rules and formatting, layers that
 import one way, subcommand modules that do not import from each other nor anything heavy at their
-top, and every exception class in hat_basicsr/errors.py."""
+top, every exception class in hat_basicsr/errors.py under one root (UserError), and entry points
+that catch that root instead of tuples of project errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
+from hat_basicsr import errors
 from hat_basicsr.cli import SUBCOMMANDS
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'hat_basicsr'
@@ -104,6 +106,54 @@ def test_exception_classes_are_defined_in_errors_only():
             ):
                 elsewhere.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno} class {node.name}')
     assert not elsewhere, '\n'.join(elsewhere)
+
+
+# Exception classes that are signals, not the user's mistakes: the entry points handle each by name.
+CONTROL_FLOW_ERRORS = (errors.TrainingStopped,)
+PROJECT_ERROR_NAMES = {
+    name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, BaseException)
+}
+# The modules that turn errors into one line and an exit status.
+ENTRY_POINTS = (
+    *sorted((PACKAGE / 'cli').glob('*.py')),
+    PACKAGE / 'train.py',
+    PACKAGE / 'test.py',
+    PACKAGE / 'demo.py',
+    PACKAGE / 'utils' / 'user_errors.py',
+)
+
+
+def test_every_error_class_derives_from_user_error():
+    """One root for the user's mistakes, so an entry point catches them once; a control-flow signal
+    says so in its docstring and stays outside the root."""
+    classes = [errors.__dict__[name] for name in sorted(PROJECT_ERROR_NAMES)]
+    outside = [cls.__name__ for cls in classes if not issubclass(cls, errors.UserError)]
+    assert outside == [cls.__name__ for cls in CONTROL_FLOW_ERRORS]
+    for cls in CONTROL_FLOW_ERRORS:
+        assert 'control-flow' in cls.__doc__ and 'not a UserError' in cls.__doc__
+
+
+def test_entry_points_catch_the_root_not_tuples_of_project_errors():
+    """A tuple naming two or more project error classes (an `except (A, B)` clause, a module-level
+    list of errors to report) is what UserError replaces; isinstance checks that choose a message's
+    wording are allowed."""
+    violations = []
+    for path in ENTRY_POINTS:
+        tree = ast.parse(path.read_text(encoding='utf-8'))
+        allowed = {
+            id(node.args[1])
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'isinstance' and len(node.args) == 2
+        }
+        for node in ast.walk(tree):
+            named = [element.id for element in getattr(node, 'elts', []) if isinstance(element, ast.Name)]
+            if (
+                isinstance(node, ast.Tuple)
+                and id(node) not in allowed
+                and len(PROJECT_ERROR_NAMES.intersection(named)) > 1
+            ):
+                violations.append(f'{path.relative_to(PACKAGE.parent)}:{node.lineno} ({", ".join(named)})')
+    assert not violations, '\n'.join(violations)
 
 
 def test_tests_take_helpers_from_helpers_not_conftest():

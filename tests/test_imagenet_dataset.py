@@ -19,7 +19,7 @@ from hat_basicsr.data.imagenet_paired_dataset import (
     lq_window,
     quantize,
 )
-from hat_basicsr.errors import CorruptImageError, DatasetError
+from hat_basicsr.errors import DatasetError, ImageError
 
 from basicsr.data import build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
@@ -175,12 +175,12 @@ def test_corrupt_file_error_names_the_file(image_folder: Path, tmp_path: Path):
     (tmp_path / 'broken.png').write_bytes(b'\x89PNG not really')
     dataset = build_dataset(dataset_opt(tmp_path))
     broken = dataset.paths.index(str(tmp_path / 'broken.png'))
-    with pytest.raises(CorruptImageError, match='broken.png'):
+    with pytest.raises(ImageError, match='broken.png'):
         dataset[broken]
 
     meta = tmp_path / 'meta.txt'
     meta.write_text('img_00.png\nmissing.png\n')
-    with pytest.raises(CorruptImageError, match='missing.png'):
+    with pytest.raises(ImageError, match='missing.png'):
         build_dataset(dataset_opt(tmp_path, meta_info=str(meta)))[1]
 
 
@@ -190,7 +190,7 @@ def test_lmdb_missing_key_is_named(image_folder: Path, tmp_path: Path):
     with open(lmdb_path / 'meta_info.txt', 'a') as fout:
         fout.write('ghost.png (1,1,3) 1\n')
     dataset = build_dataset(dataset_opt(lmdb_path, io_backend={'type': 'lmdb'}))
-    with pytest.raises(CorruptImageError, match='ghost'):
+    with pytest.raises(ImageError, match='ghost'):
         dataset[1]
 
 
@@ -210,7 +210,7 @@ def test_skip_corrupt_warns_and_returns_another_sample(tmp_path: Path, caplog):
 def test_skip_corrupt_gives_up_on_an_all_corrupt_dataset(tmp_path: Path):
     (tmp_path / 'a.png').write_bytes(b'garbage')
     dataset = build_dataset(dataset_opt(tmp_path, skip_corrupt=True))
-    with pytest.raises(CorruptImageError, match='a.png'):
+    with pytest.raises(ImageError, match='a.png'):
         dataset[0]
 
 
@@ -227,7 +227,7 @@ def test_validation_never_substitutes_a_corrupt_image(tmp_path: Path):
     write_images(tmp_path, [(64, 64), (64, 80)])
     (tmp_path / 'broken.png').write_bytes(b'garbage')
     dataset = build_dataset(dataset_opt(tmp_path, skip_corrupt=True, phase='val'))
-    with pytest.raises(CorruptImageError, match='broken.png'):
+    with pytest.raises(ImageError, match='broken.png'):
         dataset[dataset.paths.index(str(tmp_path / 'broken.png'))]
 
 

@@ -4,7 +4,7 @@ net_g and its EMA copy, bf16 training and inference run, bad options are named."
 import pytest
 import torch
 
-from hat_basicsr.errors import OptionError
+from hat_basicsr.errors import OptionFileError
 
 from helpers import in_process_model
 
@@ -58,5 +58,5 @@ def test_every_switch_reaches_both_networks_and_bf16_trains(sr_data, tmp_path):
     ],
 )
 def test_bad_acceleration_options_are_named(sr_data, tmp_path, acceleration, match):
-    with pytest.raises(OptionError, match=match):
+    with pytest.raises(OptionFileError, match=match):
         in_process_model(sr_data, tmp_path, acceleration=acceleration)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hat_basicsr.errors import CheckpointMismatchError, OptionError
+from hat_basicsr.errors import CheckpointMismatchError, OptionFileError
 from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
 
 from helpers import SCALE, TINY_HAT, in_process_model, read_log, run_python, val_dataset, write_options
@@ -114,13 +114,13 @@ def test_tiled_output_is_close_to_whole_image_output(sr_data, trained_checkpoint
     ],
 )
 def test_bad_tile_options_are_named(sr_data, tmp_path, tile, message):
-    with pytest.raises(OptionError, match=re.escape(message)):
+    with pytest.raises(OptionFileError, match=re.escape(message)):
         in_process_model(sr_data, tmp_path, tile=tile)
 
 
 def test_num_gpu_without_cuda_is_refused(sr_data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    with pytest.raises(OptionError, match='CUDA is not available'):
+    with pytest.raises(OptionFileError, match='CUDA is not available'):
         in_process_model(sr_data, tmp_path, num_gpu=1)
 
 

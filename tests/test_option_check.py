@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hat_basicsr.errors import CorruptImageError, OptionError, OptionFileError
+from hat_basicsr.errors import ImageError, OptionFileError
 from hat_basicsr.option_check import check_options, option_file_argument
 from hat_basicsr.train import main as train_main
 from hat_basicsr.utils.user_errors import user_error_message
@@ -69,13 +69,13 @@ def test_option_file_argument_forms():
 
 
 def test_worker_errors_are_summarised_to_their_message():
-    error = CorruptImageError(
-        'Caught CorruptImageError in DataLoader worker process 0.\nOriginal Traceback (most '
+    error = ImageError(
+        'Caught ImageError in DataLoader worker process 0.\nOriginal Traceback (most '
         'recent call last):\n  File "x.py", line 1\n'
-        'CorruptImageError: cannot decode data/a.png\n'
+        'ImageError: cannot decode data/a.png\n'
     )
-    assert user_error_message(error) == 'CorruptImageError: cannot decode data/a.png'
-    assert user_error_message(OptionError('tile.tile_size: ...')) == 'OptionError: tile.tile_size: ...'
+    assert user_error_message(error) == 'ImageError: cannot decode data/a.png'
+    assert user_error_message(OptionFileError('tile.tile_size: ...')) == 'OptionFileError: tile.tile_size: ...'
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torchvision.models import vgg19
 
 import hat_basicsr  # noqa: F401  (registers HAT and the Real-HAT models)
-from hat_basicsr.errors import MissingVGGWeightsError, OptionError
+from hat_basicsr.errors import MissingVGGWeightsError, OptionFileError
 from hat_basicsr.models.real_degradation import vgg_weights_url
 from hat_basicsr.models.realhat_gan_model import RealHATGANModel
 from hat_basicsr.models.realhat_mse_model import RealHATMSEModel
@@ -240,7 +240,7 @@ def test_training_pair_pool(photos: Dict[str, Path], tmp_path: Path) -> None:
     assert sum(any(torch.equal(row, old) for old in pool_lq) for row in model.queue_lr) == BATCH
 
     bad = build_model(_options(MSE_YML, photos, tmp_path, queue_size=3))
-    with pytest.raises(OptionError, match='queue_size 3 must be a positive multiple of the batch size'):
+    with pytest.raises(OptionFileError, match='queue_size 3 must be a positive multiple of the batch size'):
         bad.feed_data(next(batches))
 
 
@@ -350,7 +350,7 @@ def test_missing_vgg19_weights_error(photos: Dict[str, Path], tmp_path: Path, mo
 def test_missing_degradation_options_are_named(photos: Dict[str, Path], tmp_path: Path) -> None:
     opt = _options(GAN_YML, photos, tmp_path)
     del opt['train']['perceptual_opt'], opt['gan_gt_usm'], opt['jpeg_range2']
-    with pytest.raises(OptionError, match=r"\['jpeg_range2', 'gan_gt_usm'\]"):
+    with pytest.raises(OptionFileError, match=r"\['jpeg_range2', 'gan_gt_usm'\]"):
         build_model(opt)
 
 
@@ -393,7 +393,7 @@ def test_gan_applies_acceleration_to_the_generator_and_its_ema_only(photos: Dict
 def test_gan_without_its_discriminator_options_is_refused(photos: Dict[str, Path], tmp_path: Path) -> None:
     opt = _options(GAN_YML, photos, tmp_path)
     del opt['train']['gan_opt'], opt['train']['optim_d']
-    with pytest.raises(OptionError, match=r"train option\(s\) \['optim_d', 'gan_opt'\]"):
+    with pytest.raises(OptionFileError, match=r"train option\(s\) \['optim_d', 'gan_opt'\]"):
         build_model(opt)
 
 

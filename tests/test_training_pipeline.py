@@ -276,18 +276,18 @@ def test_validation_after_ema_updates_uses_the_current_ema_weights(sr_data, tmp_
 
 
 def test_network_scale_must_match_the_option_files_scale(sr_data, tmp_path):
-    from hat_basicsr.errors import OptionError
+    from hat_basicsr.errors import OptionFileError
 
     from helpers import TINY_HAT
 
-    with pytest.raises(OptionError, match="network_g upscales by 4 but the option file's scale is 2"):
+    with pytest.raises(OptionFileError, match="network_g upscales by 4 but the option file's scale is 2"):
         in_process_model(sr_data, tmp_path, network_g={**TINY_HAT, 'upscale': 4})
 
 
 def test_validation_refuses_lq_images_of_another_scale(sr_data, tmp_path):
     import cv2
 
-    from hat_basicsr.errors import OptionError
+    from hat_basicsr.errors import OptionFileError
     from hat_basicsr.models.basicsr_fixes import check_pair_scale
 
     from basicsr.data import build_dataloader, build_dataset
@@ -300,7 +300,7 @@ def test_validation_refuses_lq_images_of_another_scale(sr_data, tmp_path):
     dataset_opt = {**val_dataset(sr_data), 'dataroot_lq': str(quarter)}
     loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0)
     model = in_process_model(sr_data, tmp_path)
-    with pytest.raises(OptionError, match=r'is not the x2 LQ of .*check dataroot_lq and scale'):
+    with pytest.raises(OptionFileError, match=r'is not the x2 LQ of .*check dataroot_lq and scale'):
         model.validation(loader, current_iter=1, tb_logger=None, save_img=False)
     check_pair_scale(loader.dataset, 4)
     check_pair_scale(build_dataset(val_dataset(sr_data)), 2)

@@ -14,10 +14,9 @@ from hat_basicsr.analysis.visual import check_image_writer
 from hat_basicsr.cli.colour import as_rgb, luma
 from hat_basicsr.cli.image_io import read_image, silence_opencv
 from hat_basicsr.cli.model_source import load_model, model_channels, resolve_device
-from hat_basicsr.errors import BoxError, CheckpointError, ImageError, OutputError, SourceError
+from hat_basicsr.errors import ImageError
 
 # What a user can get wrong on the command line: reported in one line with exit status 2.
-USER_ERRORS = (SourceError, CheckpointError, ImageError, BoxError, OutputError)
 
 
 def model_input(image: np.ndarray, channels: int) -> Tensor:
@@ -33,7 +32,7 @@ def model_input(image: np.ndarray, channels: int) -> Tensor:
 
 
 def load_inputs(args: argparse.Namespace) -> Tuple[nn.Module, int, Tensor, torch.device]:
-    """(model, scale, input tensor, device) from the shared arguments; raises one of USER_ERRORS.
+    """(model, scale, input tensor, device) from the shared arguments; raises a UserError.
     The output file's format is checked first, so a bad name fails before the computation."""
     check_image_writer(args.output)
     device = resolve_device(args.device)

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
-from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.errors import CheckpointError, OutputError, SourceError
+from hat_basicsr.cli.arguments import add_subcommand
+from hat_basicsr.errors import CheckpointError, SourceError
 from hat_basicsr.utils.files import atomic_write
 
 if TYPE_CHECKING:
@@ -124,11 +124,8 @@ def convert(
 
 def run(args: argparse.Namespace) -> int:
     if args.dst.exists() and not args.force:
-        return report_error('convert', SourceError(f'{args.dst} exists (use --force to overwrite)'))
-    try:
-        options = convert(args.src, args.dst, args.param_key, args.pth_key, args.options)
-    except (SourceError, CheckpointError, OutputError) as error:
-        return report_error('convert', error)
+        raise SourceError(f'{args.dst} exists (use --force to overwrite)')
+    options = convert(args.src, args.dst, args.param_key, args.pth_key, args.options)
     for warning in portability_warnings(options):
         print(f'hat-basicsr convert: warning: {warning}', file=sys.stderr)
     print(

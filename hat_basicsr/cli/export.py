@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.errors import CheckpointError, OnnxError, OutputError, SourceError
+from hat_basicsr.cli.arguments import add_subcommand
+from hat_basicsr.errors import OutputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,18 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from hat_basicsr.cli.model_source import instantiate, resolve_source
     from hat_basicsr.utils.onnx_deploy import OPSET, VERIFY_TOLERANCE, export_onnx, refuse_float16
 
-    try:
-        refuse_float16(args.dtype)
-        if args.output.suffix.lower() != '.onnx':
-            raise OutputError(f'{args.output}: the output file must end in .onnx')
-        if args.output.exists() and not args.force:
-            raise OutputError(f'{args.output} exists (use --force to overwrite)')
-        spec = resolve_source(args.model, args.param_key)
-        model = instantiate(spec, args.model, 'cpu')
-        static = tuple(args.static) if args.static else None
-        diff = export_onnx(model, args.output, spec.scale, static, None if args.no_verify else VERIFY_TOLERANCE)
-    except (SourceError, CheckpointError, OutputError, OnnxError) as error:
-        return report_error('export', error)
+    refuse_float16(args.dtype)
+    if args.output.suffix.lower() != '.onnx':
+        raise OutputError(f'{args.output}: the output file must end in .onnx')
+    if args.output.exists() and not args.force:
+        raise OutputError(f'{args.output} exists (use --force to overwrite)')
+    spec = resolve_source(args.model, args.param_key)
+    model = instantiate(spec, args.model, 'cpu')
+    static = tuple(args.static) if args.static else None
+    diff = export_onnx(model, args.output, spec.scale, static, None if args.no_verify else VERIFY_TOLERANCE)
     shapes = f'{static[0]}x{static[1]}' if static else 'dynamic height and width'
     check = 'not verified' if args.no_verify else f'onnxruntime vs torch max abs diff {diff:.2g}'
     print(f'{args.output}: ONNX opset {OPSET}, float32, x{spec.scale}, dynamic batch, {shapes} ({check})')

@@ -28,13 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hat_basicsr.analysis.features import capture_stage_features, save_feature_grid
-    from hat_basicsr.cli.analysis_inputs import USER_ERRORS, load_inputs
+    from hat_basicsr.cli.analysis_inputs import load_inputs
 
+    model, _, image, device = load_inputs(args)
+    stages = capture_stage_features(model, image, device)
     try:
-        model, _, image, device = load_inputs(args)
-        stages = capture_stage_features(model, image, device)
         path = save_feature_grid(stages, args.output, args.channels, args.columns)
-    except USER_ERRORS + (IndexError,) as error:
+    except IndexError as error:
         return report_error('features', error)
     print('stages: ' + ', '.join(name for name, _ in stages))
     print(f'wrote {path}')

@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Tuple
 
-from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.errors import CheckpointError, SourceError
+from hat_basicsr.cli.arguments import add_subcommand
+from hat_basicsr.errors import SourceError
 
 if TYPE_CHECKING:
     from hat_basicsr.utils.complexity import Complexity
@@ -77,10 +77,7 @@ def format_report(report: Complexity) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if min(args.size) < 1:
-        return report_error('info', SourceError(f'--size must be positive, got {args.size}'))
-    try:
-        report = source_complexity(args.source, tuple(args.size), args.param_key)
-    except (SourceError, CheckpointError) as error:
-        return report_error('info', error)
+        raise SourceError(f'--size must be positive, got {args.size}')
+    report = source_complexity(args.source, tuple(args.size), args.param_key)
     print(format_report(report))
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from hat_basicsr.cli.arguments import add_model_arguments, add_subcommand, positive, report_error
+from hat_basicsr.cli.arguments import add_model_arguments, add_subcommand, positive
 from hat_basicsr.utils.defaults import DEFAULT_BOX_SIZE, DEFAULT_SIGMA, DEFAULT_STEPS
 
 
@@ -53,18 +53,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hat_basicsr.analysis.lam import Box, check_box, local_attribution_map, save_lam_panel
-    from hat_basicsr.cli.analysis_inputs import USER_ERRORS, load_inputs
+    from hat_basicsr.cli.analysis_inputs import load_inputs
 
-    try:
-        model, scale, image, device = load_inputs(args)
-        box = Box(*args.box, args.size)
-        check_box(box, image.shape[-2] * scale, image.shape[-1] * scale)
-        result = local_attribution_map(
-            model, image, box, sigma=args.sigma, steps=args.steps, batch=args.batch, device=device
-        )
-        path = save_lam_panel(result, args.output)
-    except USER_ERRORS as error:
-        return report_error('lam', error)
+    model, scale, image, device = load_inputs(args)
+    box = Box(*args.box, args.size)
+    check_box(box, image.shape[-2] * scale, image.shape[-1] * scale)
+    result = local_attribution_map(
+        model, image, box, sigma=args.sigma, steps=args.steps, batch=args.batch, device=device
+    )
+    path = save_lam_panel(result, args.output)
     gap = result.attribution.completeness_gap
     print(
         f'DI {result.diffusion_index:.2f}  (box x={box.x} y={box.y} size={box.size} in SR pixels, x{scale}; '

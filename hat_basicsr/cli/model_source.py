@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
 from hat_basicsr.archs.hat_config import checkpoint_options
-from hat_basicsr.errors import CheckpointError, OptionError, OptionFileError, SourceError
+from hat_basicsr.errors import CheckpointError, OptionFileError, SourceError
 from hat_basicsr.models.hat_model import tile_options
 from hat_basicsr.utils.onnx_deploy import OnnxModel
 from hat_basicsr.utils.option_yaml import read_option_yaml
@@ -84,7 +84,7 @@ def _option_file_spec(path: Path, param_key: Optional[str]) -> ModelSpec:
         raise SourceError(f'option file {path}: scale {scale} but network_g upscales by {network_scale}')
     try:
         tile = tile_options(options)
-    except OptionError as error:
+    except OptionFileError as error:
         raise SourceError(f'option file {path}: {error}') from error
     path_options = options.get('path') or {}
     weights = path_options.get('pretrain_network_g')

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if refusal:
             raise OptionFileError(refusal)
         plan = make_plan(opt, world_size, os.path.join(os.getcwd(), 'experiments'), num_gpu)
-    except (OptionFileError, OSError) as error:
+    except OSError as error:
         return report_error('plan', error)
     for warning in warnings:
         print(f'hat-basicsr plan: warning: {warning}', file=sys.stderr)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Union
 
 from hat_basicsr.cli.arguments import add_subcommand, report_error
-from hat_basicsr.errors import CheckpointError, ImageError, OnnxError, OutputError, SourceError
+from hat_basicsr.errors import ImageError, OutputError, SourceError
 from hat_basicsr.utils.defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE_PAD
 from hat_basicsr.utils.files import ensure_writable_folder, remove_stale_temporaries
 from hat_basicsr.utils.sharding import Shard, local_rank, sum_over_ranks
@@ -205,26 +205,23 @@ def run(args: argparse.Namespace) -> int:
         launcher = Shard.from_launcher()
     except ValueError as error:
         return report_error('upscale', error)
-    try:
-        if (args.tile or 0) < 0 or (args.tile_overlap or 0) < 0:
-            raise SourceError('--tile and --tile-overlap must be >= 0')
-        if args.max_pixels < 1:
-            raise SourceError(f'--max-pixels must be positive, got {args.max_pixels}')
-        check_suffix(args.suffix)
-        inputs = args.shard.within(launcher).select(list_inputs(args.input))
-        ensure_writable_folder(args.output)
-        remove_stale_temporaries(args.output, {output_path(args, source).name for source in inputs})
-        device = resolve_device(args.device, local_rank() if launcher.count > 1 else None)
-        if args.backend == 'onnxruntime':
-            if args.bf16:
-                raise SourceError('--bf16 applies to the torch backend only (an ONNX file has its own precision)')
-            model = OnnxModel.load(args.model, device, cpu_fallback=args.device == 'auto')
-            spec = ModelSpec(network={}, scale=model.scale, weights=None)
-        else:
-            spec = resolve_source(args.model, args.param_key)
-            model = instantiate(spec, args.model, device)
-    except (SourceError, CheckpointError, OutputError, OnnxError) as error:
-        return report_error('upscale', error)
+    if (args.tile or 0) < 0 or (args.tile_overlap or 0) < 0:
+        raise SourceError('--tile and --tile-overlap must be >= 0')
+    if args.max_pixels < 1:
+        raise SourceError(f'--max-pixels must be positive, got {args.max_pixels}')
+    check_suffix(args.suffix)
+    inputs = args.shard.within(launcher).select(list_inputs(args.input))
+    ensure_writable_folder(args.output)
+    remove_stale_temporaries(args.output, {output_path(args, source).name for source in inputs})
+    device = resolve_device(args.device, local_rank() if launcher.count > 1 else None)
+    if args.backend == 'onnxruntime':
+        if args.bf16:
+            raise SourceError('--bf16 applies to the torch backend only (an ONNX file has its own precision)')
+        model = OnnxModel.load(args.model, device, cpu_fallback=args.device == 'auto')
+        spec = ModelSpec(network={}, scale=model.scale, weights=None)
+    else:
+        spec = resolve_source(args.model, args.param_key)
+        model = instantiate(spec, args.model, device)
     tile_defaults = spec.tile or {'tile_size': 0, 'tile_pad': DEFAULT_TILE_PAD}
     tile = tile_defaults['tile_size'] if args.tile is None else args.tile
     overlap = tile_defaults['tile_pad'] if args.tile_overlap is None else args.tile_overlap
@@ -243,12 +240,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             process(source, target, channels, spec.scale, run_model, args.alpha, args.max_pixels)
-        except (ImageError, OutputError) as error:
+        except (RuntimeError, ValueError, MemoryError) as error:  # this image fails; the others go on
             failed.append(source)
-            tqdm.write(f'hat-basicsr upscale: failed: {error}', file=sys.stderr)
-        except (RuntimeError, ValueError, MemoryError) as error:  # the model refusing or failing on this image
-            failed.append(source)
-            tqdm.write(f'hat-basicsr upscale: failed: {source}: {error}', file=sys.stderr)
+            # An image that cannot be read or written is named by its error; the model's failures are not.
+            about = '' if isinstance(error, (ImageError, OutputError)) else f'{source}: '
+            tqdm.write(f'hat-basicsr upscale: failed: {about}{error}', file=sys.stderr)
     done, skipped, failures = sum_over_ranks([len(inputs) - len(failed) - skipped, skipped, len(failed)], launcher)
     if launcher.index == 0:
         job = f' (all {launcher.count} ranks)' if launcher.count > 1 else ''

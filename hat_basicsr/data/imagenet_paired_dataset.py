@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
-from hat_basicsr.errors import CorruptImageError, DatasetError
+from hat_basicsr.errors import DatasetError, ImageError
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.data.data_util import paths_from_lmdb
@@ -165,7 +165,7 @@ class ImageNetPairedDataset(data.Dataset):
         return gt_image_paths(self.gt_folder, self.meta_info)
 
     def _read_gt(self, gt_path: str) -> np.ndarray:
-        """HWC BGR float32 image in [0, 1]; CorruptImageError naming the file if it cannot be had."""
+        """HWC BGR float32 image in [0, 1]; ImageError naming the file if it cannot be had."""
         if self.file_client is None:
             backend_opt = dict(self.io_backend_opt)
             self.file_client = FileClient(backend_opt.pop('type'), **backend_opt)
@@ -173,12 +173,12 @@ class ImageNetPairedDataset(data.Dataset):
         try:
             img_bytes = self.file_client.get(gt_path, 'gt')
         except OSError as err:
-            raise CorruptImageError(f'Cannot read image {where}: {err}') from err
+            raise ImageError(f'Cannot read image {where}: {err}') from err
         if not img_bytes:
-            raise CorruptImageError(f'Image {where} is missing or empty.')
+            raise ImageError(f'Image {where} is missing or empty.')
         img = imfrombytes(img_bytes, float32=False)
         if img is None:
-            raise CorruptImageError(f'Cannot decode image {where} (corrupt or not an image).')
+            raise ImageError(f'Cannot decode image {where} (corrupt or not an image).')
         return img.astype(np.float32) / 255.0
 
     def __getitem__(self, index: int) -> Dict:
@@ -187,13 +187,13 @@ class ImageNetPairedDataset(data.Dataset):
             try:
                 img_gt = self._read_gt(gt_path)
                 break
-            except CorruptImageError as err:
+            except ImageError as err:
                 if not (self.skip_corrupt and self.is_train):
                     raise
                 get_root_logger().warning(f'skip_corrupt: {err} Using another random sample.')
                 gt_path = self.paths[random.randrange(len(self.paths))]
         else:
-            raise CorruptImageError(
+            raise ImageError(
                 f'skip_corrupt: {MAX_SKIPPED_READS} reads in a row failed, the last '
                 f'one {gt_path}; check dataroot_gt {self.gt_folder}.'
             )

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionError, TrainingStopped
+from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError, OptionFileError, TrainingStopped
 from hat_basicsr.training_plan import format_plan, make_plan
 from hat_basicsr.utils.checkpoint_retention import prune_checkpoints
 from hat_basicsr.utils.files import remove_stale_temporaries
@@ -60,7 +60,7 @@ def _image_size(path: Any) -> Optional[Tuple[int, int]]:
 
 def check_pair_scale(dataset: Any, scale: int) -> None:
     """Outside training BasicSR's PairedImageDataset crops the GT to scale x LQ without a word, so
-    LQ images made for another scale would be scored against a corner of their GT. An OptionError
+    LQ images made for another scale would be scored against a corner of their GT. An OptionFileError
     names the first such pair (datasets of files only; LMDB keys are not checked)."""
     for pair in getattr(dataset, 'paths', None) or []:
         if not isinstance(pair, Mapping) or 'gt_path' not in pair or 'lq_path' not in pair:
@@ -69,7 +69,7 @@ def check_pair_scale(dataset: Any, scale: int) -> None:
         if gt is None or lq is None:
             continue
         if not all(low * scale <= high < (low + 1) * scale for high, low in zip(gt, lq)):
-            raise OptionError(
+            raise OptionFileError(
                 f'{pair["lq_path"]} ({lq[0]}x{lq[1]}) is not the x{scale} LQ of {pair["gt_path"]} '
                 f'({gt[0]}x{gt[1]}): check dataroot_lq and scale'
             )
@@ -134,7 +134,9 @@ class BasicSRFixesMixin:
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['num_gpu'] != 0 and not torch.cuda.is_available():
-            raise OptionError(f'num_gpu: {opt["num_gpu"]} but CUDA is not available; use num_gpu: 0 or auto for CPU')
+            raise OptionFileError(
+                f'num_gpu: {opt["num_gpu"]} but CUDA is not available; use num_gpu: 0 or auto for CPU'
+            )
         super().__init__(opt)
         if self.is_train and opt.get('rank', 0) == 0:
             for folder in ('models', 'training_states'):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from hat_basicsr.archs.acceleration import AccelerationOptions, apply_acceleration, bf16_inference
-from hat_basicsr.errors import OptionError
+from hat_basicsr.errors import OptionFileError
 from hat_basicsr.models.basicsr_fixes import BasicSRFixesMixin
 from hat_basicsr.utils.autocast import autocast_context
 from hat_basicsr.utils.defaults import DEFAULT_TILE_PAD
@@ -29,15 +29,15 @@ def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
     if tile is None:
         return None
     if not isinstance(tile, Mapping) or 'tile_size' not in tile:
-        raise OptionError(f'tile must be a mapping with tile_size (and optionally tile_pad), got {tile!r}')
+        raise OptionFileError(f'tile must be a mapping with tile_size (and optionally tile_pad), got {tile!r}')
     unknown = sorted(set(tile) - {'tile_size', 'tile_pad'})
     if unknown:
-        raise OptionError(f'unknown tile option(s) {unknown}; expected tile_size and tile_pad')
+        raise OptionFileError(f'unknown tile option(s) {unknown}; expected tile_size and tile_pad')
     size, pad = tile['tile_size'], tile.get('tile_pad', DEFAULT_TILE_PAD)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise OptionError(f'tile.tile_size must be a positive integer (LR pixels), got {size!r}')
+        raise OptionFileError(f'tile.tile_size must be a positive integer (LR pixels), got {size!r}')
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
-        raise OptionError(f'tile.tile_pad must be a non-negative integer (LR pixels), got {pad!r}')
+        raise OptionFileError(f'tile.tile_pad must be a non-negative integer (LR pixels), got {pad!r}')
     return {'tile_size': size, 'tile_pad': pad}
 
 
@@ -53,11 +53,11 @@ class HATModel(BasicSRFixesMixin, SRModel):
         try:
             self.acceleration = AccelerationOptions.from_dict(opt.get('acceleration'))
         except ValueError as error:
-            raise OptionError(str(error)) from error
+            raise OptionFileError(str(error)) from error
         super().__init__(opt)
         upscale = getattr(self.get_bare_model(self.net_g), 'upscale', opt['scale'])
         if upscale != opt['scale']:
-            raise OptionError(f"network_g upscales by {upscale} but the option file's scale is {opt['scale']}")
+            raise OptionFileError(f"network_g upscales by {upscale} but the option file's scale is {opt['scale']}")
         if self.tile is not None:
             warning = off_grid_warning(
                 self.tile['tile_size'], self.tile['tile_pad'], self.get_bare_model(self.net_g).window_size

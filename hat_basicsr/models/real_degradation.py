@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Union
 
 import torch
 
-from hat_basicsr.errors import MissingVGGWeightsError, OptionError
+from hat_basicsr.errors import MissingVGGWeightsError, OptionFileError
 
 from basicsr.archs import vgg_arch
 from basicsr.utils import DiffJPEG, USMSharp
@@ -45,7 +45,7 @@ def require_options(opt: Dict[str, Any], names: Iterable[str], model: str, secti
     """Fail at construction, naming every missing key, instead of an error mid-iteration."""
     missing = [name for name in names if name not in opt]
     if missing:
-        raise OptionError(
+        raise OptionFileError(
             f'{model} needs the {section} option(s) {missing}, as in '
             'options/train/Real-HAT_MSE_SRx4.yml and Real-HAT_GAN_SRx4.yml'
         )
@@ -74,7 +74,7 @@ def require_vgg_weights(train_opt: Dict[str, Any]) -> None:
     if os.path.isfile(local):
         if vgg_type == 'vgg19':
             return
-        raise OptionError(
+        raise OptionFileError(
             f"perceptual_opt.vgg_type is {vgg_type}, but BasicSR loads '{local}' (VGG19 weights) into "
             'any VGG when that file exists: use vgg_type: vgg19, or move the file away'
         )
@@ -134,7 +134,7 @@ class RealDegradationMixin:
         if not hasattr(self, 'queue_lr'):
             batch = self.lq.size(0)
             if self.queue_size < batch or self.queue_size % batch:
-                raise OptionError(
+                raise OptionFileError(
                     f'queue_size {self.queue_size} must be a positive multiple of the batch size per GPU ({batch})'
                 )
             self.queue_lr = self.lq.new_zeros((self.queue_size, *self.lq.shape[1:]))

@@ -2,7 +2,7 @@
 user's to fix (options, data, checkpoints, output folders), never the project's own bugs.
 
 Bad options are refused up front (hat_basicsr.option_check), so what is recognised here is
-narrow: this project's own error classes, invalid YAML, a file missing by name, and a few errors
+narrow: this project's own errors (hat_basicsr.errors.UserError), invalid YAML, a file missing by name, and a few errors
 recognised by where they are raised (an image BasicSR cannot decode, a network built from
 arguments it refuses, BasicSR's own checks of dataset folders and crops). Anything else keeps its
 traceback; set HAT_BASICSR_TRACEBACK=1 to get it for these too.
@@ -18,31 +18,8 @@ from typing import List, Optional
 import cv2
 import yaml
 
-from hat_basicsr.errors import (
-    CheckpointError,
-    CorruptImageError,
-    DatasetError,
-    ExperimentInUseError,
-    MissingVGGWeightsError,
-    NonFiniteTrainingError,
-    OptionError,
-    OptionFileError,
-    OutputError,
-)
+from hat_basicsr.errors import UserError
 
-# Errors raised by this project for the user to fix (their messages name the option or file).
-PROJECT_ERRORS = (
-    OptionFileError,
-    OptionError,
-    CheckpointError,
-    OutputError,
-    CorruptImageError,
-    DatasetError,
-    MissingVGGWeightsError,
-    ExperimentInUseError,
-    NonFiniteTrainingError,
-    yaml.YAMLError,
-)
 # BasicSR's own checks of dataset folders, list files and crop sizes: (module, function) -> the
 # exception types they raise with a message naming the folders, files or sizes.
 BASICSR_DATA_CHECKS = {
@@ -146,7 +123,7 @@ def user_error_message(error: BaseException) -> Optional[str]:
         return undecodable
     missing_file = isinstance(error, FileNotFoundError) and error.filename is not None
     if (
-        isinstance(error, PROJECT_ERRORS)
+        isinstance(error, (UserError, yaml.YAMLError))
         or missing_file
         or refused_network_arguments(error)
         or basicsr_data_check(error)
