@@ -32,6 +32,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from hat_basicsr.archs.hat_config import overlap_window_size
 from hat_basicsr.option_check import META_INFO_KEYS, registered_class
 
 # torch.save's bytes per tensor beyond its data: its zip entry, alignment and pickled key.
@@ -133,7 +134,7 @@ def hat_activation_bytes(network_opt: Mapping[str, Any], batch: int, lq_size: in
     channels = network_opt.get('embed_dim', 96)
     depths, heads = network_opt.get('depths', [6] * 4), network_opt.get('num_heads', [6] * 4)
     window = network_opt.get('window_size', 7)
-    overlap_window = int(window * network_opt.get('overlap_ratio', 0.5)) + window
+    overlap_window = overlap_window_size(window, network_opt.get('overlap_ratio', 0.5))
     per_pixel = STEM_PER_CHANNEL * channels + UPSAMPLER_PER_SCALE2 * network_opt.get('upscale', 2) ** 2
     for depth, head in zip(depths, heads):
         per_pixel += depth * (HAB_PER_CHANNEL * channels + HAB_PER_ATTENTION * head * window**2)

@@ -13,14 +13,8 @@ from hat_basicsr.archs.acceleration import (
     bf16_inference,
     compile_for_inference,
 )
-from hat_basicsr.archs.hat_arch import (
-    attention,
-    build_seam_masks,
-    over_seam_regions,
-    reference_attention,
-    sdpa_attention,
-    shift_window_mask,
-)
+from hat_basicsr.archs.attention import attention, reference_attention, sdpa_attention
+from hat_basicsr.archs.hat_arch import build_seam_masks, over_seam_regions, shift_window_mask
 from hat_basicsr.utils.autocast import autocast_context
 
 from helpers import TINY_OPTIONS, photo_crops

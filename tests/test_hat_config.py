@@ -7,7 +7,13 @@ import torch
 from safetensors.torch import save_file
 
 from hat_basicsr import HAT
-from hat_basicsr.archs.hat_config import METADATA_KEY, UNOBSERVABLE_DEFAULTS, checkpoint_options, infer_hat_options
+from hat_basicsr.archs.hat_config import (
+    METADATA_KEY,
+    UNOBSERVABLE_DEFAULTS,
+    checkpoint_options,
+    infer_hat_options,
+    overlap_window_size,
+)
 from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import CheckpointError
 from hat_basicsr.utils.weights import read_state_dict
@@ -128,3 +134,37 @@ def test_safetensors_metadata_supplies_options_the_weights_cannot(tmp_path):
         assert (right(lq) - expected).abs().max() < 1e-5
         assert (wrong(lq) - expected).abs().max() > 1e-3
     assert scale == 2
+
+
+@pytest.mark.parametrize('window_size, overlap_ratio', [(16, 0.5), (8, 0.25), (12, 0.34), (7, 0.0)])
+def test_overlap_window_size_is_the_one_the_network_builds_and_the_weights_reveal(window_size, overlap_ratio):
+    """M_o = (1 + gamma) M, gamma M truncated as in the release: the OCAB built, its index buffer,
+    the complexity count and option inference all use the same size."""
+    options = {
+        **fixture_options('hat_tiny_x4_w8'),
+        'window_size': window_size,
+        'overlap_ratio': overlap_ratio,
+        'img_size': 2 * window_size,
+    }
+    expected = window_size + int(overlap_ratio * window_size)
+    assert overlap_window_size(window_size, overlap_ratio) == expected
+    model = HAT(**options)
+    assert model.layers[0].residual_group.overlap_attn.overlap_window_size == expected
+    assert model.relative_position_index_OCA.shape == (window_size**2, expected**2)
+    inferred = infer_hat_options(model.state_dict())
+    assert overlap_window_size(window_size, inferred['overlap_ratio']) == expected
+
+
+def test_a_refused_hat_argument_is_a_one_line_user_error():
+    """Validation runs in hat_config, not in the arch's module: BasicSR's build_network still
+    reports it as the network options' fault (one line, no traceback)."""
+    from hat_basicsr.utils.user_errors import user_error_message
+
+    from basicsr.archs import build_network
+
+    with pytest.raises(ValueError) as error:
+        build_network({'type': 'HAT', **fixture_options('hat_tiny_x4_w8'), 'window_size': 1})
+    assert user_error_message(error.value) == 'ValueError: HAT: invalid window_size: 1 must be >= 2'
+    with pytest.raises(ValueError) as error:
+        build_network({'type': 'HAT', **fixture_options('hat_tiny_x4_w8'), 'attn_impl': 'flash'})
+    assert user_error_message(error.value).startswith("ValueError: HAT: invalid attn_impl: 'flash'")

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from hat_basicsr.archs.hat_arch import ATTN_IMPLS, pad_to_multiple
+from hat_basicsr.archs.attention import ATTN_IMPLS
+from hat_basicsr.archs.hat_arch import pad_to_multiple
 from hat_basicsr.utils.autocast import autocast_context
 
 

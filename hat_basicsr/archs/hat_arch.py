@@ -25,6 +25,16 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
+from hat_basicsr.archs.attention import (
+    ATTN_IMPLS,
+    attention,
+    batched_bias,
+    check_attn_impl,
+    relative_bias,
+    relative_position_index_oca,
+    relative_position_index_sa,
+)
+from hat_basicsr.archs.hat_config import NUM_FEAT, overlap_window_size, validate_hat_arguments
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.archs.arch_util import Upsample, to_2tuple, trunc_normal_
@@ -32,13 +42,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 Size2 = Tuple[int, int]
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-UPSAMPLERS = ('pixelshuffle',)
-RESI_CONNECTIONS = ('1conv', 'identity')
-# Channels of the reconstruction head (conv_before_upsample -> upsample -> conv_last) in every HAT.
-NUM_FEAT = 64
 # The release fills masked attention logits with -100 (not -inf); kept for identical outputs.
 SHIFT_MASK_FILL = -100.0
-ATTN_IMPLS = ('sdpa', 'reference')
 # In inference the reconstruction head runs in horizontal strips of about this many input pixels;
 # unstripped, its last 256-channel convolution output (at half the output size, x4) and the
 # pixel-shuffled copy of it are the largest tensors of the fast path.
@@ -78,26 +83,6 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     return rearrange(x, 'b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c', wh=window_size, ww=window_size)
 
 
-def relative_position_index_sa(window_size: int) -> Tensor:
-    """Index into a ((2ws-1)^2, heads) bias table for every (query, key) pair of a window."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
-    coords = coords.flatten(1)
-    delta = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
-    return delta[0] * (2 * window_size - 1) + delta[1]
-
-
-def relative_position_index_oca(window_size: int, overlap_window_size: int) -> Tensor:
-    """Index into a ((ws+ows-1)^2, heads) table for (query in window, key in overlapping window).
-
-    The offsets follow the release exactly, including the ones that come out negative and so
-    wrap around to the end of the table: checkpoints were trained with this indexing.
-    """
-    grid = lambda n: torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing='ij')).flatten(1)
-    delta = grid(overlap_window_size)[:, None, :] - grid(window_size)[:, :, None]
-    delta = delta + (window_size - overlap_window_size + 1)
-    return delta[0] * (window_size + overlap_window_size - 1) + delta[1]
-
-
 def shift_window_mask(height: int, width: int, window_size: int, shift_size: int) -> Tensor:
     """Additive mask (num_windows, N, N) that stops attention across the seams of a cyclic shift."""
     region = torch.zeros(height, width)
@@ -118,47 +103,6 @@ def build_seam_masks(window_size: int, shift_size: int) -> Tensor:
     """
     masks = shift_window_mask(2 * window_size, 2 * window_size, window_size, shift_size)
     return masks[1:]  # windows in row-major order: interior, right column, bottom row, corner
-
-
-def reference_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float) -> Tensor:
-    """softmax(scale q k^T + bias) v with the release's arithmetic (and its autocast behaviour)."""
-    attn = torch.softmax((q * scale) @ k.transpose(-2, -1) + bias, dim=-1)
-    return (F.dropout(attn, dropout_p) if dropout_p else attn) @ v
-
-
-def head_dim_multiple(q: Tensor) -> int:
-    """Head size the fused CUDA kernels need: cuDNN wants a multiple of 8, mem-efficient 4 (fp32)
-    or 8 (bf16); HAT's 30 fails both and would fall back to the unfused math kernel. CPU's flash
-    kernel takes any size."""
-    return 8 if q.is_cuda else 1
-
-
-def sdpa_attention(
-    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float, multiple: Optional[int] = None
-) -> Tensor:
-    """softmax(scale q k^T + bias) v in one fused kernel that never stores the attention matrix.
-
-    The bias is cast to q's dtype, which the fused kernels require; they add it to fp32 logits and
-    take the softmax in fp32. q, k and v are zero-padded to a head size that is a multiple of
-    `multiple` (default: what the device's kernels need): zero columns leave q k^T unchanged and are
-    sliced off the output; the scale is passed explicitly, so padding does not change it.
-    """
-    head_dim = q.shape[-1]
-    pad = -head_dim % (multiple or head_dim_multiple(q))
-    if pad:
-        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=scale)
-    return out[..., :head_dim] if pad else out
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float, impl: str) -> Tensor:
-    """softmax(scale q k^T + bias) v for q, k, v (batch, heads, N, d) and a 4-D bias (1 or batch,
-    heads, Nq, Nk); the one place the two attention implementations differ. An exported graph
-    always states the arithmetic: the choice of a fused kernel is left to the runtime, and
-    torch's export cannot decompose SDPA's output layout for symbolic sizes."""
-    if impl == 'sdpa' and not torch.compiler.is_exporting():
-        return sdpa_attention(q, k, v, bias, scale, dropout_p)
-    return reference_attention(q, k, v, bias, scale, dropout_p)
 
 
 def over_seam_regions(
@@ -200,119 +144,6 @@ def per_window_masks(masks: Tensor, rows: int, cols: int) -> Tensor:
     last_col = (torch.arange(cols, device=masks.device) == cols - 1).long()
     kind = (2 * last_row[:, None] + last_col[None, :]).reshape(-1)
     return torch.cat([masks.new_zeros(1, *masks.shape[1:]), masks]).index_select(0, kind)[:, None]
-
-
-def batched_bias(bias: Tensor, mask: Optional[Tensor], batch: int) -> Tensor:
-    """The 4-D attention bias of `batch` images' windows: the (heads, N, N) position bias plus a
-    seam mask, (N, N) for all windows alike or (windows, 1, N, N) per window (per_window_masks)."""
-    if mask is None or mask.ndim == 2:
-        return (bias if mask is None else bias + mask)[None]
-    return (bias + mask).repeat(batch, 1, 1, 1)
-
-
-def relative_bias(table: Tensor, rpi: Tensor) -> Tensor:
-    """Gather a (positions, heads) bias table into a contiguous (heads, Nq, Nk) additive mask.
-
-    Gathered in every forward (a small share of its time) rather than cached: a cache keyed on the
-    table cannot see every way weights change (writes through `.data` as in BasicSR's EMA update,
-    fused optimizer steps, memory freed and reused at the same address) and served stale biases.
-    Gathering along the table's transpose gives the (heads, Nq, Nk) layout directly, contiguous as
-    the fused kernels want their mask. `index_select` rather than indexing: its backward is an
-    `index_add_`, cheaper on CPU than indexing's accumulating `index_put_`. It takes no negative
-    indices, which the OCA index holds (see relative_position_index_oca), hence the modulo.
-    """
-    return table.t().index_select(1, rpi.reshape(-1) % table.shape[0]).view(-1, *rpi.shape)
-
-
-def check_attn_impl(attn_impl: str) -> None:
-    if attn_impl not in ATTN_IMPLS:
-        raise ValueError(f'HAT: invalid attn_impl: {attn_impl!r}; supported: {ATTN_IMPLS}')
-
-
-def _validate_hyperparameters(
-    *,
-    img_size: Size2,
-    patch_size: Size2,
-    in_chans: int,
-    embed_dim: int,
-    depths: Sequence[int],
-    num_heads: Sequence[int],
-    window_size: int,
-    compress_ratio: int,
-    squeeze_factor: int,
-    overlap_ratio: float,
-    upscale: int,
-    upsampler: str,
-    resi_connection: str,
-    img_range: float,
-    mlp_ratio: float,
-    attn_impl: str,
-) -> None:
-    """Raise ValueError naming the argument for settings the release would crash on later (or, like
-    img_range 0, train on silently into NaNs)."""
-
-    def fail(arg: str, why: str) -> None:
-        raise ValueError(f'HAT: invalid {arg}: {why}')
-
-    is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)
-    integers = dict(
-        in_chans=in_chans,
-        embed_dim=embed_dim,
-        window_size=window_size,
-        compress_ratio=compress_ratio,
-        squeeze_factor=squeeze_factor,
-        upscale=upscale,
-    )
-    for arg, value in integers.items():
-        if not is_int(value):
-            fail(arg, f'{value!r} must be an integer')
-    for arg, values in dict(depths=depths, num_heads=num_heads).items():
-        if not isinstance(values, (list, tuple)) or not all(map(is_int, values)):
-            fail(arg, f'{values!r} must be a list of integers, one per RHAG')
-    for arg, value in dict(img_range=img_range, mlp_ratio=mlp_ratio).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            fail(arg, f'{value!r} must be a positive number')
-
-    if in_chans < 1:
-        fail('in_chans', f'{in_chans} must be >= 1')
-    if window_size < 2:
-        fail('window_size', f'{window_size} must be >= 2')
-    if len(depths) != len(num_heads):
-        fail('depths', f'len(depths)={len(depths)} differs from len(num_heads)={len(num_heads)}')
-    if len(depths) == 0 or any(d < 1 for d in depths):
-        fail('depths', f'{list(depths)} must be a non-empty list of positive block counts')
-    for heads in num_heads:
-        if heads < 1 or embed_dim % heads:
-            fail('num_heads', f'embed_dim={embed_dim} is not divisible by num_heads entry {heads}')
-    for arg, divisor in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
-        if divisor < 1:
-            fail(arg, f'{divisor} must be >= 1 (it divides embed_dim)')
-        if embed_dim // divisor < 1:
-            fail(arg, f'{divisor} leaves no channels of embed_dim={embed_dim}')
-    extra = int(overlap_ratio * window_size)
-    if overlap_ratio < 0 or extra % 2:
-        fail(
-            'overlap_ratio',
-            f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
-            f'window by {extra} pixels; it must be a non-negative even number (split equally on both sides)',
-        )
-    if upsampler not in UPSAMPLERS:
-        fail(
-            'upsampler',
-            f'{upsampler!r}; supported: {UPSAMPLERS} (the release builds no reconstruction head for any other value)',
-        )
-    if upscale < 1 or (upscale != 3 and upscale & (upscale - 1)):
-        fail('upscale', f'{upscale}; pixelshuffle supports 1, 3 and powers of two')
-    if resi_connection not in RESI_CONNECTIONS:
-        fail('resi_connection', f'{resi_connection!r}; supported: {RESI_CONNECTIONS}')
-    check_attn_impl(attn_impl)
-    resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
-    if min(resolution) < window_size:
-        fail(
-            'img_size',
-            f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
-            'the release shrinks the window below its bias tables and fails',
-        )
 
 
 class Mlp(nn.Module):
@@ -486,7 +317,7 @@ class OCAB(nn.Module):
     ):
         super().__init__()
         self.window_size = window_size
-        self.overlap_window_size = window_size + int(overlap_ratio * window_size)
+        self.overlap_window_size = overlap_window_size(window_size, overlap_ratio)
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.norm1 = norm_layer(dim)
@@ -597,6 +428,36 @@ class HAT(nn.Module):
     `attn_impl` picks the attention kernel: 'sdpa' (fused, default) or 'reference' (the release's
     arithmetic); see `set_attn_impl`. float16 is refused (use bfloat16). Built on the meta device,
     it is materialised with `to_empty()` and `init_non_persistent_buffers()`, then its weights.
+
+    Args:
+        img_size: Training patch size (int or (height, width)); sizes `absolute_pos_embed` with
+            `ape`, and a size equal to the window disables shifting, as in the release.
+        patch_size: Pixels per token; 1 in every HAT.
+        in_chans: Image channels (3 subtracts the DIV2K mean, others none).
+        embed_dim: Channels C of the deep features.
+        depths: HABs per RHAG, one entry per RHAG.
+        num_heads: Attention heads per RHAG (each must divide embed_dim).
+        window_size: Side M of the attention windows.
+        compress_ratio: The paper's beta: CAB's first convolution compresses C to C / beta channels.
+        squeeze_factor: The channel attention's squeeze factor: its gate pools C to C / squeeze.
+        conv_scale: The paper's alpha: the weight of the CAB branch added to window attention in a HAB.
+        overlap_ratio: The paper's gamma: OCAB's keys come from overlapping windows of size
+            M_o = (1 + gamma) M (see hat_config.overlap_window_size); gamma M must be even.
+        mlp_ratio: Hidden channels of each MLP, as a multiple of embed_dim.
+        qkv_bias: Whether the q, k, v projections have a bias.
+        qk_scale: Attention logit scale; None for head_dim ** -0.5.
+        drop_rate: Dropout after the patch embedding, the MLPs and the attention projection.
+        attn_drop_rate: Dropout of the attention weights.
+        drop_path_rate: Stochastic depth, rising linearly over the HABs to this rate.
+        norm_layer: Normalisation layer class (LayerNorm).
+        ape: Add a learned absolute position embedding (fixes the input size to img_size).
+        patch_norm: Normalise the tokens after the patch embedding.
+        use_checkpoint: Gradient checkpointing of every block.
+        upscale: Scale factor: 1, 3 or a power of two.
+        img_range: Pixel range the network works in (inputs are scaled by it).
+        upsampler: Reconstruction head; only 'pixelshuffle' builds one.
+        resi_connection: '1conv' (a 3x3 conv closes every RHAG and the body) or 'identity'.
+        attn_impl: 'sdpa' or 'reference' (see set_attn_impl).
     """
 
     def __init__(
@@ -633,24 +494,7 @@ class HAT(nn.Module):
         if unexpected:
             raise TypeError(f'HAT got unexpected arguments: {sorted(unexpected)}')
         img_size, patch_size = tuple(to_2tuple(img_size)), tuple(to_2tuple(patch_size))
-        _validate_hyperparameters(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            compress_ratio=compress_ratio,
-            squeeze_factor=squeeze_factor,
-            overlap_ratio=overlap_ratio,
-            upscale=upscale,
-            upsampler=upsampler,
-            resi_connection=resi_connection,
-            img_range=img_range,
-            mlp_ratio=mlp_ratio,
-            attn_impl=attn_impl,
-        )
+        validate_hat_arguments(locals())
         self.window_size = window_size
         self.upscale = upscale
         self.img_range = img_range
@@ -661,7 +505,7 @@ class HAT(nn.Module):
         # The release disables shifting when the training size equals the window.
         shift_size = 0 if min(patches_resolution) <= window_size else window_size // 2
         self.shift_size = shift_size
-        self.overlap_window_size = window_size + int(overlap_ratio * window_size)
+        self.overlap_window_size = overlap_window_size(window_size, overlap_ratio)
         self._register_derived_buffers()
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence, Tuple
 
 from torch import nn
 
-from hat_basicsr.archs.hat_arch import NUM_FEAT
+from hat_basicsr.archs.hat_config import NUM_FEAT, overlap_window_size
 from hat_basicsr.utils.complexity import Complexity, Row, count_parameters
 
 
@@ -29,7 +29,7 @@ def hat_complexity(model: nn.Module, options: Mapping, size: Tuple[int, int]) ->
     `options`, HAT's constructor arguments) for one image of `size` (height, width)."""
     dim, cin = options['embed_dim'], options.get('in_chans', 3)
     window = options['window_size']
-    overlap_window = window + int(options.get('overlap_ratio', 0.5) * window)
+    overlap_window = overlap_window_size(window, options.get('overlap_ratio', 0.5))
     hidden = int(dim * options.get('mlp_ratio', 4.0))
     compressed = dim // options.get('compress_ratio', 3)
     squeezed = dim // options.get('squeeze_factor', 30)

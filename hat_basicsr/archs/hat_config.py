@@ -1,4 +1,7 @@
-"""HAT hyperparameters from the weights alone.
+"""HAT's hyperparameters: the rules they obey, and how to read them back from the weights alone.
+
+`validate_hat_arguments` refuses, naming the argument, the settings that the release would crash
+on later; HAT's constructor calls it, and `overlap_window_size` is the one formula for OCAB's window.
 
 A HAT checkpoint (BasicSR-trained, released, or a flat spandrel-style state dict) stores no
 options, but every architectural choice leaves a trace in a tensor shape: this module reads them
@@ -9,16 +12,121 @@ safetensors file written by `hat-basicsr convert` carries the exact options in i
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
-from hat_basicsr.archs.hat_arch import NUM_FEAT
+from hat_basicsr.archs.attention import check_attn_impl
 from hat_basicsr.errors import CheckpointError
 from hat_basicsr.utils.weights import is_safetensors
+
+# Channels of the reconstruction head (conv_before_upsample -> upsample -> conv_last) in every HAT.
+NUM_FEAT = 64
+UPSAMPLERS = ('pixelshuffle',)
+RESI_CONNECTIONS = ('1conv', 'identity')
+
+
+def overlap_window_size(window_size: int, overlap_ratio: float) -> int:
+    """OCAB's overlapping window M_o = (1 + gamma) M for window size M and overlap ratio gamma, with
+    the release's rounding (gamma M truncated)."""
+    return window_size + int(overlap_ratio * window_size)
+
+
+def validate_hat_arguments(arguments: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the argument for settings the release would crash on later (or, like
+    img_range 0, train on silently into NaNs). `arguments` holds HAT's constructor arguments by
+    name (more are ignored), img_size and patch_size as (height, width) pairs."""
+    _check_hyperparameters(**{name: arguments[name] for name in inspect.signature(_check_hyperparameters).parameters})
+
+
+def _check_hyperparameters(
+    *,
+    img_size: Tuple[int, int],
+    patch_size: Tuple[int, int],
+    in_chans: int,
+    embed_dim: int,
+    depths: Sequence[int],
+    num_heads: Sequence[int],
+    window_size: int,
+    compress_ratio: int,
+    squeeze_factor: int,
+    overlap_ratio: float,
+    upscale: int,
+    upsampler: str,
+    resi_connection: str,
+    img_range: float,
+    mlp_ratio: float,
+    attn_impl: str,
+) -> None:
+    """The checks of validate_hat_arguments; its signature names the arguments they read."""
+
+    def fail(arg: str, why: str) -> None:
+        raise ValueError(f'HAT: invalid {arg}: {why}')
+
+    is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)
+    integers = dict(
+        in_chans=in_chans,
+        embed_dim=embed_dim,
+        window_size=window_size,
+        compress_ratio=compress_ratio,
+        squeeze_factor=squeeze_factor,
+        upscale=upscale,
+    )
+    for arg, value in integers.items():
+        if not is_int(value):
+            fail(arg, f'{value!r} must be an integer')
+    for arg, values in dict(depths=depths, num_heads=num_heads).items():
+        if not isinstance(values, (list, tuple)) or not all(map(is_int, values)):
+            fail(arg, f'{values!r} must be a list of integers, one per RHAG')
+    for arg, value in dict(img_range=img_range, mlp_ratio=mlp_ratio).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            fail(arg, f'{value!r} must be a positive number')
+
+    if in_chans < 1:
+        fail('in_chans', f'{in_chans} must be >= 1')
+    if window_size < 2:
+        fail('window_size', f'{window_size} must be >= 2')
+    if len(depths) != len(num_heads):
+        fail('depths', f'len(depths)={len(depths)} differs from len(num_heads)={len(num_heads)}')
+    if len(depths) == 0 or any(d < 1 for d in depths):
+        fail('depths', f'{list(depths)} must be a non-empty list of positive block counts')
+    for heads in num_heads:
+        if heads < 1 or embed_dim % heads:
+            fail('num_heads', f'embed_dim={embed_dim} is not divisible by num_heads entry {heads}')
+    for arg, divisor in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
+        if divisor < 1:
+            fail(arg, f'{divisor} must be >= 1 (it divides embed_dim)')
+        if embed_dim // divisor < 1:
+            fail(arg, f'{divisor} leaves no channels of embed_dim={embed_dim}')
+    extra = overlap_window_size(window_size, overlap_ratio) - window_size
+    if overlap_ratio < 0 or extra % 2:
+        fail(
+            'overlap_ratio',
+            f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
+            f'window by {extra} pixels; it must be a non-negative even number (split equally on both sides)',
+        )
+    if upsampler not in UPSAMPLERS:
+        fail(
+            'upsampler',
+            f'{upsampler!r}; supported: {UPSAMPLERS} (the release builds no reconstruction head for any other value)',
+        )
+    if upscale < 1 or (upscale != 3 and upscale & (upscale - 1)):
+        fail('upscale', f'{upscale}; pixelshuffle supports 1, 3 and powers of two')
+    if resi_connection not in RESI_CONNECTIONS:
+        fail('resi_connection', f'{resi_connection!r}; supported: {RESI_CONNECTIONS}')
+    check_attn_impl(attn_impl)
+    resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
+    if min(resolution) < window_size:
+        fail(
+            'img_size',
+            f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
+            'the release shrinks the window below its bias tables and fails',
+        )
+
 
 METADATA_KEY = 'hat_basicsr.network_g'
 BLOCK0 = 'layers.0.residual_group.blocks.0.'
@@ -64,10 +172,12 @@ def _count(state_dict: Mapping[str, Tensor], prefix: str) -> int:
 
 def _simplest_ratio(numerator: int, denominator: int, reproduces: Callable[[float], bool]) -> float:
     """The shortest decimal r near numerator/denominator for which the constructor rebuilds the same
-    shapes: 0.5 rather than 0.5000000001, so inferred options read like hand-written ones."""
+    shapes: 0.5 rather than 0.5000000001, so inferred options read like hand-written ones. Rounded
+    to nearest first, then up: the constructor truncates, so 4 of 12 needs 0.4, never 0.33...3."""
     exact = numerator / denominator
-    for digits in range(1, 7):
-        ratio = round(exact, digits)
+    nearest = (round(exact, digits) for digits in range(1, 7))
+    rounded_up = (math.ceil(exact * 10**digits) / 10**digits for digits in range(1, 7))
+    for ratio in (*nearest, *rounded_up):
         if reproduces(ratio):
             return int(ratio) if ratio.is_integer() else ratio
     raise CheckpointError(f'no ratio reproduces {numerator} from {denominator}')
@@ -142,7 +252,7 @@ def infer_hat_options(state_dict: Mapping[str, Tensor]) -> Dict:
         'num_heads': num_heads,
         'window_size': window_size,
         'overlap_ratio': _simplest_ratio(
-            overlap_window - window_size, window_size, lambda r: int(r * window_size) == overlap_window - window_size
+            overlap_window - window_size, window_size, lambda r: overlap_window_size(window_size, r) == overlap_window
         ),
         'compress_ratio': _divisor(embed_dim, shape(BLOCK0 + 'conv_block.cab.0.weight')[0], 'compress_ratio'),
         'squeeze_factor': _divisor(

@@ -89,7 +89,8 @@ def refused_network_arguments(error: BaseException) -> bool:
     """A TypeError/ValueError that BasicSR's build_network got from binding the network options to
     the arch's constructor, or that the arch's own module raised while checking them (HAT's
     `got unexpected arguments`, `invalid window_size`, raised in its __init__ or a module-level
-    helper); not one from deeper code such as torch or the constructors of its sub-modules."""
+    helper of its package, such as archs/hat_config's validation); not one from deeper code such as
+    torch or the constructors of its sub-modules."""
     if not isinstance(error, (TypeError, ValueError)):
         return False
     frames = _frames(error)
@@ -100,7 +101,8 @@ def refused_network_arguments(error: BaseException) -> bool:
     if constructor is None:
         return True
     return constructor.f_code.co_name == '__init__' and all(
-        frame.f_globals is constructor.f_globals and 'self' not in frame.f_locals for frame in helpers
+        frame.f_globals['__package__'] == constructor.f_globals['__package__'] and 'self' not in frame.f_locals
+        for frame in helpers
     )
 
 
