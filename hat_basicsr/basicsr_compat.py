@@ -43,8 +43,9 @@ def _provide_torchvision_functional_tensor() -> None:
     sys.modules[name] = shim
 
 
-def _patch(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
-    """Replace `owner.name` by `make(original)` once; a second apply() leaves it alone."""
+def patch_once(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace `owner.name` by `make(original)` once; a second call leaves it alone. Every change this
+    package makes to BasicSR goes through here (the fixes below, hat_basicsr.training_policy)."""
     original = getattr(owner, name)
     if getattr(original, PATCH_MARK, False):
         return
@@ -314,12 +315,12 @@ def apply() -> None:
     from basicsr.utils.logger import MessageLogger
 
     train = importlib.import_module('basicsr.train')
-    _patch(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
-    _patch(BaseModel, 'model_to_device', _fix_model_to_device)
-    _patch(train, 'load_resume_state', _fix_load_resume_state)
-    _patch(train, 'make_exp_dirs', _fix_make_exp_dirs)
-    _patch(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
-    _patch(LmdbBackend, '__init__', _fix_lmdb_backend)
-    _patch(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
-    _patch(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
-    _patch(MessageLogger, '__call__', _fix_message_logger_eta)
+    patch_once(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
+    patch_once(BaseModel, 'model_to_device', _fix_model_to_device)
+    patch_once(train, 'load_resume_state', _fix_load_resume_state)
+    patch_once(train, 'make_exp_dirs', _fix_make_exp_dirs)
+    patch_once(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
+    patch_once(LmdbBackend, '__init__', _fix_lmdb_backend)
+    patch_once(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
+    patch_once(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
+    patch_once(MessageLogger, '__call__', _fix_message_logger_eta)
