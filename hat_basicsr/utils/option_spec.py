@@ -1,0 +1,233 @@
+"""Declared options: what a component reads from an option file, said once.
+
+A component (HAT's constructor, the tile and acceleration options, a dataset, the degradation
+settings, BasicSR's sections) declares its options as a `Section` of `Option`s. The same
+declaration serves the option checker (hat_basicsr.option_check refuses a value naming the option
+path, the value and `Option.expected()`) and the JSON Schema that `hat-basicsr schema` publishes
+for YAML editors (`Section.json_schema()`), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+# The kinds of value an option can hold, as YAML writes them.
+KINDS = ('integer', 'number', 'boolean', 'string', 'integers', 'numbers', 'strings', 'mapping', 'null', 'any')
+_JSON_TYPES = {
+    'integer': 'integer',
+    'number': 'number',
+    'boolean': 'boolean',
+    'string': 'string',
+    'mapping': 'object',
+    'null': 'null',
+}
+_ITEM_KINDS = {'integers': 'integer', 'numbers': 'number', 'strings': 'string'}
+_NAMES = {
+    'integer': 'an integer',
+    'number': 'a number',
+    'boolean': 'true or false',
+    'string': 'a string',
+    'integers': 'a list of integers',
+    'numbers': 'a list of numbers',
+    'strings': 'a list of strings',
+    'mapping': 'a mapping',
+    'null': '~ (null)',
+    'any': 'any value',
+}
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (YAML's `!!float 1e4` included), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_integer(value: Any) -> bool:
+    """An integral number: BasicSR reads iteration counts and frequencies written `!!float 5e3`."""
+    return is_number(value) and float(value).is_integer()
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if kind == 'integer':
+        return is_integer(value)
+    if kind == 'number':
+        return is_number(value)
+    if kind == 'boolean':
+        return isinstance(value, bool)
+    if kind == 'string':
+        return isinstance(value, str)
+    if kind == 'mapping':
+        return isinstance(value, Mapping)
+    if kind == 'null':
+        return value is None
+    if kind in _ITEM_KINDS:
+        return isinstance(value, (list, tuple)) and all(_has_kind(item, _ITEM_KINDS[kind]) for item in value)
+    return True
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its kind(s) and the bounds the checker and the schema enforce.
+
+    `minimum`/`maximum` bound a number (or every item of a list) inclusively, `above` exclusively;
+    `choices` lists the allowed values; `length` fixes a list's length; `multiple_of` a number's
+    divisor. A value of another kind, or outside the bounds, is refused with `expected()`.
+    """
+
+    name: str
+    kind: Union[str, Tuple[str, ...]]
+    doc: str = ''
+    required: bool = False
+    minimum: Optional[float] = None
+    above: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: Optional[Tuple[Any, ...]] = None
+    length: Optional[int] = None
+    expected_text: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if unknown:
+            raise ValueError(f'option {self.name}: unknown kind(s) {unknown}; known: {KINDS}')
+
+    @property
+    def kinds(self) -> Tuple[str, ...]:
+        return (self.kind,) if isinstance(self.kind, str) else tuple(self.kind)
+
+    def _in_bounds(self, number: float) -> bool:
+        return (
+            (self.minimum is None or number >= self.minimum)
+            and (self.above is None or number > self.above)
+            and (self.maximum is None or number <= self.maximum)
+        )
+
+    def accepts(self, value: Any) -> bool:
+        if self.choices is not None:
+            return any(value == choice and type(value) is type(choice) for choice in self.choices)
+        for kind in self.kinds:
+            if not _has_kind(value, kind):
+                continue
+            if kind in ('integer', 'number') and not self._in_bounds(value):
+                continue
+            if kind in _ITEM_KINDS:
+                if self.length is not None and len(value) != self.length:
+                    continue
+                if _ITEM_KINDS[kind] != 'string' and not all(self._in_bounds(item) for item in value):
+                    continue
+            return True
+        return False
+
+    def _bounds_text(self) -> str:
+        low = (
+            f'>= {self.minimum:g}'
+            if self.minimum is not None
+            else f'> {self.above:g}'
+            if self.above is not None
+            else ''
+        )
+        high = f'<= {self.maximum:g}' if self.maximum is not None else ''
+        return ' and '.join(part for part in (low, high) if part)
+
+    def expected(self) -> str:
+        """What the checker says is expected, e.g. 'a positive integer' or "one of ['disk', 'lmdb']"."""
+        if self.expected_text:
+            return self.expected_text
+        if self.choices is not None:
+            return f'one of {list(self.choices)}'
+        bounds = self._bounds_text()
+        names = []
+        for kind in self.kinds:
+            name = _NAMES[kind]
+            if self.length is not None and kind in _ITEM_KINDS:
+                name = name.replace('a list of', f'a list of {self.length}')
+            if bounds and kind in ('integer', 'number', 'integers', 'numbers'):
+                name += f' {bounds}'
+            names.append(name)
+        return ' or '.join(names)
+
+    def json_schema(self) -> Dict[str, Any]:
+        if self.choices is not None:
+            schema: Dict[str, Any] = {'enum': list(self.choices)}
+        else:
+            alternatives = [self._kind_schema(kind) for kind in self.kinds]
+            schema = alternatives[0] if len(alternatives) == 1 else {'anyOf': alternatives}
+        if self.doc:
+            schema['description'] = self.doc
+        return schema
+
+    def _bounds_schema(self) -> Dict[str, Any]:
+        bounds: Dict[str, Any] = {}
+        if self.minimum is not None:
+            bounds['minimum'] = self.minimum
+        if self.above is not None:
+            bounds['exclusiveMinimum'] = self.above
+        if self.maximum is not None:
+            bounds['maximum'] = self.maximum
+        return bounds
+
+    def _kind_schema(self, kind: str) -> Dict[str, Any]:
+        if kind == 'any':
+            return {}
+        if kind in _ITEM_KINDS:
+            schema = {'type': 'array', 'items': self._kind_schema(_ITEM_KINDS[kind])}
+            if self.length is not None:
+                schema.update(minItems=self.length, maxItems=self.length)
+            return schema
+        schema = {'type': _JSON_TYPES[kind]}
+        if kind == 'integer':
+            # BasicSR reads counts written `!!float 5e3`: any integral number is an integer here.
+            schema = {'type': 'number', 'multipleOf': 1}
+        if kind in ('integer', 'number'):
+            schema.update(self._bounds_schema())
+        return schema
+
+
+@dataclass(frozen=True)
+class Section:
+    """The options of one mapping in an option file. `closed`: keys it does not declare are refused
+    (a misspelled key would otherwise be ignored); an open section leaves them to their reader."""
+
+    options: Tuple[Option, ...]
+    doc: str = ''
+    closed: bool = True
+    names: Tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'names', tuple(option.name for option in self.options))
+        duplicated = sorted({name for name in self.names if self.names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f'options declared twice: {duplicated}')
+
+    def __getitem__(self, name: str) -> Option:
+        return self.options[self.names.index(name)]
+
+    def required(self) -> List[str]:
+        return [option.name for option in self.options if option.required]
+
+    def unknown(self, node: Mapping) -> List[str]:
+        """Keys of `node` this section does not declare (none for an open section)."""
+        return [str(key) for key in node if key not in self.names] if self.closed else []
+
+    def refusals(self, node: Mapping) -> Iterator[Tuple[str, Any, str]]:
+        """(key, value, expected) for every declared option of `node` whose value is refused."""
+        for option in self.options:
+            if option.name in node and not option.accepts(node[option.name]):
+                yield option.name, node[option.name], option.expected()
+
+    def json_schema(self, extra: Optional[Mapping[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+        """An object schema; `extra` adds properties declared elsewhere (nested sections)."""
+        properties = {option.name: option.json_schema() for option in self.options}
+        properties.update(extra or {})
+        schema: Dict[str, Any] = {'type': 'object', 'properties': properties}
+        if self.required():
+            schema['required'] = self.required()
+        if self.closed:
+            schema['additionalProperties'] = False
+        if self.doc:
+            schema['description'] = self.doc
+        return schema
+
+    def merged(self, other: 'Section', doc: str = '') -> 'Section':
+        """Both sections' options in one (a dataset type's keys on top of the keys of every dataset)."""
+        return Section(self.options + other.options, doc=doc or other.doc, closed=self.closed and other.closed)

@@ -1,0 +1,71 @@
+"""Declared options (hat_basicsr.utils.option_spec): what the checker accepts is what the schema accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from hat_basicsr.utils.option_spec import Option, Section
+
+FREQ = Option('save_checkpoint_freq', 'integer', minimum=1, required=True)
+DECAY = Option('ema_decay', 'number', minimum=0, maximum=1)
+LR = Option('lr', 'number', above=0)
+IMG_SIZE = Option('img_size', ('integer', 'integers'), minimum=1, length=2)
+BACKEND = Option('type', 'string', choices=('disk', 'lmdb'))
+
+
+@pytest.mark.parametrize(
+    'option, accepted, refused',
+    [
+        (FREQ, [1, 5000, 5e3], [0, -1, 2.5, True, '5000', None]),
+        (DECAY, [0, 0.999, 1], [2, -0.1, float('nan'), '0.9', False]),
+        (LR, [2e-4, 1], [0, -1e-4, '2e-4', float('inf')]),
+        (IMG_SIZE, [64, [64, 48]], [0, [64], [64, 0], [64, 48, 2], '64']),
+        (BACKEND, ['disk', 'lmdb'], ['Disk', 1, None]),
+    ],
+)
+def test_option_accepts_and_refuses(option: Option, accepted: list, refused: list):
+    assert [value for value in accepted if not option.accepts(value)] == []
+    assert [value for value in refused if option.accepts(value)] == []
+
+
+def test_expected_texts_name_the_bounds():
+    assert FREQ.expected() == 'an integer >= 1'
+    assert DECAY.expected() == 'a number >= 0 and <= 1'
+    assert LR.expected() == 'a number > 0'
+    assert IMG_SIZE.expected() == 'an integer >= 1 or a list of 2 integers >= 1'
+    assert BACKEND.expected() == "one of ['disk', 'lmdb']"
+    assert Option('x', 'integer', expected_text='a positive integer (pixels)').expected() == (
+        'a positive integer (pixels)'
+    )
+
+
+def test_unknown_kind_is_refused_at_declaration():
+    with pytest.raises(ValueError, match='unknown kind'):
+        Option('x', 'float')
+
+
+def test_section_lists_refusals_unknown_and_required_keys():
+    section = Section((FREQ, DECAY))
+    node = {'save_checkpoint_freq': 0, 'ema_decay': 0.9, 'ema_decy': 0.9}
+    assert list(section.refusals(node)) == [('save_checkpoint_freq', 0, 'an integer >= 1')]
+    assert section.unknown(node) == ['ema_decy']
+    assert Section((FREQ,), closed=False).unknown(node) == []
+    assert section.required() == ['save_checkpoint_freq']
+    assert section['ema_decay'] is DECAY
+    with pytest.raises(ValueError, match='declared twice'):
+        Section((FREQ, FREQ))
+
+
+def test_json_schema_of_a_section():
+    schema = Section((FREQ, LR, IMG_SIZE, BACKEND), doc='logger').json_schema()
+    assert schema['required'] == ['save_checkpoint_freq']
+    assert schema['additionalProperties'] is False
+    assert schema['properties']['save_checkpoint_freq'] == {'type': 'number', 'multipleOf': 1, 'minimum': 1}
+    assert schema['properties']['lr'] == {'type': 'number', 'exclusiveMinimum': 0}
+    assert schema['properties']['type'] == {'enum': ['disk', 'lmdb']}
+    assert schema['properties']['img_size']['anyOf'][1] == {
+        'type': 'array',
+        'items': {'type': 'number', 'multipleOf': 1, 'minimum': 1},
+        'minItems': 2,
+        'maxItems': 2,
+    }
