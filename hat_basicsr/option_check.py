@@ -16,7 +16,6 @@ ignores misspelled `train:` entries (`ema_decy` turns EMA off), and YAML 1.1 rea
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 from hat_basicsr.errors import OptionFileError
+from hat_basicsr.utils.option_spec import Section, section_from_signature
 from hat_basicsr.utils.option_yaml import read_option_yaml
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
@@ -208,38 +208,24 @@ class _Checker:
             )
         return found
 
-    def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
-        """Keys of `node` (besides type) must be parameters of `target`; a value must have the type
-        of the parameter's default (number, bool, str, list for a tuple) where it has one."""
-        parameters = {
-            name: parameter
-            for name, parameter in inspect.signature(target).parameters.items()
-            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and name not in skip
-        }
-        takes_more = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
-        for key, value in node.items():
-            if key == 'type':
-                continue
-            where = f'{path}.{key}'
-            if key not in parameters:
-                if takes_more:
-                    continue
+    def section(self, node: Mapping, path: str, section: Section, owner: Any) -> None:
+        """Refuse keys `section` does not declare, values it refuses, and required keys missing from
+        `node` (the options of `owner`, e.g. a loss type)."""
+        for key in section.unknown(node):
+            if key != 'type':
                 raise OptionFileError(
-                    f'{self.source}: {where} is not an option of {node.get("type")}'
-                    f'{_suggestion(str(key), list(parameters))}; it takes {sorted(parameters)}'
+                    f'{self.source}: {path}.{key} is not an option of {owner}'
+                    f'{_suggestion(key, list(section.names))}; it takes {sorted(section.names)}'
                 )
-            default = parameters[key].default
-            if isinstance(default, bool):
-                self.boolean(value, where)
-            elif isinstance(default, (int, float)):
-                self.number(value, where)
-            elif isinstance(default, str) and not isinstance(value, str):
-                self.refuse(where, value, 'a string')
-            elif isinstance(default, tuple):
-                self.numbers(value, where)
-        for name, parameter in parameters.items():
-            if parameter.default is parameter.empty and name not in node:
-                self.missing(f'{path}.{name}', f'{node.get("type")} needs it')
+        for key, value, expected in section.refusals(node):
+            self.refuse(f'{path}.{key}', value, expected)
+        for name in section.required():
+            if name not in node:
+                self.missing(f'{path}.{name}', f'{owner} needs it')
+
+    def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
+        """Keys of `node` (besides type) must be parameters of `target`, of its defaults' kinds."""
+        self.section(node, path, section_from_signature(target, tuple(skip)), node.get('type'))
 
 
 def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hat_basicsr.utils.option_spec import Option, Section
+from hat_basicsr.utils.option_spec import Option, Section, section_from_signature
 
 FREQ = Option('save_checkpoint_freq', 'integer', minimum=1, required=True)
 DECAY = Option('ema_decay', 'number', minimum=0, maximum=1)
@@ -69,3 +69,19 @@ def test_json_schema_of_a_section():
         'minItems': 2,
         'maxItems': 2,
     }
+
+
+def test_section_from_signature_reads_kinds_required_and_kwargs():
+    def loss(loss_weight: float = 1.0, reduction: str = 'mean', betas: tuple = (0.9, 0.99), *, target):
+        return None
+
+    section = section_from_signature(loss)
+    assert section.closed and section.required() == ['target']
+    assert [section[name].kind for name in ('loss_weight', 'reduction', 'betas', 'target')] == [
+        'number',
+        'string',
+        'numbers',
+        'any',
+    ]
+    assert not section_from_signature(lambda weight=1.0, **more: None).closed
+    assert section_from_signature(loss, skip=('target',)).required() == []

@@ -9,9 +9,10 @@ for YAML editors (`Section.json_schema()`), so the two cannot disagree.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 # The kinds of value an option can hold, as YAML writes them.
 KINDS = ('integer', 'number', 'boolean', 'string', 'integers', 'numbers', 'strings', 'mapping', 'null', 'any')
@@ -231,3 +232,34 @@ class Section:
     def merged(self, other: 'Section', doc: str = '') -> 'Section':
         """Both sections' options in one (a dataset type's keys on top of the keys of every dataset)."""
         return Section(self.options + other.options, doc=doc or other.doc, closed=self.closed and other.closed)
+
+
+def _kind_of_default(default: Any) -> str:
+    """The kind a parameter's default implies: an option file writes a tuple default as a list."""
+    if isinstance(default, bool):
+        return 'boolean'
+    if isinstance(default, (int, float)):
+        return 'number'
+    if isinstance(default, str):
+        return 'string'
+    if isinstance(default, tuple):
+        return 'numbers'
+    return 'any'
+
+
+def section_from_signature(target: Callable, skip: Tuple[str, ...] = ()) -> Section:
+    """The options a callable (a BasicSR loss, optimizer, scheduler or arch without declared options)
+    takes, read from its signature: a parameter without default is required, one with a default
+    takes values of the default's kind, and unknown keys are refused unless it takes **kwargs."""
+    parameters = inspect.signature(target).parameters.values()
+    options = tuple(
+        Option(
+            parameter.name,
+            'any' if parameter.default is parameter.empty else _kind_of_default(parameter.default),
+            required=parameter.default is parameter.empty,
+        )
+        for parameter in parameters
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and parameter.name not in skip
+    )
+    takes_more = any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters)
+    return Section(options, closed=not takes_more)
