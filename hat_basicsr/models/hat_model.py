@@ -84,10 +84,10 @@ class HATModelMixin(BasicSRFixesMixin):
             apply_acceleration(self.net_g_ema, self.acceleration)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """The BasicSR model's step (SRModel's, or the generator and discriminator steps of a GAN)
-        under bf16 autocast when enabled, then the non-finite loss check. Autocast only changes the forward ops
-        (network and loss); their backward ops run in the dtypes chosen for the forward, and the
-        optimizer and EMA updates are not autocast ops, so weights stay float32."""
+        """The BasicSR model's step (SRModel's, or a GAN's generator and discriminator steps) and
+        BasicSRFixesMixin's non-finite loss check, under bf16 autocast when enabled. Autocast only
+        changes the forward ops (network and loss); their backward ops run in the dtypes chosen for
+        the forward, and the optimizer and EMA updates are not autocast ops, so weights stay float32."""
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
 

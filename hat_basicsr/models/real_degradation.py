@@ -109,8 +109,9 @@ class ContiguousDiffJPEG(DiffJPEG):
 class RealDegradationMixin:
     """Device-agnostic replacements for the CUDA-only parts of BasicSR's Real-ESRGAN models.
 
-    Put it directly before RealESRNetModel / RealESRGANModel in the bases (after HATModelMixin): its
-    __init__ runs the chain past that class's own __init__ body, which builds with `.cuda()`.
+    Put it directly before RealESRNetModel / RealESRGANModel in the bases (after HATModelMixin). It
+    also takes over what BasicSR's nondist_validation did, which BasicSRFixesMixin replaces: clearing
+    is_train while validating.
     """
 
     opt: Dict[str, Any]
@@ -120,6 +121,8 @@ class RealDegradationMixin:
     gt: torch.Tensor
 
     def __init__(self, opt: Dict[str, Any]) -> None:
+        """Run the __init__ chain past the BasicSR model that follows (its body builds with `.cuda()`),
+        then build those parts on the model's device."""
         mro = type(self).__mro__
         basicsr_model = mro[mro.index(RealDegradationMixin) + 1]
         if basicsr_model not in (RealESRNetModel, RealESRGANModel):
