@@ -2,7 +2,10 @@
 
 Importing this package makes `import basicsr` work on today's stack (see basicsr_compat) and
 registers HAT's architecture, models and datasets into BasicSR's registries, so a host BasicSR
-repository can use `type: HAT` after a plain `import hat_basicsr`.
+repository can use `type: HAT` after a plain `import hat_basicsr`. It leaves how BasicSR's
+train_pipeline starts and resumes a run as it is: the experiment lock and the resume policy are
+installed by hat_basicsr.train, or by a host's train script calling
+hat_basicsr.training_policy.install_training_policy().
 
 In a process started as one of the package's own programs (`hat-basicsr`, `python -m
 hat_basicsr.train|test|demo`, the benchmarks; see entry_points) the import first applies the CPU

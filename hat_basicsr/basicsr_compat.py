@@ -1,9 +1,11 @@
 """Fixes for running PyPI BasicSR 1.4.2 on today's stack (torch >= 2.6, torchvision >= 0.17,
-numpy 2, Python 3.11) and on machines without a GPU. Every fix says what breaks without it;
-tests/test_compat.py proves each.
+numpy 2, Python 3.11) and on machines without a GPU: only what cannot import or run otherwise.
+Every fix says what breaks without it; tests/test_compat.py proves each.
 
 `apply()` runs on `import hat_basicsr`, before anything imports basicsr, and is idempotent. Fixes
-replace or wrap functions in basicsr's modules at import time; no installed file is edited.
+replace or wrap functions in basicsr's modules at import time; no installed file is edited. How a
+training of this package starts and resumes (its lock, which state it resumes) is a policy, not a
+fix: hat_basicsr.training_policy installs it, explicitly.
 """
 
 import importlib
@@ -44,13 +46,16 @@ def _provide_torchvision_functional_tensor() -> None:
 
 
 def patch_once(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
-    """Replace `owner.name` by `make(original)` once; a second call leaves it alone. Every change this
+    """Replace `owner.name` by `make(original)` once per `make`; a second call with it leaves it
+    alone, another `make` wraps the replacement (the training policy wraps a fix). Every change this
     package makes to BasicSR goes through here (the fixes below, hat_basicsr.training_policy)."""
     original = getattr(owner, name)
-    if getattr(original, PATCH_MARK, False):
+    applied = getattr(original, PATCH_MARK, frozenset())
+    maker = f'{make.__module__}.{make.__qualname__}'
+    if maker in applied:
         return
     replacement = make(original)
-    setattr(replacement, PATCH_MARK, True)
+    setattr(replacement, PATCH_MARK, applied | {maker})
     setattr(owner, name, replacement)
 
 
@@ -102,74 +107,32 @@ def _fix_model_to_device(original: Callable) -> Callable:
 
 
 def _fix_load_resume_state(_original: Callable) -> Callable:
-    """basicsr.train.load_resume_state calls torch.cuda.current_device() (fails on CPU) to map the
-    state onto the GPU, and auto-resume looks in `experiments/<name>` relative to the working
-    directory instead of the run's own `training_states` folder (under root_path), so a run
-    started elsewhere never resumes; it also stops when the newest state is unreadable (a state
-    truncated by a full disk or a copy), though older ones are there. Here: the run's folder, the
-    newest state that loads (a warning names each one skipped), CPU map_location (optimizers move
-    their state to the parameters' device on load), weights_only=True, and a clear error.
-
-    Under torchrun each rank reads its own disk: on nodes without a shared filesystem the ranks
-    would resume from different iterations (or some from none) and diverge. Here auto-resume takes
-    the newest state of all ranks, sent to the ranks that lack it (hat_basicsr.utils.resume_point).
-    A worker group that torchrun restarted (--max-restarts) resumes as if --auto_resume was given:
-    it would otherwise start over from iteration 0 and archive the run's folder. A resuming rank 0
-    creates the run's folders where missing: it may run on a node where that run never saved.
-
-    train_pipeline calls this first after parsing the options and before it creates or archives
-    the experiment folder (make_exp_dirs), so this is also where the run takes the experiment's
-    lock (hat_basicsr.utils.run_lock): BasicSR lets two runs with one name destroy each other."""
-    from hat_basicsr.utils.resume_point import (
-        elastic_restart_count,
-        keep_run_folders,
-        load_state,
-        newest_loadable_state,
-        newest_state_of_all_ranks,
-    )
-    from hat_basicsr.utils.run_lock import hold_experiment
+    """basicsr.train.load_resume_state maps the state onto torch.cuda.current_device(), which fails
+    without a GPU, and loads it with torch.load's defaults. Here the state BasicSR chooses (with
+    --auto_resume the newest `<iter>.state` in experiments/<name>/training_states under the working
+    directory, else path.resume_state) loads on the CPU (optimizers move their state to the
+    parameters' device on load) with weights_only=True, and one that does not load is a
+    CheckpointError naming it. Which state a training of this package resumes is
+    hat_basicsr.training_policy's choice."""
+    from hat_basicsr.utils.resume_point import load_state, state_iterations
 
     from basicsr.utils import check_resume
 
     def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        hold_experiment(opt)
-        restarts = elastic_restart_count()
-        if restarts:
-            opt['auto_resume'] = True
-            if opt.get('rank', 0) == 0:
-                print(f'torchrun restarted the workers (restart {restarts}): resuming from the newest training state')
-        if opt['auto_resume'] and opt.get('dist'):
-            state = newest_state_of_all_ranks(opt, check_resume)
-        else:
-            if opt['auto_resume']:
-                opt['path']['resume_state'], state = newest_loadable_state(opt['path']['training_states'])
-            else:
-                path = opt['path'].get('resume_state')
-                state = None if path is None else load_state(path)
-            if state is not None:
-                check_resume(opt, state['iter'])
-        if state is not None and opt.get('rank', 0) == 0:
-            keep_run_folders(opt)
+        path = opt['path'].get('resume_state') or None
+        if opt['auto_resume']:
+            folder = os.path.join('experiments', opt['name'], 'training_states')
+            newest = state_iterations(folder)[:1]
+            path = os.path.join(folder, f'{newest[0]}.state') if newest else None
+            if path is not None:
+                opt['path']['resume_state'] = path
+        if path is None:
+            return None
+        state = load_state(path)
+        check_resume(opt, state['iter'])
         return state
 
     return load_resume_state
-
-
-def _fix_make_exp_dirs(original: Callable) -> Callable:
-    """train_pipeline calls make_exp_dirs when it found no state to resume from, and it renames an
-    existing experiment folder to `<name>_archived_<time>`. Under --auto_resume (also implied after
-    a torchrun restart) that folder is the run's own: a group restarted before its first save, or
-    a rank 0 on a node whose folder holds only logs, would archive it. There the folders are kept."""
-    from hat_basicsr.utils.resume_point import keep_run_folders
-
-    def make_exp_dirs(opt: Dict[str, Any]) -> None:
-        if opt.get('is_train') and opt.get('auto_resume'):
-            if opt.get('rank', 0) == 0:
-                keep_run_folders(opt)
-        else:
-            original(opt)
-
-    return make_exp_dirs
 
 
 def _fix_cuda_prefetcher(original: type) -> Callable:
@@ -318,7 +281,6 @@ def apply() -> None:
     patch_once(dist_util, '_init_dist_pytorch', _fix_init_dist_pytorch)
     patch_once(BaseModel, 'model_to_device', _fix_model_to_device)
     patch_once(train, 'load_resume_state', _fix_load_resume_state)
-    patch_once(train, 'make_exp_dirs', _fix_make_exp_dirs)
     patch_once(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
     patch_once(LmdbBackend, '__init__', _fix_lmdb_backend)
     patch_once(PairedImageDataset, '__getitem__', _fix_paired_scale_message)

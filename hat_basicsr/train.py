@@ -4,9 +4,9 @@ under the current working directory.
     python -m hat_basicsr.train -opt options/train/X.yml [--auto_resume] [--debug]
     torchrun --nproc_per_node=N -m hat_basicsr.train -opt X.yml --launcher pytorch
 
-A training holds its experiment's lock while it runs (hat_basicsr.utils.run_lock). SIGTERM saves a
-training state at the next iteration boundary and exits with status 143, Ctrl-C exits with 130,
-each with one line (hat_basicsr.utils.training_stop).
+A training holds its experiment's lock while it runs and resumes as hat_basicsr.training_policy
+says. SIGTERM saves a training state at the next iteration boundary and exits with status 143,
+Ctrl-C exits with 130, each with one line (hat_basicsr.utils.training_stop).
 """
 
 import contextlib
@@ -22,6 +22,7 @@ if __name__ == '__main__' and not __package__:
 import hat_basicsr  # noqa: E402,F401  (registers HAT into BasicSR and applies the compatibility fixes)
 from hat_basicsr.errors import TrainingStopped
 from hat_basicsr.option_check import precheck_option_file  # noqa: E402
+from hat_basicsr.training_policy import install_training_policy  # noqa: E402
 from hat_basicsr.utils import run_lock  # noqa: E402
 from hat_basicsr.utils.training_stop import (  # noqa: E402
     SIGINT_EXIT_STATUS,
@@ -71,7 +72,9 @@ def run_pipeline(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """basicsr.train.train_pipeline on `argv` (default: the command line)."""
+    """basicsr.train.train_pipeline on `argv` (default: the command line), with this package's
+    training policy installed (hat_basicsr.training_policy)."""
+    install_training_policy()
     from basicsr.train import train_pipeline
 
     run_pipeline(train_pipeline, 'hat_basicsr.train', argv)

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import hat_basicsr  # noqa: F401
-from hat_basicsr.errors import CheckpointError
 
 from helpers import REPO_ROOT, free_port, subprocess_env
 
@@ -104,118 +103,53 @@ def test_ddp_wraps_cpu_models_without_device_ids(monkeypatch):
         torch.distributed.destroy_process_group()
 
 
-def _resume_opt(tmp_path: Path, auto_resume: bool = True) -> dict:
-    return {
-        'auto_resume': auto_resume,
-        'network_g': {},
-        'name': 'run',
-        'rank': 0,
-        'dist': False,
-        'path': {
-            'experiments_root': str(tmp_path / 'run'),
-            'training_states': str(tmp_path / 'run' / 'training_states'),
-            'models': str(tmp_path / 'run' / 'models'),
-            'resume_state': None,
-        },
-    }
-
-
-def test_auto_resume_uses_the_runs_own_folder_on_cpu(tmp_path, monkeypatch):
-    import basicsr.train
-
-    states = tmp_path / 'run' / 'training_states'
+def test_resume_state_loads_on_cpu_where_basicsr_chooses_it(tmp_path):
+    """BasicSR's load_resume_state mapped the state onto torch.cuda.current_device(); with the fix
+    alone (no training policy: a plain `import hat_basicsr`) the state it chooses loads on the CPU
+    with weights_only=True, and one that does not load is named."""
+    states = tmp_path / 'experiments' / 'run' / 'training_states'
     states.mkdir(parents=True)
     for name, iteration in (('2.state', 2), ('10.state', 10), ('.12.state.x1.tmp', 12)):
         torch.save({'iter': iteration, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / name)
-    (states / 'notes.state.bak').write_text('not a state')
-    monkeypatch.chdir(tmp_path / 'run')  # basicsr looked in ./experiments/<name>: nothing here
-    opt = _resume_opt(tmp_path)
-    state = basicsr.train.load_resume_state(opt)
-    assert state['iter'] == 10
-    assert opt['path']['resume_state'] == str(states / '10.state')
-    assert opt['path']['pretrain_network_g'] == str(tmp_path / 'run' / 'models' / 'net_g_10.pth')
+    (states / 'notes.state').write_text('not a state of an iteration')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-c',
+            textwrap.dedent("""
+                import torch
+                import hat_basicsr
+                import basicsr.train
+                from hat_basicsr.errors import CheckpointError
 
-
-def test_auto_resume_without_states_starts_fresh(tmp_path):
-    import basicsr.train
-
-    assert basicsr.train.load_resume_state(_resume_opt(tmp_path)) is None
-
-
-def test_unloadable_resume_state_is_named(tmp_path):
-    import basicsr.train
-
-    states = tmp_path / 'run' / 'training_states'
-    states.mkdir(parents=True)
-    (states / '4.state').write_bytes(b'truncated')
-    with pytest.raises(CheckpointError, match=re.escape(str(states / '4.state'))):
-        basicsr.train.load_resume_state(_resume_opt(tmp_path))
-
-
-def test_torchrun_restart_resumes_as_with_auto_resume(tmp_path, monkeypatch):
-    """A worker group torchrun restarted resumes without --auto_resume: BasicSR would start over."""
-    from hat_basicsr.utils import run_lock
-
-    import basicsr.train
-
-    states = tmp_path / 'run' / 'training_states'
-    states.mkdir(parents=True)
-    torch.save({'iter': 6, 'epoch': 1, 'optimizers': [], 'schedulers': []}, states / '6.state')
-    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '1')
-    opt = _resume_opt(tmp_path, auto_resume=False)
-    try:
-        assert basicsr.train.load_resume_state(opt)['iter'] == 6
-    finally:
-        run_lock.release_all()
-    assert opt['auto_resume'] and opt['path']['resume_state'] == str(states / '6.state')
-
-
-def test_distributed_auto_resume_agrees_on_a_state_or_names_the_unloadable_one(tmp_path, monkeypatch):
-    """The rank-agreement path (one gloo rank here; two nodes: tests/test_cluster_training.py)."""
-    from hat_basicsr.utils import run_lock
-
-    import basicsr.train
-
-    states = tmp_path / 'run' / 'training_states'
-    states.mkdir(parents=True)
-    torch.save({'iter': 2, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / '2.state')
-    (states / '4.state').write_bytes(b'truncated')
-    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(free_port()))
-    torch.distributed.init_process_group('gloo', rank=0, world_size=1)
-    try:
-        opt = {**_resume_opt(tmp_path), 'dist': True, 'world_size': 1}
-        assert basicsr.train.load_resume_state(opt)['iter'] == 2
-        assert opt['path']['pretrain_network_g'] == str(tmp_path / 'run' / 'models' / 'net_g_2.pth')
-        run_lock.release_all()
-        (states / '2.state').write_bytes(b'garbage')
-        with pytest.raises(CheckpointError, match=rf'^no training state in {re.escape(str(states))} loads'):
-            basicsr.train.load_resume_state({**_resume_opt(tmp_path), 'dist': True, 'world_size': 1})
-    finally:
-        run_lock.release_all()
-        torch.distributed.destroy_process_group()
-
-
-def test_auto_resume_keeps_an_experiment_folder_without_states(tmp_path):
-    """BasicSR archives an existing experiment folder when a run starts without a state; under
-    --auto_resume (implied after a torchrun restart) it is the run's own and is kept."""
-    import basicsr.train
-
-    run = tmp_path / 'run'
-    run.mkdir()
-    (run / 'train_run_20260101_000000.log').write_text('the first attempt')
-    opt = {**_resume_opt(tmp_path), 'is_train': True}
-    opt['path'].update(log=str(run), visualization=str(run / 'visualization'))
-    basicsr.train.make_exp_dirs(opt)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
-    assert sorted(p.name for p in run.iterdir()) == [
-        'models',
-        'train_run_20260101_000000.log',
-        'training_states',
-        'visualization',
+                assert not torch.cuda.is_available()
+                opt = {'auto_resume': True, 'name': 'run', 'network_g': {},
+                       'path': {'models': 'experiments/run/models', 'resume_state': None}}
+                state = basicsr.train.load_resume_state(opt)
+                print('chosen', state['iter'], opt['path']['resume_state'], opt['path']['pretrain_network_g'])
+                opt['auto_resume'] = False
+                opt['path']['resume_state'] = 'experiments/run/training_states/notes.state'
+                try:
+                    basicsr.train.load_resume_state(opt)
+                except CheckpointError as error:
+                    print('refused', error)
+            """),
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    chosen, refused = [line for line in proc.stdout.splitlines() if line.startswith(('chosen ', 'refused '))]
+    assert chosen.split() == [
+        'chosen',
+        '10',
+        'experiments/run/training_states/10.state',
+        'experiments/run/models/net_g_10.pth',
     ]
-    basicsr.train.make_exp_dirs({**opt, 'auto_resume': False})
-    assert [p.name.startswith('run_archived_') for p in sorted(tmp_path.iterdir())] == [False, True]
+    assert refused.startswith('refused cannot load training state experiments/run/training_states/notes.state: ')
 
 
 def test_multistep_scheduler_state_loads_with_weights_only():

@@ -17,8 +17,10 @@ from torch.nn import functional as F
 from torchvision.models import vgg19
 
 import hat_basicsr  # noqa: F401  (registers HAT and the Real-HAT models)
-from hat_basicsr.errors import MissingVGGWeightsError, OptionFileError
-from hat_basicsr.models.real_degradation import vgg_weights_url
+from hat_basicsr.errors import MissingVGGWeightsError, NonFiniteTrainingError, OptionFileError
+from hat_basicsr.models.basicsr_fixes import BasicSRFixesMixin
+from hat_basicsr.models.hat_model import HATModel, HATModelMixin
+from hat_basicsr.models.real_degradation import RealDegradationMixin, vgg_weights_url
 from hat_basicsr.models.realhat_gan_model import RealHATGANModel
 from hat_basicsr.models.realhat_mse_model import RealHATMSEModel
 from hat_basicsr.test import main as run_test_cli
@@ -375,6 +377,20 @@ def test_tiled_inference_on_real_photo(
     assert np.abs(result.astype(float) - whole.astype(float)).mean() < 8  # tiles blend into the same picture
 
 
+@pytest.mark.parametrize('model_class', [HATModel, RealHATMSEModel, RealHATGANModel])
+def test_hat_behaviour_comes_first_and_basicsr_models_chain_inside_it(model_class: type) -> None:
+    """HATModelMixin (with BasicSRFixesMixin) precedes every BasicSR class, so no BasicSR method
+    (SRGANModel's save, RealESRGANModel's step) shadows theirs; the registered classes add nothing
+    to the step, the training set-up or the save."""
+    mro = model_class.__mro__
+    assert mro[1:3] == (HATModelMixin, BasicSRFixesMixin)
+    basicsr_classes = [cls for cls in mro if cls.__module__.startswith('basicsr.')]
+    assert basicsr_classes and mro.index(basicsr_classes[0]) > mro.index(BasicSRFixesMixin)
+    if model_class is not HATModel:
+        assert mro.index(RealDegradationMixin) + 1 == mro.index(basicsr_classes[0])
+    assert not {'optimize_parameters', 'init_training_settings', 'save', 'test'} & set(vars(model_class))
+
+
 def test_gan_applies_acceleration_to_the_generator_and_its_ema_only(photos: Dict[str, Path], tmp_path: Path) -> None:
     set_random_seed(0)
     opt = _options(
@@ -383,11 +399,41 @@ def test_gan_applies_acceleration_to_the_generator_and_its_ema_only(photos: Dict
     del opt['train']['perceptual_opt']
     model = build_model(opt)  # the discriminator has no attention to switch
     assert model.net_g.attn_impl == model.net_g_ema.attn_impl == 'reference'
+    assert model.net_g_ema.grad_checkpointing and not hasattr(model.net_d, 'attn_impl')
     autocast_seen = []
     model.net_g.register_forward_hook(lambda *_: autocast_seen.append(torch.is_autocast_enabled('cpu')))
     _train(model, opt, 1)
     assert autocast_seen == [True]  # bf16 reaches the generator's training forward
     assert all(np.isfinite(value) for value in model.log_dict.values())
+
+    with torch.no_grad():
+        model.net_g.conv_last.bias.fill_(float('nan'))
+    model.feed_data(next(_batches(opt)))
+    with pytest.raises(NonFiniteTrainingError, match=r'training diverged at iteration 2: l_g_pix = nan'):
+        model.optimize_parameters(2)
+
+
+def test_gan_keeps_only_the_newest_checkpoints_with_both_networks(photos: Dict[str, Path], tmp_path: Path) -> None:
+    """SRGANModel's save does not chain to super(); with HATModelMixin first, logger.keep_checkpoints
+    still prunes after it, deleting net_d_<iter>.pth with net_g_<iter>.pth and <iter>.state."""
+    opt = _options(GAN_YML, photos, tmp_path)
+    del opt['train']['perceptual_opt']
+    opt['logger']['keep_checkpoints'] = 2
+    model = build_model(opt)
+    models, states = Path(opt['path']['models']), Path(opt['path']['training_states'])
+    model.save(0, -1)
+    for iteration in (1, 2, 3):
+        model.save(0, iteration)
+    assert sorted(path.name for path in models.iterdir()) == [
+        'net_d_2.pth',
+        'net_d_3.pth',
+        'net_d_latest.pth',
+        'net_g_2.pth',
+        'net_g_3.pth',
+        'net_g_latest.pth',
+    ]
+    assert sorted(path.name for path in states.iterdir()) == ['2.state', '3.state']
+    assert len(torch.load(states / '3.state', weights_only=True)['optimizers']) == 2  # net_g's and net_d's
 
 
 def test_gan_without_its_discriminator_options_is_refused(photos: Dict[str, Path], tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from hat_basicsr.errors import CheckpointError, NonFiniteTrainingError
+from hat_basicsr.training_policy import install_training_policy
 from hat_basicsr.utils import run_lock
 
 from filesystems import tmpfs
@@ -279,6 +280,7 @@ def test_auto_resume_skips_an_unreadable_newest_state(sr_data, tmp_path):
 
     for path in states.iterdir():
         path.write_bytes(b'garbage')
+    install_training_policy()
     import basicsr.train
 
     opt = {

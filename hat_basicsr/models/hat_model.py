@@ -1,6 +1,8 @@
-"""HATModel: BasicSR's SRModel (losses, EMA, optimizers, schedulers, validation, metrics) for HAT,
-with tiled inference and the `acceleration` options; what it changes in BasicSR for any network
-(CPU support, safe checkpoints, training stops) comes from BasicSRFixesMixin."""
+"""HAT's model behaviour, once for every model of this package: HATModelMixin adds tiled inference,
+the `acceleration` options (bf16 autocast in training, EMA acceleration) and the scale check to a
+BasicSR model, and brings BasicSRFixesMixin (CPU support, safe checkpoints, training stops, what
+this package changes in BasicSR for any network). HATModel is BasicSR's SRModel (losses, EMA,
+optimizers, schedulers, validation, metrics) with it."""
 
 from __future__ import annotations
 
@@ -41,12 +43,15 @@ def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
     return {'tile_size': size, 'tile_pad': pad}
 
 
-@register_once(MODEL_REGISTRY)
-class HATModel(BasicSRFixesMixin, SRModel):
-    """SRModel for HAT. Padding to the window size is the network's own job (HAT pads any input
-    and crops to scale x input), so this model only adds tiling and the `acceleration` options
-    (attn_impl, use_checkpoint, bf16, channels_last, compile; see hat_basicsr.archs.acceleration).
-    Without `acceleration` it computes what the release computes."""
+class HATModelMixin(BasicSRFixesMixin):
+    """HAT's behaviour for a BasicSR model. Put it first in the bases (before the BasicSR model class,
+    and before RealDegradationMixin where there is one): every method chains through super(), so a
+    BasicSR subclass's own step or training set-up (SRGANModel's, RealESRGANModel's) runs inside it.
+
+    Padding to the window size is the network's own job (HAT pads any input and crops to scale x
+    input), so this adds tiling and the `acceleration` options (attn_impl, use_checkpoint, bf16,
+    channels_last, compile; see hat_basicsr.archs.acceleration). Without `acceleration` it computes
+    what the release computes."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         self.tile = tile_options(opt)
@@ -73,17 +78,16 @@ class HATModel(BasicSRFixesMixin, SRModel):
         return super().model_to_device(net)
 
     def init_training_settings(self) -> None:
+        """The EMA copy is built with `.to(device)`, not through model_to_device: accelerate it here."""
         super().init_training_settings()
-        self._accelerate_ema()
-
-    def _accelerate_ema(self) -> None:
         if hasattr(self, 'net_g_ema'):
             apply_acceleration(self.net_g_ema, self.acceleration)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """SRModel's step under bf16 autocast when enabled. Autocast only changes the forward ops
-        (network and loss); their backward ops run in the dtypes chosen for the forward, and the
-        optimizer and EMA updates are not autocast ops, so weights stay float32."""
+        """The BasicSR model's step (SRModel's, or a GAN's generator and discriminator steps) and
+        BasicSRFixesMixin's non-finite loss check, under bf16 autocast when enabled. Autocast only
+        changes the forward ops (network and loss); their backward ops run in the dtypes chosen for
+        the forward, and the optimizer and EMA updates are not autocast ops, so weights stay float32."""
         with autocast_context(self.device, self.acceleration.bf16):
             super().optimize_parameters(current_iter)
 
@@ -105,3 +109,8 @@ class HATModel(BasicSRFixesMixin, SRModel):
         with torch.no_grad():
             self.output = self._infer(net, self.lq)
         net.train(was_training)
+
+
+@register_once(MODEL_REGISTRY)
+class HATModel(HATModelMixin, SRModel):
+    """SRModel for HAT (see HATModelMixin)."""

@@ -18,6 +18,8 @@ import torch
 from hat_basicsr.errors import MissingVGGWeightsError, OptionFileError
 
 from basicsr.archs import vgg_arch
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.models.realesrnet_model import RealESRNetModel
 from basicsr.utils import DiffJPEG, USMSharp
 
 # Top-level options BasicSR's Real-ESRGAN feed_data reads while synthesising training pairs.
@@ -107,14 +109,29 @@ class ContiguousDiffJPEG(DiffJPEG):
 class RealDegradationMixin:
     """Device-agnostic replacements for the CUDA-only parts of BasicSR's Real-ESRGAN models.
 
-    Put it first in the bases, before RealESRNetModel / RealESRGANModel and HATModel, and call
-    `_build_degradation_tools` in place of the BasicSR model's own `__init__` body.
+    Put it directly before RealESRNetModel / RealESRGANModel in the bases (after HATModelMixin). It
+    also takes over what BasicSR's nondist_validation did, which BasicSRFixesMixin replaces: clearing
+    is_train while validating.
     """
 
     opt: Dict[str, Any]
     device: torch.device
+    is_train: bool
     lq: torch.Tensor
     gt: torch.Tensor
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        """Run the __init__ chain past the BasicSR model that follows (its body builds with `.cuda()`),
+        then build those parts on the model's device."""
+        mro = type(self).__mro__
+        basicsr_model = mro[mro.index(RealDegradationMixin) + 1]
+        if basicsr_model not in (RealESRNetModel, RealESRGANModel):
+            raise TypeError(
+                f'{type(self).__name__}: RealDegradationMixin must come directly before RealESRNetModel or '
+                f'RealESRGANModel in the bases, not before {basicsr_model.__name__}'
+            )
+        super(basicsr_model, self).__init__(opt)
+        self._build_degradation_tools(opt)
 
     def _build_degradation_tools(self, opt: Dict[str, Any]) -> None:
         """The three attributes BasicSR's __init__ sets, on this model's device."""
@@ -126,6 +143,16 @@ class RealDegradationMixin:
         """Check for VGG19 weights before BasicSR builds the losses (and would download them)."""
         require_vgg_weights(self.opt['train'])
         super().init_training_settings()
+
+    def validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool = False) -> None:
+        """Validate on the dataset's own pairs: BasicSR's feed_data degrades whenever is_train is set,
+        and BasicSR's Real-ESRGAN models clear it in their nondist_validation, which
+        BasicSRFixesMixin's replaces (under DDP too); so it is cleared here, around the dispatch."""
+        self.is_train = False
+        try:
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            self.is_train = True
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self) -> None:

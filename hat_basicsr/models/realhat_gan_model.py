@@ -4,16 +4,16 @@ against BasicSR's U-Net SN discriminator) on the same synthetic real-world degra
 Everything is BasicSR 1.4.2's RealESRGANModel (degradation, training-pair pool, USM-sharpened
 targets chosen by `l1_gt_usm` / `percep_gt_usm` / `gan_gt_usm`, the generator and discriminator
 steps) except its CUDA-only parts, which RealDegradationMixin builds on the model's device, and
-inference/checkpoints, which come from HATModel.
+what HATModelMixin adds around it (inference, acceleration, bf16 steps, checkpoints and their
+retention, training stops).
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
-from hat_basicsr.models.hat_model import HATModel
+from hat_basicsr.models.hat_model import HATModelMixin
 from hat_basicsr.models.real_degradation import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
-from hat_basicsr.utils.autocast import autocast_context
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.models.realesrgan_model import RealESRGANModel
@@ -24,7 +24,7 @@ USM_TARGET_OPTIONS = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
 
 
 @register_once(MODEL_REGISTRY)
-class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
+class RealHATGANModel(HATModelMixin, RealDegradationMixin, RealESRGANModel):
     """HAT generator trained adversarially on synthetic real-world degradations.
 
     Needs `network_d` (e.g. UNetDiscriminatorSN), `optim_d`, `gan_opt`; `perceptual_opt` needs
@@ -40,19 +40,4 @@ class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
                 type(self).__name__,
             )
             require_options(opt['train'], ('optim_d', 'gan_opt'), type(self).__name__, section='train')
-        # Skip RealESRGANModel.__init__ (its .cuda() calls); SRGANModel, HATModel, SRModel still run.
-        super(RealESRGANModel, self).__init__(opt)
-        self._build_degradation_tools(opt)
-
-    # RealESRGANModel's step and SRGANModel's training set-up come before HATModel's in the MRO and
-    # do not chain to them, so HATModel's bf16 autocast, EMA acceleration and non-finite loss check
-    # are applied here.
-
-    def init_training_settings(self) -> None:
-        super().init_training_settings()
-        self._accelerate_ema()
-
-    def optimize_parameters(self, current_iter: int) -> None:
-        with autocast_context(self.device, self.acceleration.bf16):
-            super().optimize_parameters(current_iter)
-        self.stop_on_non_finite_loss(current_iter)
+        super().__init__(opt)

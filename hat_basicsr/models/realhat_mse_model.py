@@ -4,14 +4,14 @@ HAT release trains its real-world model before the GAN stage.
 
 The degradation is BasicSR 1.4.2's RealESRNetModel, with its CUDA-only parts built on the
 model's device (hat_basicsr.models.real_degradation). Inference (whole image or tiles, padding
-done by the HAT network) and atomic checkpoints come from HATModel.
+done by the HAT network), acceleration and atomic checkpoints come from HATModelMixin.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
-from hat_basicsr.models.hat_model import HATModel
+from hat_basicsr.models.hat_model import HATModelMixin
 from hat_basicsr.models.real_degradation import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
 from hat_basicsr.utils.registration import register_once
 
@@ -20,7 +20,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 
 @register_once(MODEL_REGISTRY)
-class RealHATMSEModel(RealDegradationMixin, RealESRNetModel, HATModel):
+class RealHATMSEModel(HATModelMixin, RealDegradationMixin, RealESRNetModel):
     """HAT on synthetic real-world degradations with pixel losses (the Real-HAT MSE stage).
 
     Options as BasicSR's RealESRNetModel: the degradation settings, `gt_usm` (train against the
@@ -30,6 +30,4 @@ class RealHATMSEModel(RealDegradationMixin, RealESRNetModel, HATModel):
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['is_train'] and opt.get('high_order_degradation', True):
             require_options(opt, DEGRADATION_OPTIONS + ('gt_usm',), type(self).__name__)
-        # Skip RealESRNetModel.__init__ (its .cuda() calls); HATModel and SRModel still run.
-        super(RealESRNetModel, self).__init__(opt)
-        self._build_degradation_tools(opt)
+        super().__init__(opt)

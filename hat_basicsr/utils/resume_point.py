@@ -44,16 +44,21 @@ def load_state(path: str) -> Dict[str, Any]:
     return state
 
 
+def state_iterations(state_dir: str) -> List[int]:
+    """The iterations of the `<iter>.state` files in `state_dir`, newest first (none: no folder);
+    other files (temporaries of a killed save, notes) are not states."""
+    if not os.path.isdir(state_dir):
+        return []
+    return sorted(
+        (int(match.group(1)) for match in map(STATE_FILE.fullmatch, os.listdir(state_dir)) if match), reverse=True
+    )
+
+
 def newest_loadable_state(state_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
     """(path, state) of the newest `<iter>.state` in `state_dir` that loads, each one skipped named
     in a warning; (None, None) when there is none, a CheckpointError when none of them loads."""
-    iters = (
-        [int(match.group(1)) for match in map(STATE_FILE.fullmatch, os.listdir(state_dir)) if match]
-        if os.path.isdir(state_dir)
-        else []
-    )
     skipped = []
-    for iteration in sorted(iters, reverse=True):
+    for iteration in state_iterations(state_dir):
         path = os.path.join(state_dir, f'{iteration}.state')
         try:
             return path, load_state(path)
