@@ -138,6 +138,16 @@ def test_absolute_position_embedding_needs_a_static_export(tmp_path):
     assert not (tmp_path / 'ape.onnx').exists()
 
 
+def test_a_model_without_what_the_exporter_asks_is_refused_by_name(tmp_path):
+    model = torch.nn.Conv2d(3, 3, 3)
+    model.window_size = 4
+    with pytest.raises(
+        OnnxError, match=r'^Conv2d cannot be exported: it lacks in_chans, repeated_blocks, check_export_size '
+    ):
+        export_onnx(model, tmp_path / 'conv.onnx', scale=1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_does_not_overwrite_without_force(exported, capfd):
     before = exported['onnx'].read_bytes()
     status = run_command(export.add_parser, ['export', str(exported['checkpoint']), str(exported['onnx'])])
