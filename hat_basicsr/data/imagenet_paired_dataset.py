@@ -165,21 +165,16 @@ class ImageNetPairedDataset(data.Dataset):
         return gt_image_paths(self.gt_folder, self.meta_info)
 
     def _read_gt(self, gt_path: str) -> np.ndarray:
-        """HWC BGR float32 image in [0, 1]; ImageError naming the file if it cannot be had."""
+        """HWC BGR float32 image in [0, 1]; ImageError naming the file if it cannot be had (the file
+        client and imfrombytes name what they cannot read or decode: basicsr_compat)."""
         if self.file_client is None:
             backend_opt = dict(self.io_backend_opt)
             self.file_client = FileClient(backend_opt.pop('type'), **backend_opt)
-        where = f'{gt_path} (LMDB {self.gt_folder})' if self.file_client.backend == 'lmdb' else gt_path
         try:
             img_bytes = self.file_client.get(gt_path, 'gt')
         except OSError as err:
-            raise ImageError(f'Cannot read image {where}: {err}') from err
-        if not img_bytes:
-            raise ImageError(f'Image {where} is missing or empty.')
-        img = imfrombytes(img_bytes, float32=False)
-        if img is None:
-            raise ImageError(f'Cannot decode image {where} (corrupt or not an image).')
-        return img.astype(np.float32) / 255.0
+            raise ImageError(f'Cannot read image {gt_path}: {err}') from err
+        return imfrombytes(img_bytes, float32=True)
 
     def __getitem__(self, index: int) -> Dict:
         gt_path = self.paths[index]
