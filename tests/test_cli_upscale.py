@@ -16,9 +16,9 @@ from skimage import data
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
 from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
-from hat_basicsr.cli.image_io import read_image
 from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import SourceError
+from hat_basicsr.utils.image_io import read_image
 
 from basicsr.utils.color_util import rgb2ycbcr
 
@@ -140,7 +140,7 @@ def test_gray_alpha_png_stays_gray_alpha_at_its_bit_depth(bit_depth, workspace, 
     if bit_depth == 8:
         Image.fromarray(samples.astype(np.uint8), 'LA').save(inputs / 'ga.png')
     else:  # PIL has no 16-bit gray+alpha mode
-        from hat_basicsr.cli.image_io import encode_gray_alpha_png
+        from hat_basicsr.utils.image_io import encode_gray_alpha_png
 
         (inputs / 'ga.png').write_bytes(encode_gray_alpha_png(samples))
     out = tmp_path / 'out'

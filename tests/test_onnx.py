@@ -10,8 +10,8 @@ from skimage import data
 
 from hat_basicsr import HAT
 from hat_basicsr.cli import export, upscale
-from hat_basicsr.cli.image_io import read_image
 from hat_basicsr.errors import OnnxError
+from hat_basicsr.utils.image_io import read_image
 from hat_basicsr.utils.onnx_deploy import METADATA_PREFIX, OPSET, OnnxModel, export_onnx
 
 from helpers import TINY_HAT, run_command

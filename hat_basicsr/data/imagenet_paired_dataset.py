@@ -16,6 +16,7 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from hat_basicsr.errors import DatasetError, ImageError
+from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.data.data_util import paths_from_lmdb
@@ -23,8 +24,6 @@ from basicsr.data.transforms import augment, mod_crop
 from basicsr.utils import FileClient, bgr2ycbcr, get_root_logger, imfrombytes, img2tensor, scandir
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
 # MATLAB's bicubic kernel has support 2 input pixels; antialiased at 1/s it is stretched to 2s HR
 # pixels on each side of an LR pixel's centre, i.e. 1.5s + 0.5 HR pixels beyond that LR pixel's own
@@ -52,7 +51,7 @@ def gt_image_paths(gt_folder: str, list_file: Optional[str]) -> List[str]:
         return [os.path.join(gt_folder, name) for name in names]
     if not os.path.isdir(gt_folder):
         raise DatasetError(f'dataroot_gt {gt_folder} is not a folder.')
-    names = (p for p in scandir(gt_folder, recursive=True) if p.lower().endswith(IMAGE_EXTENSIONS))
+    names = (p for p in scandir(gt_folder, recursive=True) if p.lower().endswith(IMAGE_SUFFIXES))
     return [os.path.join(gt_folder, name) for name in sorted(names)]
 
 
