@@ -178,7 +178,8 @@ def test_a_missing_or_invalid_option_file_is_refused_in_one_line(tmp_path):
     broken = tmp_path / 'broken.yml'
     broken.write_text('name: x\ndatasets: [unclosed\n')
     with pytest.raises(
-        OptionFileError, match=r"broken.yml:3:1: invalid YAML: did not find expected ',' .*started at line 2"
+        OptionFileError,
+        match=r"broken.yml:3:1: invalid YAML: expected ',' or '\]', but got '<stream end>' .*started at line 2",
     ) as error:
         precheck_option_file(['-opt', str(broken)], PROG, is_train=True)
     assert '\n' not in str(error.value)
