@@ -18,7 +18,7 @@ from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
 from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import SourceError
-from hat_basicsr.utils.image_io import read_image
+from hat_basicsr.utils.image_io import read_image, write_image
 
 from basicsr.utils.color_util import rgb2ycbcr
 
@@ -108,6 +108,19 @@ def test_sixteen_bit_stays_sixteen_bit(workspace, upscaled):
     image, _, _ = read_image(workspace['inputs'] / 'deep.png')
     result, _, depth = read_image(upscaled[1] / 'deep.png')
     assert depth == 16 and np.abs(result - forward(workspace['model'], image)).max() <= 1 / 65535 + 1e-6
+
+
+def test_a_folder_lists_the_image_suffixes_the_datasets_read(tmp_path):
+    for name in ('a.ppm', 'b.PNG', 'c.webp', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'')
+    assert [path.name for path in upscale.list_inputs(tmp_path)] == ['a.ppm', 'b.PNG', 'c.webp']
+
+
+def test_sixteen_bit_ppm_is_written_at_sixteen_bits(tmp_path):
+    samples = np.random.default_rng(0).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    write_image(tmp_path / 'deep.ppm', samples / 65535.0, bit_depth=16)
+    image, alpha, depth = read_image(tmp_path / 'deep.ppm')
+    assert depth == 16 and alpha is None and np.array_equal(np.rint(image * 65535).astype(np.uint16), samples)
 
 
 def test_alpha_is_upscaled_separately_and_reattached(workspace, upscaled):
