@@ -45,10 +45,13 @@ def _provide_torchvision_functional_tensor() -> None:
     sys.modules[name] = shim
 
 
-def patch_once(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
+def patch_once(owner: Any, name: str, make: Callable[[Callable], Callable], rebind_in: str = '') -> None:
     """Replace `owner.name` by `make(original)` once per `make`; a second call with it leaves it
     alone, another `make` wraps the replacement (the training policy wraps a fix). Every change this
-    package makes to BasicSR goes through here (the fixes below, hat_basicsr.training_policy)."""
+    package makes to BasicSR goes through here (the fixes below, hat_basicsr.training_policy).
+
+    With `rebind_in` (a package name), its loaded modules that imported the original by name
+    (`from basicsr.utils import imfrombytes`) get the replacement too: they hold their own reference."""
     original = getattr(owner, name)
     applied = getattr(original, PATCH_MARK, frozenset())
     maker = f'{make.__module__}.{make.__qualname__}'
@@ -57,6 +60,11 @@ def patch_once(owner: Any, name: str, make: Callable[[Callable], Callable]) -> N
     replacement = make(original)
     setattr(replacement, PATCH_MARK, applied | {maker})
     setattr(owner, name, replacement)
+    if rebind_in:
+        for module_name, module in list(sys.modules.items()):
+            in_package = module_name == rebind_in or module_name.startswith(f'{rebind_in}.')
+            if in_package and vars(module).get(name) is original:
+                setattr(module, name, replacement)
 
 
 def _fix_init_dist_pytorch(_original: Callable) -> Callable:
@@ -198,6 +206,62 @@ def _fix_lmdb_backend(_original: Callable) -> Callable:
     return __init__
 
 
+class SourcedBytes(bytes):
+    """The bytes a FileClient read, with `source`: the file, or the LMDB key and database, they came from."""
+
+    source: str
+
+
+def _fix_file_client_get(original: Callable) -> Callable:
+    """FileClient.get returns what the backend read and nothing says from where, so BasicSR's
+    datasets fail later in imfrombytes naming no file (see _fix_imfrombytes); an LMDB without the
+    key returns None, which np.frombuffer refuses with `TypeError: a bytes-like object is required,
+    not 'NoneType'`. Here the bytes carry their source (SourcedBytes), and a missing LMDB key is
+    an ImageError naming the key and the database."""
+    from hat_basicsr.errors import ImageError
+
+    def get(self, filepath: Any, client_key: str = 'default') -> Any:
+        content = original(self, filepath, client_key)
+        source = str(filepath)
+        if self.backend == 'lmdb':
+            database = self.client._client[client_key].path()
+            if content is None:
+                raise ImageError(f'LMDB {database} has no key {source} (check its meta_info.txt)')
+            source = f'{source} of LMDB {database}'
+        if not isinstance(content, bytes):
+            return content
+        content = SourcedBytes(content)
+        content.source = source
+        return content
+
+    return get
+
+
+def _fix_imfrombytes(original: Callable) -> Callable:
+    """imfrombytes names no file when it cannot decode: OpenCV's None for bytes that are no image
+    becomes `'NoneType' object has no attribute 'astype'` (float32=True) or is returned as the
+    image (float32=False), and an empty file fails cv2's `!buf.empty()` assertion. From a
+    DataLoader worker only the message reaches the user. Here bytes of a FileClient
+    (_fix_file_client_get) that cannot be decoded are an ImageError naming where they came from."""
+    from hat_basicsr.errors import ImageError
+
+    def imfrombytes(content: Any, flag: str = 'color', float32: bool = False) -> Any:
+        source = getattr(content, 'source', None)
+        if source is None:
+            return original(content, flag, float32)
+        if not content:
+            raise ImageError(f'cannot decode image {source}: it is empty (0 bytes)')
+        try:
+            image = original(content, flag, float32)
+        except AttributeError:  # float32=True: the None OpenCV returned was converted
+            image = None
+        if image is None:
+            raise ImageError(f'cannot decode image {source} (truncated or corrupt file, or not an image)')
+        return image
+
+    return imfrombytes
+
+
 def _fix_paired_scale_message(original: Callable) -> Callable:
     """PairedImageDataset's training crop (paired_random_crop) refuses a GT that is not scale x its
     LQ with a ValueError whose message prints as a Python tuple and names no file:
@@ -273,8 +337,8 @@ def apply() -> None:
     from basicsr.data.paired_image_dataset import PairedImageDataset
     from basicsr.data.realesrgan_dataset import RealESRGANDataset
     from basicsr.models.base_model import BaseModel
-    from basicsr.utils import dist_util
-    from basicsr.utils.file_client import LmdbBackend
+    from basicsr.utils import dist_util, img_util
+    from basicsr.utils.file_client import FileClient, LmdbBackend
     from basicsr.utils.logger import MessageLogger
 
     train = importlib.import_module('basicsr.train')
@@ -283,6 +347,8 @@ def apply() -> None:
     patch_once(train, 'load_resume_state', _fix_load_resume_state)
     patch_once(train, 'CUDAPrefetcher', _fix_cuda_prefetcher)
     patch_once(LmdbBackend, '__init__', _fix_lmdb_backend)
+    patch_once(FileClient, 'get', _fix_file_client_get)
+    patch_once(img_util, 'imfrombytes', _fix_imfrombytes, rebind_in='basicsr')
     patch_once(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
     patch_once(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
     patch_once(MessageLogger, '__call__', _fix_message_logger_eta)

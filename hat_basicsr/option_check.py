@@ -22,8 +22,8 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
 from hat_basicsr.errors import OptionFileError
+from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
 from hat_basicsr.utils.option_spec import Section, section_from_signature
 from hat_basicsr.utils.option_yaml import read_option_yaml
 
@@ -447,7 +447,7 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
 
 def _has_images(folder: str) -> bool:
     """Whether some image file lies under `folder` (the walk stops at the first folder holding one)."""
-    return any(name.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for name in files)
+    return any(name.lower().endswith(IMAGE_SUFFIXES) for _, _, files in os.walk(folder) for name in files)
 
 
 def _first_entry(list_file: str) -> Optional[str]:
@@ -491,9 +491,7 @@ def check_data(opt: Mapping, source: str) -> None:
                 if _first_entry(meta) is None:
                     check.refuse(f'{path}.{key}', root, 'an LMDB with at least one key; its meta_info.txt is empty')
             elif not lists and not _has_images(root):
-                check.refuse(
-                    f'{path}.{key}', root, f'a folder with images ({", ".join(IMAGE_EXTENSIONS)}); it has none'
-                )
+                check.refuse(f'{path}.{key}', root, f'a folder with images ({", ".join(IMAGE_SUFFIXES)}); it has none')
 
 
 def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
@@ -588,20 +586,13 @@ def apply_forced(opt: Dict, entries: Sequence[str], source: str) -> None:
         node[leaf] = _postprocess_yml_value(value.strip())
 
 
-def load_option_file(path: str) -> Any:
-    """The option file as BasicSR loads it; OptionFileError for a missing file or invalid YAML."""
-    from basicsr.utils.options import ordered_yaml
-
-    return read_option_yaml(path, ordered_yaml()[0])
-
-
 def precheck_option_file(args: Sequence[str], prog: str, is_train: bool) -> None:
     """check_options and check_data on the -opt file with the --force_yml entries applied (no -opt
     is left to BasicSR's argument parser to report)."""
     path = option_file_argument(args)
     if path is None:
         return
-    opt = load_option_file(path)
+    opt = read_option_yaml(path)
     if isinstance(opt, dict):
         apply_forced(opt, forced_entries(args), path)
     for warning in check_options(opt, path, is_train):

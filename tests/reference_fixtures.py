@@ -8,6 +8,12 @@ import torch
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 NAMES = sorted(path.stem for path in FIXTURES.glob('*.json'))
+# Parameter counts of the released variants at x2 / x3 / x4 (REFERENCE.md section 1).
+RELEASE_PARAMS = {
+    'HAT-S': (9_473_471, 9_658_111, 9_621_183),
+    'HAT': (20_624_795, 20_809_435, 20_772_507),
+    'HAT-L': (40_698_863, 40_883_503, 40_846_575),
+}
 
 
 def fixture_options(name: str) -> Dict:

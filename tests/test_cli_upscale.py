@@ -16,9 +16,9 @@ from skimage import data
 import hat_basicsr  # noqa: F401  (makes `import basicsr` work)
 from hat_basicsr import HAT
 from hat_basicsr.cli import upscale
-from hat_basicsr.cli.image_io import read_image
 from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import SourceError
+from hat_basicsr.utils.image_io import read_image, write_image
 
 from basicsr.utils.color_util import rgb2ycbcr
 
@@ -110,6 +110,19 @@ def test_sixteen_bit_stays_sixteen_bit(workspace, upscaled):
     assert depth == 16 and np.abs(result - forward(workspace['model'], image)).max() <= 1 / 65535 + 1e-6
 
 
+def test_a_folder_lists_the_image_suffixes_the_datasets_read(tmp_path):
+    for name in ('a.ppm', 'b.PNG', 'c.webp', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'')
+    assert [path.name for path in upscale.list_inputs(tmp_path)] == ['a.ppm', 'b.PNG', 'c.webp']
+
+
+def test_sixteen_bit_ppm_is_written_at_sixteen_bits(tmp_path):
+    samples = np.random.default_rng(0).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    write_image(tmp_path / 'deep.ppm', samples / 65535.0, bit_depth=16)
+    image, alpha, depth = read_image(tmp_path / 'deep.ppm')
+    assert depth == 16 and alpha is None and np.array_equal(np.rint(image * 65535).astype(np.uint16), samples)
+
+
 def test_alpha_is_upscaled_separately_and_reattached(workspace, upscaled):
     image, alpha, _ = read_image(workspace['inputs'] / 'cutout.png')
     result, result_alpha, _ = read_image(upscaled[1] / 'cutout.png')
@@ -140,7 +153,7 @@ def test_gray_alpha_png_stays_gray_alpha_at_its_bit_depth(bit_depth, workspace, 
     if bit_depth == 8:
         Image.fromarray(samples.astype(np.uint8), 'LA').save(inputs / 'ga.png')
     else:  # PIL has no 16-bit gray+alpha mode
-        from hat_basicsr.cli.image_io import encode_gray_alpha_png
+        from hat_basicsr.utils.image_io import encode_gray_alpha_png
 
         (inputs / 'ga.png').write_bytes(encode_gray_alpha_png(samples))
     out = tmp_path / 'out'

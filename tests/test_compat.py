@@ -275,6 +275,52 @@ def test_two_lmdb_file_clients_on_one_database_and_a_forked_worker(tiny_lmdb):
     assert val.get('a') == train.get('a')  # the parent's environment is untouched by the child
 
 
+def test_imfrombytes_names_no_file_for_bytes_it_cannot_decode():
+    """Why the imfrombytes fix exists: bytes that carry no source still fail as in BasicSR."""
+    from basicsr.utils import imfrombytes
+
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'astype'"):
+        imfrombytes(b'not an image', float32=True)
+    assert imfrombytes(b'not an image') is None
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'empty'])
+@pytest.mark.parametrize('workers', [0, 1])
+def test_an_undecodable_image_is_named_by_the_dataset_and_its_workers(tmp_path, damage, workers):
+    """BasicSR's datasets import imfrombytes by name; from a DataLoader worker only the message
+    reaches the parent, so it names the file."""
+    import numpy as np
+
+    from hat_basicsr.errors import ImageError
+
+    from basicsr.data import build_dataset
+
+    broken = tmp_path / 'broken.png'
+    cv2.imwrite(str(broken), np.full((16, 16, 3), 128, np.uint8))
+    broken.write_bytes(broken.read_bytes()[:40] if damage == 'truncated' else b'')
+    options = {'name': 'single', 'type': 'SingleImageDataset', 'dataroot_lq': str(tmp_path), 'phase': 'val'}
+    dataset = build_dataset({**options, 'io_backend': {'type': 'disk'}})
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers)
+    with pytest.raises(ImageError) as error:
+        next(iter(loader))
+    problem = {'empty': ': it is empty (0 bytes)', 'truncated': ' (truncated or corrupt file, or not an image)'}[damage]
+    assert str(error.value).strip().splitlines()[-1].endswith(f'cannot decode image {broken}{problem}')
+
+
+def test_a_key_missing_from_an_lmdb_is_named_with_the_database(tiny_lmdb):
+    """BasicSR's LmdbBackend returns None, which imfrombytes refuses in np.frombuffer, naming nothing."""
+    from hat_basicsr.errors import ImageError
+
+    from basicsr.utils import FileClient, imfrombytes
+
+    client = FileClient('lmdb', db_paths=tiny_lmdb)
+    assert imfrombytes(client.get('a'), float32=True).shape == (48, 48, 3)
+    with pytest.raises(
+        ImageError, match=rf'^LMDB {re.escape(tiny_lmdb)} has no key ghost \(check its meta_info.txt\)$'
+    ):
+        client.get('ghost')
+
+
 def test_a_training_pair_of_the_wrong_scale_names_both_files(tmp_path):
     """BasicSR's message was a printed tuple naming no file; the train entry point shows this one line."""
     import numpy as np

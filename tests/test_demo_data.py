@@ -12,14 +12,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import hat_basicsr  # noqa: F401  (registers the datasets)
 from hat_basicsr.data.demo_data import PATCH_SIZE, SCALES, STAMP, VAL_PHOTOS, bicubic_lr, build_demo_data
+from hat_basicsr.utils.option_yaml import read_option_yaml
 
 from basicsr.data import build_dataset
 from basicsr.utils import FileClient, imfrombytes
-from basicsr.utils.options import ordered_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_OPTIONS = sorted((REPO / 'options' / 'train' / 'demo').glob('*.yml'))
@@ -113,8 +112,7 @@ def test_cli_builds_into_the_given_root(demo_root: Path, monkeypatch, capsys):
 
 def demo_option(path: Path, root: Path) -> Dict:
     """The option file's datasets, pointed at root instead of datasets/demo, as parse_options fills them."""
-    with open(path) as fin:
-        opt = yaml.load(fin, Loader=ordered_yaml()[0])
+    opt = read_option_yaml(str(path))
     datasets = copy.deepcopy(opt['datasets'])
     for phase, data in datasets.items():
         data['phase'] = phase

@@ -12,14 +12,16 @@ from hat_basicsr.utils.weights import load_weights, read_state_dict
 
 from basicsr.archs import build_network
 
-from reference_fixtures import NAMES, fixture_cases, fixture_model, fixture_options, fixture_weights_path
+from reference_fixtures import (
+    NAMES,
+    RELEASE_PARAMS,
+    fixture_cases,
+    fixture_model,
+    fixture_options,
+    fixture_weights_path,
+)
 
 COMMON, VARIANTS = RELEASE_OPTIONS, RELEASE_VARIANTS
-RELEASE_PARAMS = {  # REFERENCE section 1: x2 / x3 / x4
-    'HAT-S': (9_473_471, 9_658_111, 9_621_183),
-    'HAT': (20_624_795, 20_809_435, 20_772_507),
-    'HAT-L': (40_698_863, 40_883_503, 40_846_575),
-}
 
 
 def meta_variant(name: str, upscale: int) -> HAT:

@@ -18,7 +18,7 @@ from hat_basicsr.cli.model_source import load_model
 from hat_basicsr.errors import CheckpointError
 from hat_basicsr.utils.weights import read_state_dict
 
-from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path
+from reference_fixtures import NAMES, RELEASE_PARAMS, fixture_cases, fixture_options, fixture_weights_path
 
 COMMON = {
     'window_size': 16,
@@ -32,11 +32,6 @@ VARIANTS = {
     'HAT-S': {'embed_dim': 144, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 24, 'squeeze_factor': 24},
     'HAT': {'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'compress_ratio': 3, 'squeeze_factor': 30},
     'HAT-L': {'embed_dim': 180, 'depths': [6] * 12, 'num_heads': [6] * 12, 'compress_ratio': 3, 'squeeze_factor': 30},
-}
-RELEASE_PARAMS = {  # REFERENCE.md §1, per scale 2 / 3 / 4
-    'HAT-S': (9473471, 9658111, 9621183),
-    'HAT': (20624795, 20809435, 20772507),
-    'HAT-L': (40698863, 40883503, 40846575),
 }
 
 

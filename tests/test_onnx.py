@@ -10,8 +10,8 @@ from skimage import data
 
 from hat_basicsr import HAT
 from hat_basicsr.cli import export, upscale
-from hat_basicsr.cli.image_io import read_image
 from hat_basicsr.errors import OnnxError
+from hat_basicsr.utils.image_io import read_image
 from hat_basicsr.utils.onnx_deploy import METADATA_PREFIX, OPSET, OnnxModel, export_onnx
 
 from helpers import TINY_HAT, run_command
@@ -136,6 +136,16 @@ def test_absolute_position_embedding_needs_a_static_export(tmp_path):
     with pytest.raises(OnnxError, match=r'ape=True .* --static 16 16'):
         export_onnx(model, tmp_path / 'ape.onnx', scale=2)
     assert not (tmp_path / 'ape.onnx').exists()
+
+
+def test_a_model_without_what_the_exporter_asks_is_refused_by_name(tmp_path):
+    model = torch.nn.Conv2d(3, 3, 3)
+    model.window_size = 4
+    with pytest.raises(
+        OnnxError, match=r'^Conv2d cannot be exported: it lacks in_chans, repeated_blocks, check_export_size '
+    ):
+        export_onnx(model, tmp_path / 'conv.onnx', scale=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_does_not_overwrite_without_force(exported, capfd):

@@ -14,10 +14,10 @@ import torch
 import yaml
 
 import hat_basicsr  # noqa: F401  (registers HAT, HATModel, ImageNetPairedDataset)
+from hat_basicsr.utils.option_yaml import read_option_yaml
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from basicsr.utils.options import ordered_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = REPO / 'options'
@@ -92,8 +92,8 @@ BENCHMARKS = ['Set5', 'Set14', 'Urban100', 'BSD100', 'Manga109']
 
 
 def load(path: Path) -> Dict:
-    with open(path) as fin:
-        return yaml.load(fin, Loader=ordered_yaml()[0])
+    """The option file as every entry point reads it (hat_basicsr.utils.option_yaml)."""
+    return read_option_yaml(str(path))
 
 
 def variant_and_scale(path: Path) -> Tuple[str, int, str]:

@@ -64,6 +64,26 @@ def test_missing_index_buffers_are_rebuilt(release_state):
     assert torch.equal(model.relative_position_index_OCA, release_state['relative_position_index_OCA'])
 
 
+class Scaler(torch.nn.Module):
+    """A model with a persistent buffer computed from its arguments, declared or not as derived."""
+
+    def __init__(self, declares_derived: bool):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(2))
+        self.register_buffer('grid', torch.arange(2.0))
+        if declares_derived:
+            self.derived_state_keys = lambda: ('grid',)
+
+
+def test_only_the_entries_a_model_declares_derived_may_be_missing():
+    state = {'weight': torch.full((2,), 3.0)}
+    model = Scaler(declares_derived=True)
+    assert load_weights(model, state)['missing'] == []
+    assert torch.equal(model.weight, state['weight']) and torch.equal(model.grid, torch.arange(2.0))
+    with pytest.raises(CheckpointMismatchError, match='missing keys: grid'):
+        load_weights(Scaler(declares_derived=False), state)
+
+
 def test_mismatched_checkpoint_lists_missing_unexpected_and_shapes(release_state):
     state = dict(release_state)
     state.pop('conv_first.bias')

@@ -1,6 +1,6 @@
 """Rendering helpers shared by the LAM panel and the feature grid.
 
-Arrays handed around here are RGB uint8 (H, W, 3); OpenCV's BGR only appears when writing.
+Arrays handed around here are RGB uint8 (H, W, 3), written by utils/image_io.write_samples.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from hat_basicsr.errors import OutputError
-from hat_basicsr.utils.files import atomic_write
+from hat_basicsr.utils.image_io import write_samples
 
 GAP = 4
 HEADER = 20
@@ -29,12 +29,8 @@ def check_image_writer(path: Union[str, Path]) -> None:
 def write_png(path: Union[str, Path], rgb: np.ndarray) -> Path:
     """Write an RGB uint8 array atomically (creating the folder)."""
     check_image_writer(path)
-    path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OutputError(f'{path}: OpenCV could not encode the image')
-    atomic_write(path, lambda stream: stream.write(encoded.tobytes()))
-    return path
+    write_samples(path, rgb)
+    return Path(path)
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

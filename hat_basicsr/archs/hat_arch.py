@@ -5,7 +5,8 @@ state-dict layout of the authors' release, so released checkpoints load unchange
 release, the network pads any input size itself and runs attention through torch's fused
 `scaled_dot_product_attention` (switchable back to the release's arithmetic with `attn_impl`),
 and it exports through torch.export with symbolic batch, height and width (the padding and the
-seam handling branch on no size; see hat_basicsr.utils.onnx_deploy).
+seam handling branch on no size; see hat_basicsr.utils.onnx_deploy, and hat_export for what the
+exporter asks of HAT).
 
 Shifted blocks never build a (num_windows, heads, N, N) bias-plus-mask tensor: after the cyclic
 shift only the windows of the last row and the last column straddle the wrap-around seam, and
@@ -35,6 +36,7 @@ from hat_basicsr.archs.attention import (
     relative_position_index_sa,
 )
 from hat_basicsr.archs.hat_config import NUM_FEAT, overlap_window_size, validate_hat_arguments
+from hat_basicsr.archs.hat_export import HATExport
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.archs.arch_util import Upsample, to_2tuple, trunc_normal_
@@ -419,7 +421,7 @@ class PatchEmbed(nn.Module):
 
 
 @register_once(ARCH_REGISTRY)
-class HAT(nn.Module):
+class HAT(HATExport, nn.Module):
     """Hybrid Attention Transformer for single-image super-resolution.
 
     Accepts every constructor argument of the authors' release with the same defaults. Inputs of

@@ -12,9 +12,9 @@ from torch import Tensor, nn
 
 from hat_basicsr.analysis.visual import check_image_writer
 from hat_basicsr.cli.colour import as_rgb, luma
-from hat_basicsr.cli.image_io import read_image, silence_opencv
 from hat_basicsr.cli.model_source import load_model, model_channels, resolve_device
 from hat_basicsr.errors import ImageError
+from hat_basicsr.utils.image_io import read_image, silence_opencv
 
 # What a user can get wrong on the command line: reported in one line with exit status 2.
 

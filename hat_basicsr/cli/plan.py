@@ -34,11 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hat_basicsr.errors import OptionFileError
-    from hat_basicsr.option_check import check_data, check_options, is_int, launch_error, load_option_file
+    from hat_basicsr.option_check import check_data, check_options, is_int, launch_error
     from hat_basicsr.training_plan import format_plan, make_plan
+    from hat_basicsr.utils.option_yaml import read_option_yaml
 
     try:
-        opt = load_option_file(args.options)
+        opt = read_option_yaml(args.options)
         warnings = check_options(opt, args.options, is_train=True)
         check_data(opt, args.options)
         num_gpu = opt['num_gpu']

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from hat_basicsr.utils.onnx_deploy import OnnxModel
 
 BACKENDS = ('torch', 'onnxruntime')
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
 Runner = Callable[['np.ndarray'], 'np.ndarray']
 
 
@@ -111,6 +110,8 @@ def shard_argument(text: str) -> Shard:
 
 
 def list_inputs(source: Path) -> List[Path]:
+    from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
+
     if source.is_file():
         return [source]
     if not source.is_dir():
@@ -177,7 +178,7 @@ def output_path(args: argparse.Namespace, source: Path) -> Path:
 def process(
     source: Path, target: Path, model_channels: int, scale: int, run_model: Runner, alpha_mode: str, max_pixels: int
 ) -> None:
-    from hat_basicsr.cli.image_io import read_image, write_image
+    from hat_basicsr.utils.image_io import read_image, write_image
 
     if target.resolve() == source.resolve():
         raise ImageError(f'{source}: output would overwrite the input (choose another folder or a --suffix)')
@@ -196,8 +197,8 @@ def check_suffix(suffix: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hat_basicsr.cli.image_io import silence_opencv
     from hat_basicsr.cli.model_source import ModelSpec, instantiate, model_channels, resolve_device, resolve_source
+    from hat_basicsr.utils.image_io import silence_opencv
     from hat_basicsr.utils.onnx_deploy import OnnxModel
     from hat_basicsr.utils.tiling import off_grid_warning
 

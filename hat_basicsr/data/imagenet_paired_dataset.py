@@ -16,6 +16,7 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from hat_basicsr.errors import DatasetError, ImageError
+from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.data.data_util import paths_from_lmdb
@@ -23,8 +24,6 @@ from basicsr.data.transforms import augment, mod_crop
 from basicsr.utils import FileClient, bgr2ycbcr, get_root_logger, imfrombytes, img2tensor, scandir
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
 # MATLAB's bicubic kernel has support 2 input pixels; antialiased at 1/s it is stretched to 2s HR
 # pixels on each side of an LR pixel's centre, i.e. 1.5s + 0.5 HR pixels beyond that LR pixel's own
@@ -52,7 +51,7 @@ def gt_image_paths(gt_folder: str, list_file: Optional[str]) -> List[str]:
         return [os.path.join(gt_folder, name) for name in names]
     if not os.path.isdir(gt_folder):
         raise DatasetError(f'dataroot_gt {gt_folder} is not a folder.')
-    names = (p for p in scandir(gt_folder, recursive=True) if p.lower().endswith(IMAGE_EXTENSIONS))
+    names = (p for p in scandir(gt_folder, recursive=True) if p.lower().endswith(IMAGE_SUFFIXES))
     return [os.path.join(gt_folder, name) for name in sorted(names)]
 
 
@@ -165,21 +164,16 @@ class ImageNetPairedDataset(data.Dataset):
         return gt_image_paths(self.gt_folder, self.meta_info)
 
     def _read_gt(self, gt_path: str) -> np.ndarray:
-        """HWC BGR float32 image in [0, 1]; ImageError naming the file if it cannot be had."""
+        """HWC BGR float32 image in [0, 1]; ImageError naming the file if it cannot be had (the file
+        client and imfrombytes name what they cannot read or decode: basicsr_compat)."""
         if self.file_client is None:
             backend_opt = dict(self.io_backend_opt)
             self.file_client = FileClient(backend_opt.pop('type'), **backend_opt)
-        where = f'{gt_path} (LMDB {self.gt_folder})' if self.file_client.backend == 'lmdb' else gt_path
         try:
             img_bytes = self.file_client.get(gt_path, 'gt')
         except OSError as err:
-            raise ImageError(f'Cannot read image {where}: {err}') from err
-        if not img_bytes:
-            raise ImageError(f'Image {where} is missing or empty.')
-        img = imfrombytes(img_bytes, float32=False)
-        if img is None:
-            raise ImageError(f'Cannot decode image {where} (corrupt or not an image).')
-        return img.astype(np.float32) / 255.0
+            raise ImageError(f'Cannot read image {gt_path}: {err}') from err
+        return imfrombytes(img_bytes, float32=True)
 
     def __getitem__(self, index: int) -> Dict:
         gt_path = self.paths[index]

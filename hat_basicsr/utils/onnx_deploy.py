@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,6 +35,27 @@ CPU = torch.device('cpu')
 TORCH_MODEL_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors', '.yml', '.yaml')
 
 
+class Exportable(Protocol):
+    """What export_onnx asks of a model (hat_basicsr.archs.hat_export answers it for HAT)."""
+
+    in_chans: int
+    # The graph pads inputs to a multiple of it; the traced and verified sizes are chosen from it.
+    window_size: int
+
+    def repeated_blocks(self) -> List[nn.Module]:
+        """The blocks the model repeats; each structure among them is traced once, as an ONNX function."""
+
+    def check_export_size(self, static: Optional[Tuple[int, int]]) -> None:
+        """Raise OnnxError when the model cannot give a graph of that size (None: every size)."""
+
+
+# The attributes and methods a model lacks are named when it is refused.
+EXPORTABLE_MEMBERS = (
+    *Exportable.__annotations__,
+    *(name for name, value in vars(Exportable).items() if callable(value) and not name.startswith('_')),
+)
+
+
 def refuse_float16(dtype: str) -> None:
     """HAT's activations overflow float16 (see HAT._refuse_float16), in ONNX as in torch."""
     if dtype != 'float32':
@@ -44,7 +66,7 @@ def refuse_float16(dtype: str) -> None:
         )
 
 
-def _sample_input(model: nn.Module, static: Optional[Tuple[int, int]]) -> Tensor:
+def _sample_input(model: Exportable, static: Optional[Tuple[int, int]]) -> Tensor:
     """The example the exporter traces. Batch 2 and sizes that are neither 0, 1 nor equal to each
     other, so that torch.export keeps batch, height and width as independent symbols."""
     window = model.window_size
@@ -143,11 +165,22 @@ def _structure(module: nn.Module) -> Tuple:
     )
 
 
-def _repeated_blocks(model: nn.Module) -> List[nn.Module]:
-    """HAT's HABs and OCABs, the blocks every residual group repeats."""
-    return [
-        block for layer in model.layers for block in (*layer.residual_group.blocks, layer.residual_group.overlap_attn)
+@contextmanager
+def _blocks_replaced(model: nn.Module, replacements: Dict[nn.Module, nn.Module]) -> Iterator[None]:
+    """`model` with each block of `replacements` swapped for its replacement, where it sits."""
+    slots = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if child in replacements
     ]
+    for parent, name, child in slots:
+        setattr(parent, name, replacements[child])
+    try:
+        yield
+    finally:
+        for parent, name, child in slots:
+            setattr(parent, name, child)
 
 
 def _block_arguments(model: nn.Module, blocks: List[nn.Module]) -> Dict[nn.Module, Tuple]:
@@ -200,7 +233,7 @@ def _block_function(block: nn.Module, arguments: Tuple, name: str, window: int):
     return function, list(proto.functions)
 
 
-def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, int]]):
+def _export_proto(model: Exportable, sample: Tensor, static: Optional[Tuple[int, int]]):
     """The ModelProto of `model` traced on `sample` by torch.export (torch's recommended exporter).
 
     Each structure of repeated block (HAT-S: a HAB, a shifted HAB, an OCAB, 42 blocks in all) is
@@ -213,7 +246,7 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
     """
     import onnx.inliner
 
-    blocks = _repeated_blocks(model)
+    blocks = model.repeated_blocks()
     arguments = _block_arguments(model, blocks)
     functions, names, standins = {}, {}, {}
     for block in blocks:
@@ -222,33 +255,26 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
             names[key] = f'{type(block).__name__}_{len(names)}'
             functions[names[key]] = _block_function(block, arguments[block], names[key], model.window_size)
         standins[block] = _FunctionCall(block, names[key])
-    originals = {}
-    for layer in model.layers:
-        group = layer.residual_group
-        originals[group] = (group.blocks, group.overlap_attn)
-        group.blocks = nn.ModuleList(standins[block] for block in group.blocks)
-        group.overlap_attn = standins[group.overlap_attn]
     # The exporter warns that it cannot infer an ONNX signature for _translate_function_call and
     # will send it every call of the op, which is what it is for.
     registration_log = logging.getLogger('torch.onnx._internal.exporter._registration')
     level = registration_log.level
     registration_log.setLevel(logging.ERROR)
     try:
-        proto = torch.onnx.export(
-            model,
-            (sample,),
-            dynamo=True,
-            dynamic_shapes=_dynamic_sizes(static),
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            custom_translation_table={_function_call_op()._opoverload: _translate_function_call},
-            verbose=False,
-        ).model_proto
+        with _blocks_replaced(model, standins):
+            proto = torch.onnx.export(
+                model,
+                (sample,),
+                dynamo=True,
+                dynamic_shapes=_dynamic_sizes(static),
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                custom_translation_table={_function_call_op()._opoverload: _translate_function_call},
+                verbose=False,
+            ).model_proto
     finally:
         registration_log.setLevel(level)
-        for group, (group_blocks, overlap_attn) in originals.items():
-            group.blocks, group.overlap_attn = group_blocks, overlap_attn
     known = {(function.domain, function.name) for function in proto.functions}
     for function, inner in functions.values():
         for extra in (function, *inner):
@@ -265,14 +291,14 @@ def _export_proto(model: nn.Module, sample: Tensor, static: Optional[Tuple[int, 
 
 
 def export_onnx(
-    model: nn.Module,
+    model: Exportable,
     path: Union[str, os.PathLike],
     scale: int,
     static: Optional[Tuple[int, int]] = None,
     verify_tolerance: Optional[float] = VERIFY_TOLERANCE,
 ) -> float:
-    """Write `model` (a HAT) as a float32 ONNX file at `path`, atomically; the model ends up in
-    float32 on the CPU in eval mode.
+    """Write `model` (a HAT, or any other Exportable) as a float32 ONNX file at `path`, atomically;
+    the model ends up in float32 on the CPU in eval mode.
 
     With `verify_tolerance` the graph is run in onnxruntime against the torch model at a size the
     export did not trace, and refused (nothing written) beyond the tolerance. Returns the maximum
@@ -280,16 +306,15 @@ def export_onnx(
     """
     import onnx
 
-    if not hasattr(model, 'window_size') or not hasattr(model, 'in_chans'):
-        raise OnnxError(f'{type(model).__name__} is not a HAT: only HAT models are exported')
+    lacking = [name for name in EXPORTABLE_MEMBERS if not hasattr(model, name)]
+    if lacking:
+        raise OnnxError(
+            f'{type(model).__name__} cannot be exported: it lacks {", ".join(lacking)} '
+            '(what the exporter asks of a model: hat_basicsr.utils.onnx_deploy.Exportable; HAT provides it)'
+        )
     if static and min(static) < 1:
         raise OnnxError(f'static size {static} must be positive')
-    if getattr(model, 'ape', False) and tuple(static or ()) != tuple(model.patches_resolution):
-        raise OnnxError(
-            'a HAT with ape=True (absolute position embedding) only accepts its img_size '
-            f'{tuple(model.patches_resolution)}: export it with --static '
-            f'{model.patches_resolution[0]} {model.patches_resolution[1]}'
-        )
+    model.check_export_size(static)
     model = model.float().cpu().eval()
     proto = _export_proto(model, _sample_input(model, static), static)
     metadata = {

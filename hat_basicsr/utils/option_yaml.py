@@ -6,7 +6,7 @@ terminals jump to `FILE:LINE:COLUMN`, so the error is given in that form on one 
 
 from __future__ import annotations
 
-from typing import Any, Optional, Type
+from typing import Any
 
 import yaml
 
@@ -30,12 +30,14 @@ def yaml_error_line(path: str, error: yaml.YAMLError) -> str:
     return f'{path}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}{where}'
 
 
-def read_option_yaml(path: str, loader: Optional[Type[Any]] = None) -> Any:
-    """The YAML document in `path` (loaded with `loader`, default yaml.SafeLoader); OptionFileError
-    in one line for a file that cannot be read or is not valid YAML."""
+def read_option_yaml(path: str) -> Any:
+    """The YAML document in `path`; OptionFileError in one line for a file that cannot be read or
+    is not valid YAML. Every entry point reads option files here, with yaml.SafeLoader: a file may
+    come from anywhere (`upscale -m downloaded.yml`), and BasicSR's own loader would construct the
+    Python objects its tags name."""
     try:
         with open(path, encoding='utf-8') as stream:
-            return yaml.load(stream, Loader=loader or yaml.SafeLoader)
+            return yaml.safe_load(stream)
     except OSError as error:
         raise OptionFileError(f'cannot read option file {path}: {error.strerror or error}') from error
     except UnicodeDecodeError as error:

@@ -2,8 +2,9 @@
 user's to fix (options, data, checkpoints, output folders), never the project's own bugs.
 
 Bad options are refused up front (hat_basicsr.option_check), so what is recognised here is
-narrow: this project's own errors (hat_basicsr.errors.UserError), invalid YAML, a file missing by name, and a few errors
-recognised by where they are raised (an image BasicSR cannot decode, a network built from
+narrow: this project's own errors (hat_basicsr.errors.UserError; an image BasicSR's datasets cannot
+decode is one, raised where it is read: see basicsr_compat._fix_imfrombytes), invalid YAML, a file
+missing by name, and a few errors recognised by where they are raised (a network built from
 arguments it refuses, BasicSR's own checks of dataset folders and crops). Anything else keeps its
 traceback; set HAT_BASICSR_TRACEBACK=1 to get it for these too.
 """
@@ -15,7 +16,6 @@ import traceback
 from types import FrameType
 from typing import List, Optional
 
-import cv2
 import yaml
 
 from hat_basicsr.errors import UserError
@@ -29,9 +29,6 @@ BASICSR_DATA_CHECKS = {
     ('basicsr.data.data_util', 'paths_from_lmdb'): (ValueError,),
     ('basicsr.data.transforms', 'paired_random_crop'): (ValueError,),
 }
-# What imfrombytes raises for: a file OpenCV cannot decode (None.astype), an empty one (cv2's
-# `!buf.empty()` assertion) and a key an LMDB does not hold (np.frombuffer(None)).
-IMAGE_DECODING_ERRORS = (AttributeError, cv2.error, TypeError)
 WORKER_FRAME = re.compile(r'File "[^"]*", line \d+, in (\w+)')
 
 
@@ -53,36 +50,10 @@ def _worker_message(error: BaseException) -> str:
     """The message without the worker traceback that DataLoader puts into re-raised exceptions."""
     message = str(error)
     if 'Original Traceback' in message:
-        message = message.strip().splitlines()[-1].removeprefix(f'{type(error).__name__}: ')
+        # The traceback's last line names the class, qualified by its module unless a builtin.
+        name = re.escape(type(error).__qualname__)
+        message = re.sub(rf'^({re.escape(type(error).__module__)}\.)?{name}: ', '', message.strip().splitlines()[-1])
     return message
-
-
-def undecodable_image(error: BaseException) -> Optional[str]:
-    """What to say when BasicSR's `imfrombytes` (the innermost frame: the error is raised by
-    numpy or OpenCV on what it was given) got bytes it cannot decode, an empty file or the None of
-    a missing LMDB key, else None. In this process the dataset's `*_path` variables say which file
-    it was reading; from a DataLoader worker only the text is left."""
-    if not isinstance(error, IMAGE_DECODING_ERRORS):
-        return None
-    frames = _frames(error)
-    worker = _worker_functions(error)
-    in_process = bool(frames) and _function(frames[-1]) == ('basicsr.utils.img_util', 'imfrombytes')
-    if not in_process and not (worker and worker[-1] == 'imfrombytes'):
-        return None
-    problem = 'cannot decode an image of the dataset (truncated or corrupt file, or not an image)'
-    if in_process:
-        content = frames[-1].f_locals.get('content', b'?')
-        if content is None:
-            problem = 'an LMDB of the dataset has no such key (check its meta_info.txt)'
-        elif len(content) == 0:
-            problem = 'cannot decode an image of the dataset: the file is empty'
-    for frame in reversed(frames):
-        paths = {
-            name: value for name, value in frame.f_locals.items() if name.endswith('_path') and isinstance(value, str)
-        }
-        if frame.f_code.co_name == '__getitem__' and paths:
-            return f'{problem}; it was reading ' + ', '.join(f'{name} {value}' for name, value in paths.items())
-    return f'{problem}; a DataLoader worker does not say which: set num_worker_per_gpu: 0 to have it named'
 
 
 def refused_network_arguments(error: BaseException) -> bool:
@@ -120,9 +91,6 @@ def basicsr_data_check(error: BaseException) -> bool:
 def user_error_message(error: BaseException) -> Optional[str]:
     """One line for an error of the options, data, checkpoints or output folders; None for
     anything else, which keeps its traceback."""
-    undecodable = undecodable_image(error)
-    if undecodable:
-        return undecodable
     missing_file = isinstance(error, FileNotFoundError) and error.filename is not None
     if (
         isinstance(error, (UserError, yaml.YAMLError))

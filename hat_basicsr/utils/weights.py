@@ -12,7 +12,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -23,12 +23,19 @@ from hat_basicsr.utils.files import atomic_write
 PARAM_KEYS = ('params_ema', 'params', 'state_dict')
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 SAFETENSORS_SUFFIXES = ('.safetensors', '.sft')
-# Buffers derived from the hyperparameters alone; a checkpoint without them still loads.
-DERIVED_BUFFERS = ('relative_position_index_SA', 'relative_position_index_OCA')
 MAX_LISTED = 12
 
 Source = Union[str, os.PathLike, Mapping]
 logger = logging.getLogger('basicsr')
+
+
+@runtime_checkable
+class DerivedState(Protocol):
+    """A model whose state dict holds entries it computes from its hyperparameters alone
+    (hat_basicsr.archs.hat_export answers it for HAT); a model without it has none."""
+
+    def derived_state_keys(self) -> Tuple[str, ...]:
+        """The entries a checkpoint may lack: the model's own values are kept for them."""
 
 
 def read_checkpoint(source: Source) -> Mapping:
@@ -135,7 +142,7 @@ def load_weights(
     """
     state = read_state_dict(source, param_key)
     target = model.state_dict()
-    for name in DERIVED_BUFFERS:
+    for name in model.derived_state_keys() if isinstance(model, DerivedState) else ():
         if name in target and name not in state:
             state[name] = target[name]
     missing = [key for key in target if key not in state]

@@ -1,5 +1,6 @@
-"""Reading and writing images for the subcommands: exact samples (8 or 16 bits), EXIF orientation,
-alpha, a pixel limit checked before decoding, atomic writes."""
+"""Reading and writing images (the subcommands, the analysis panels): exact samples (8 or 16 bits),
+EXIF orientation, alpha, a pixel limit checked before decoding, atomic writes; and the image file
+suffixes that datasets, the option checker and `upscale` look for in a folder."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from hat_basicsr.errors import ImageError
 from hat_basicsr.utils.defaults import DEFAULT_MAX_PIXELS
 from hat_basicsr.utils.files import atomic_write
 
-HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff')
+# What counts as an image in a folder: training data, the option checker's look at dataroots, upscale's inputs.
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
+HIGH_DEPTH_SUFFIXES = ('.png', '.tif', '.tiff', '.ppm')
 ENCODE_PARAMS = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95]}
 SAMPLE_MAX = {np.dtype(np.uint8): (8, 255.0), np.dtype(np.uint16): (16, 65535.0)}
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -144,20 +147,27 @@ def write_image(
         raise ImageError(f'{path}: bit depth {bit_depth} is not supported (8 or 16)')
     if bit_depth == 16 and suffix not in HIGH_DEPTH_SUFFIXES:
         raise ImageError(f'{path}: {suffix} cannot hold 16-bit samples (use {", ".join(HIGH_DEPTH_SUFFIXES)})')
-    array = array if array.ndim == 3 else array[..., None]
-    gray_alpha_png = alpha is not None and array.shape[2] == 1 and suffix == '.png'
-    if alpha is not None and array.shape[2] == 1 and not gray_alpha_png:  # OpenCV's encoders: as BGRA
-        array = np.repeat(array, 3, axis=2)
-    planes = [array[..., ::-1]] if array.shape[2] == 3 else [array]
+    planes = [array if array.ndim == 3 else array[..., None]]
     if alpha is not None:
         planes.append(alpha[..., None])
     dtype, peak = (np.uint8, 255.0) if bit_depth == 8 else (np.uint16, 65535.0)
-    image = np.rint(np.clip(np.concatenate(planes, axis=2), 0, 1) * peak).astype(dtype)
-    if gray_alpha_png:
-        encoded = encode_gray_alpha_png(image)
+    write_samples(path, np.rint(np.clip(np.concatenate(planes, axis=2), 0, 1) * peak).astype(dtype))
+
+
+def write_samples(path: Union[str, os.PathLike], samples: np.ndarray) -> None:
+    """Write uint8 or uint16 samples (HxWxC: gray, gray+alpha, RGB or RGBA) atomically, in the
+    format of the file name's suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if samples.shape[2] == 2 and suffix == '.png':
+        encoded = encode_gray_alpha_png(samples)
         atomic_write(path, lambda stream: stream.write(encoded))
         return
-    image = image[..., 0] if image.shape[2] == 1 else image
+    if samples.shape[2] == 2:  # OpenCV's encoders: as BGRA
+        samples = samples[..., [0, 0, 0, 1]]
+    if samples.shape[2] >= 3:
+        samples = np.concatenate([samples[..., 2::-1], samples[..., 3:]], axis=2)
+    image = samples[..., 0] if samples.shape[2] == 1 else samples
     try:
         ok, encoded = cv2.imencode(suffix, image, ENCODE_PARAMS.get(suffix, []))
     except cv2.error as error:
