@@ -15,17 +15,19 @@ ignores misspelled `train:` entries (`ema_decy` turns EMA off), and YAML 1.1 rea
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from hat_basicsr.archs.acceleration import AccelerationOptions
 from hat_basicsr.data.imagenet_paired_dataset import IMAGE_EXTENSIONS
-from hat_basicsr.errors import OptionFileError
-from hat_basicsr.utils.option_spec import Section, section_from_signature
+from hat_basicsr.errors import HATArgumentError, OptionFileError
+from hat_basicsr.utils.option_spec import Section, section_from_signature, section_problem
+from hat_basicsr.utils.option_spec import suggestion as _suggestion
 from hat_basicsr.utils.option_yaml import read_option_yaml
+from hat_basicsr.utils.tiling import TileOptions
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = (
@@ -126,11 +128,6 @@ def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
         yield prefix[:-1], node
 
 
-def _suggestion(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
-    return f' (did you mean {close[0]!r}?)' if close else ''
-
-
 def is_number(value: Any) -> bool:
     """A finite int or float (YAML's `!!float 1e4` included), not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -211,21 +208,29 @@ class _Checker:
     def section(self, node: Mapping, path: str, section: Section, owner: Any) -> None:
         """Refuse keys `section` does not declare, values it refuses, and required keys missing from
         `node` (the options of `owner`, e.g. a loss type)."""
-        for key in section.unknown(node):
-            if key != 'type':
-                raise OptionFileError(
-                    f'{self.source}: {path}.{key} is not an option of {owner}'
-                    f'{_suggestion(key, list(section.names))}; it takes {sorted(section.names)}'
-                )
-        for key, value, expected in section.refusals(node):
-            self.refuse(f'{path}.{key}', value, expected)
-        for name in section.required():
-            if name not in node:
-                self.missing(f'{path}.{name}', f'{owner} needs it')
+        problem = section_problem(node, section, path, owner, ignore=('type',))
+        if problem:
+            raise OptionFileError(f'{self.source}: {problem}')
 
     def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
         """Keys of `node` (besides type) must be parameters of `target`, of its defaults' kinds."""
         self.section(node, path, section_from_signature(target, tuple(skip)), node.get('type'))
+
+
+def network_problem(network: Mapping, path: str, arch: type) -> Optional[str]:
+    """What is wrong with `network` (a network_g-style mapping at `path`) as the arguments of `arch`,
+    or None: each argument against the arch's declared OPTIONS (or its signature), then the rules
+    between arguments of an arch that has them (HAT.check_arguments), all before anything is built."""
+    section = getattr(arch, 'OPTIONS', None) or section_from_signature(arch, skip=('self',))
+    problem = section_problem(network, section, path, network.get('type'), ignore=('type',))
+    check_arguments = getattr(arch, 'check_arguments', None)
+    if problem or check_arguments is None:
+        return problem
+    try:
+        check_arguments({key: value for key, value in network.items() if key != 'type'})
+    except HATArgumentError as error:
+        return f'{path}.{error.argument}: {error.why}'
+    return None
 
 
 def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
@@ -438,7 +443,14 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
     for key in ('network_g', 'network_d'):
         if key == 'network_g' or key in opt:
             network = check.mapping(check.require(opt, '', key, 'the network to build'), key, 'network options')
-            check.registered(network, key, ARCH_REGISTRY, 'arch')
+            problem = network_problem(network, key, check.registered(network, key, ARCH_REGISTRY, 'arch'))
+            if problem:
+                raise OptionFileError(f'{source}: {problem}')
+    for key, declared in (('tile', TileOptions), ('acceleration', AccelerationOptions)):
+        try:
+            declared.from_dict(opt.get(key))
+        except OptionFileError as error:
+            raise OptionFileError(f'{source}: {error}') from error
     if is_train:
         _check_training(check, opt)
         _check_logger(check, opt)
