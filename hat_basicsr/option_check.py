@@ -103,7 +103,6 @@ REALESRGAN_KERNEL_KEYS = (
 DATASET_REQUIRED = {
     'PairedImageDataset': {'all': ('dataroot_gt', 'dataroot_lq'), 'train': ('gt_size', 'use_hflip', 'use_rot')},
     'SingleImageDataset': {'all': ('dataroot_lq',)},
-    'ImageNetPairedDataset': {'all': ('dataroot_gt',), 'train': ('gt_size',)},
     'RealESRGANDataset': {'all': ('dataroot_gt', 'use_hflip', 'use_rot') + REALESRGAN_KERNEL_KEYS},
 }
 CROPPING_DATASETS = ('PairedImageDataset', 'ImageNetPairedDataset')
@@ -277,7 +276,8 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
         )
     dataset = check.mapping(dataset, path, 'dataset options')
     check.require(dataset, path, 'name', 'BasicSR logs datasets by name')
-    kind = check.registered(dataset, path, DATASET_REGISTRY, 'dataset').__name__
+    dataset_class = check.registered(dataset, path, DATASET_REGISTRY, 'dataset')
+    kind = dataset_class.__name__
     backend = check.mapping(
         check.require(dataset, path, 'io_backend', 'e.g. {type: disk} or {type: lmdb}'),
         f'{path}.io_backend',
@@ -290,6 +290,11 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     for key in required.get('all', ()) + required.get(phase, ()):
         if key not in dataset:
             check.missing(f'{path}.{key}', f'{kind} needs it')
+    declared = getattr(dataset_class, 'OPTIONS', None)
+    if declared is not None:
+        check.section(dataset, path, declared, kind)
+        if phase == 'train' and kind in CROPPING_DATASETS and 'gt_size' not in dataset:
+            check.missing(f'{path}.gt_size', f'{kind} needs it in training')
     for key in ('dataroot_gt', 'dataroot_lq'):
         root = dataset.get(key)
         if root is not None and not isinstance(root, str):
@@ -419,7 +424,7 @@ def _check_logger(check: _Checker, opt: Mapping) -> None:
 def validate_options(opt: Any, source: str, is_train: bool) -> None:
     """Raise OptionFileError for the first value BasicSR or hat_basicsr cannot use (without looking
     at the data: see check_data)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
+    from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
     if not isinstance(opt, Mapping) or not opt:
         holds = repr(type(opt).__name__) if opt else 'nothing'
@@ -446,6 +451,10 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
             problem = network_problem(network, key, check.registered(network, key, ARCH_REGISTRY, 'arch'))
             if problem:
                 raise OptionFileError(f'{source}: {problem}')
+    model = registered_class(MODEL_REGISTRY, opt['model_type'])
+    # The Real-ESRGAN models read their declared keys only to synthesise training pairs.
+    if hasattr(model, 'OPTIONS') and is_train and opt.get('high_order_degradation', True):
+        check.section(opt, '', model.OPTIONS, opt['model_type'])
     for key, declared in (('tile', TileOptions), ('acceleration', AccelerationOptions)):
         try:
             declared.from_dict(opt.get(key))

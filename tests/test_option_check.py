@@ -154,7 +154,8 @@ def test_train_refuses_a_bad_network_argument_before_creating_anything(sr_data, 
     options = write_options(tmp_path / 'opt.yml', opt)
     proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path, check=False)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith(f'hat_basicsr.train: error: OptionFileError: {options}: {refusal}')
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'hat_basicsr.train: error: OptionFileError: {options}: {refusal}')
     assert sorted(path.name for path in tmp_path.iterdir()) == ['opt.yml']
 
 

@@ -286,18 +286,20 @@ def suggestion(key: str, known: Sequence[str]) -> str:
 def section_problem(
     node: Mapping, section: Section, path: str, owner: Any, ignore: Tuple[str, ...] = ()
 ) -> Optional[str]:
-    """The first thing wrong with `node` as the options of `owner` at `path` (a key `section` does
-    not declare, a refused value, a missing required key), in the option checker's words; None
-    when there is nothing. `ignore` lists keys read by someone else (a registry's `type`)."""
+    """The first thing wrong with `node` as the options of `owner` at `path` ('' for the top level):
+    a key `section` does not declare, a refused value, a missing required key, in the option
+    checker's words; None when there is nothing. `ignore` lists keys read by someone else (a
+    registry's `type`)."""
+    prefix = f'{path}.' if path else ''
     for key in section.unknown(node):
         if key not in ignore:
             return (
-                f'{path}.{key} is not an option of {owner}{suggestion(key, section.names)}; '
+                f'{prefix}{key} is not an option of {owner}{suggestion(key, section.names)}; '
                 f'it takes {sorted(section.names)}'
             )
     for key, value, expected in section.refusals(node):
-        return f'{path}.{key}: got {value!r}, expected {expected}'
+        return f'{prefix}{key}: got {value!r}, expected {expected}'
     for name in section.required():
         if name not in node:
-            return f'{path}.{name} is missing; {owner} needs it'
+            return f'{prefix}{name} is missing; {owner} needs it'
     return None
