@@ -17,7 +17,7 @@ from hat_basicsr.archs.hat_config import (
     overlap_window_size,
 )
 from hat_basicsr.cli.model_source import load_model
-from hat_basicsr.errors import CheckpointError, HATArgumentError
+from hat_basicsr.errors import CheckpointError, HATArgumentError, SourceError
 from hat_basicsr.utils.weights import read_state_dict
 
 from reference_fixtures import NAMES, fixture_cases, fixture_options, fixture_weights_path
@@ -136,6 +136,19 @@ def test_safetensors_metadata_supplies_options_the_weights_cannot(tmp_path):
         assert (right(lq) - expected).abs().max() < 1e-5
         assert (wrong(lq) - expected).abs().max() > 1e-3
     assert scale == 2
+
+
+def test_a_bad_option_in_safetensors_metadata_is_named_before_building(tmp_path):
+    name = 'hat_tiny_x2_gray_identity'
+    state = read_state_dict(fixture_weights_path(name))
+    weights = tmp_path / 'bad.safetensors'
+    metadata = {'type': 'HAT', **fixture_options(name), 'attn_impl': 'flash'}
+    save_file(state, str(weights), metadata={METADATA_KEY: json.dumps(metadata)})
+    with pytest.raises(SourceError) as error:
+        load_model(weights, 'cpu')
+    assert str(error.value) == (
+        f"{weights}: {METADATA_KEY}.attn_impl: got 'flash', expected one of ['sdpa', 'reference']"
+    )
 
 
 @pytest.mark.parametrize('window_size, overlap_ratio', [(16, 0.5), (8, 0.25), (12, 0.34), (7, 0.0)])
