@@ -335,7 +335,7 @@ def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, cap
         ('suffix', 'path separator'),
         ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
         ('bad-network-value', 'bad.yml: network_g.embed_dim: got 25, expected a multiple of every num_heads entry'),
-        ('bad-network-key', "bad.yml: network_g.window is not an option of HAT (did you mean 'window_size'?)"),
+        ('bad-network-key', "bad.yml: network_g.window_sise is not an option of HAT (did you mean 'window_size'?)"),
         ('bad-tile', 'bad.yml: tile.tile_size: got 0, expected a positive integer'),
         ('negative-tile', '--tile and --tile-overlap must be >= 0'),
         ('max-pixels', '--max-pixels must be positive'),
@@ -363,7 +363,7 @@ def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspa
     elif problem.startswith('bad-'):  # refused when the option file is read, naming the option
         edit = {
             'bad-network-value': {'network_g': {'type': 'HAT', **TINY, 'embed_dim': 25, 'num_heads': [3]}},
-            'bad-network-key': {'network_g': {'type': 'HAT', **TINY, 'window': 8}},
+            'bad-network-key': {'network_g': {'type': 'HAT', **TINY, 'window_sise': 8}},
             'bad-tile': {'tile': {'tile_size': 0}},
         }[problem]
         options = {'scale': 2, 'network_g': {'type': 'HAT', **TINY}, 'path': {'pretrain_network_g': model}, **edit}
