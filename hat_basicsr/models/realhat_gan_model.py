@@ -38,7 +38,10 @@ class RealHATGANModel(RealDegradationMixin, RealESRGANModel, HATModel):
     local VGG19 weights (see require_vgg_weights).
     """
 
-    OPTIONS: ClassVar[Section] = DEGRADATION_OPTIONS.merged(USM_TARGET_OPTIONS)
+    OPTIONS: ClassVar[Section] = DEGRADATION_OPTIONS.merged(
+        USM_TARGET_OPTIONS,
+        doc="RealHATGANModel's top-level keys: the degradations and which losses compare against the USM-sharpened GT.",
+    )
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['is_train']:

@@ -32,7 +32,8 @@ class RealHATMSEModel(RealDegradationMixin, RealESRNetModel, HATModel):
         Section(
             (Option('gt_usm', 'boolean', 'Train against the USM-sharpened GT.', required=True),),
             closed=False,
-        )
+        ),
+        doc="RealHATMSEModel's top-level keys: the degradations that synthesise its training pairs, and gt_usm.",
     )
 
     def __init__(self, opt: Dict[str, Any]) -> None:
