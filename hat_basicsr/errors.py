@@ -70,3 +70,17 @@ class BoxError(UserError, ValueError):
 
 class OnnxError(UserError, ValueError):
     """An export that cannot be done, or an ONNX file that cannot be run; the message says why."""
+
+
+class HATArgumentError(UserError, ValueError):
+    """A HAT constructor argument (from an option file or from code) that HAT cannot be built with.
+    `argument` names it, so the option checker reports `network_g.<argument>`; `why` says what is
+    wrong with it."""
+
+    def __init__(self, argument: str, why: str) -> None:
+        super().__init__(argument, why)
+        self.argument = argument
+        self.why = why
+
+    def __str__(self) -> str:
+        return f'HAT: invalid {self.argument}: {self.why}'

@@ -15,17 +15,19 @@ ignores misspelled `train:` entries (`ema_decy` turns EMA off), and YAML 1.1 rea
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from hat_basicsr.errors import OptionFileError
+from hat_basicsr.archs.acceleration import AccelerationOptions
+from hat_basicsr.errors import HATArgumentError, OptionFileError
 from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
-from hat_basicsr.utils.option_spec import Section, section_from_signature
+from hat_basicsr.utils.option_spec import Section, section_from_signature, section_problem
+from hat_basicsr.utils.option_spec import suggestion as _suggestion
 from hat_basicsr.utils.option_yaml import read_option_yaml
+from hat_basicsr.utils.tiling import TileOptions
 
 # Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
 PATH_KEYS = (
@@ -101,7 +103,6 @@ REALESRGAN_KERNEL_KEYS = (
 DATASET_REQUIRED = {
     'PairedImageDataset': {'all': ('dataroot_gt', 'dataroot_lq'), 'train': ('gt_size', 'use_hflip', 'use_rot')},
     'SingleImageDataset': {'all': ('dataroot_lq',)},
-    'ImageNetPairedDataset': {'all': ('dataroot_gt',), 'train': ('gt_size',)},
     'RealESRGANDataset': {'all': ('dataroot_gt', 'use_hflip', 'use_rot') + REALESRGAN_KERNEL_KEYS},
 }
 CROPPING_DATASETS = ('PairedImageDataset', 'ImageNetPairedDataset')
@@ -124,11 +125,6 @@ def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
             yield from _entries(value, f'{prefix}{index}.')
     else:
         yield prefix[:-1], node
-
-
-def _suggestion(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
-    return f' (did you mean {close[0]!r}?)' if close else ''
 
 
 def is_number(value: Any) -> bool:
@@ -211,21 +207,29 @@ class _Checker:
     def section(self, node: Mapping, path: str, section: Section, owner: Any) -> None:
         """Refuse keys `section` does not declare, values it refuses, and required keys missing from
         `node` (the options of `owner`, e.g. a loss type)."""
-        for key in section.unknown(node):
-            if key != 'type':
-                raise OptionFileError(
-                    f'{self.source}: {path}.{key} is not an option of {owner}'
-                    f'{_suggestion(key, list(section.names))}; it takes {sorted(section.names)}'
-                )
-        for key, value, expected in section.refusals(node):
-            self.refuse(f'{path}.{key}', value, expected)
-        for name in section.required():
-            if name not in node:
-                self.missing(f'{path}.{name}', f'{owner} needs it')
+        problem = section_problem(node, section, path, owner, ignore=('type',))
+        if problem:
+            raise OptionFileError(f'{self.source}: {problem}')
 
     def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
         """Keys of `node` (besides type) must be parameters of `target`, of its defaults' kinds."""
         self.section(node, path, section_from_signature(target, tuple(skip)), node.get('type'))
+
+
+def network_problem(network: Mapping, path: str, arch: type) -> Optional[str]:
+    """What is wrong with `network` (a network_g-style mapping at `path`) as the arguments of `arch`,
+    or None: each argument against the arch's declared OPTIONS (or its signature), then the rules
+    between arguments of an arch that has them (HAT.check_arguments), all before anything is built."""
+    section = getattr(arch, 'OPTIONS', None) or section_from_signature(arch, skip=('self',))
+    problem = section_problem(network, section, path, network.get('type'), ignore=('type',))
+    check_arguments = getattr(arch, 'check_arguments', None)
+    if problem or check_arguments is None:
+        return problem
+    try:
+        check_arguments({key: value for key, value in network.items() if key != 'type'})
+    except HATArgumentError as error:
+        return f'{path}.{error.argument}: {error.why}'
+    return None
 
 
 def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
@@ -272,7 +276,8 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
         )
     dataset = check.mapping(dataset, path, 'dataset options')
     check.require(dataset, path, 'name', 'BasicSR logs datasets by name')
-    kind = check.registered(dataset, path, DATASET_REGISTRY, 'dataset').__name__
+    dataset_class = check.registered(dataset, path, DATASET_REGISTRY, 'dataset')
+    kind = dataset_class.__name__
     backend = check.mapping(
         check.require(dataset, path, 'io_backend', 'e.g. {type: disk} or {type: lmdb}'),
         f'{path}.io_backend',
@@ -285,6 +290,11 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     for key in required.get('all', ()) + required.get(phase, ()):
         if key not in dataset:
             check.missing(f'{path}.{key}', f'{kind} needs it')
+    declared = getattr(dataset_class, 'OPTIONS', None)
+    if declared is not None:
+        check.section(dataset, path, declared, kind)
+        if phase == 'train' and kind in CROPPING_DATASETS and 'gt_size' not in dataset:
+            check.missing(f'{path}.gt_size', f'{kind} needs it in training')
     for key in ('dataroot_gt', 'dataroot_lq'):
         root = dataset.get(key)
         if root is not None and not isinstance(root, str):
@@ -414,7 +424,7 @@ def _check_logger(check: _Checker, opt: Mapping) -> None:
 def validate_options(opt: Any, source: str, is_train: bool) -> None:
     """Raise OptionFileError for the first value BasicSR or hat_basicsr cannot use (without looking
     at the data: see check_data)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
+    from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
     if not isinstance(opt, Mapping) or not opt:
         holds = repr(type(opt).__name__) if opt else 'nothing'
@@ -438,7 +448,18 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
     for key in ('network_g', 'network_d'):
         if key == 'network_g' or key in opt:
             network = check.mapping(check.require(opt, '', key, 'the network to build'), key, 'network options')
-            check.registered(network, key, ARCH_REGISTRY, 'arch')
+            problem = network_problem(network, key, check.registered(network, key, ARCH_REGISTRY, 'arch'))
+            if problem:
+                raise OptionFileError(f'{source}: {problem}')
+    model = registered_class(MODEL_REGISTRY, opt['model_type'])
+    # The Real-ESRGAN models read their declared keys only to synthesise training pairs.
+    if hasattr(model, 'OPTIONS') and is_train and opt.get('high_order_degradation', True):
+        check.section(opt, '', model.OPTIONS, opt['model_type'])
+    for key, declared in (('tile', TileOptions), ('acceleration', AccelerationOptions)):
+        try:
+            declared.from_dict(opt.get(key))
+        except OptionFileError as error:
+            raise OptionFileError(f'{source}: {error}') from error
     if is_train:
         _check_training(check, opt)
         _check_logger(check, opt)

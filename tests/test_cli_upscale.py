@@ -347,6 +347,9 @@ def test_option_file_tile_section_is_the_default_tiling(workspace, tmp_path, cap
         ('empty-folder', 'no images'),
         ('suffix', 'path separator'),
         ('scale-mismatch', 'scale 3 but network_g upscales by 2'),
+        ('bad-network-value', 'bad.yml: network_g.embed_dim: got 25, expected a multiple of every num_heads entry'),
+        ('bad-network-key', "bad.yml: network_g.window_sise is not an option of HAT (did you mean 'window_size'?)"),
+        ('bad-tile', 'bad.yml: tile.tile_size: got 0, expected a positive integer'),
         ('negative-tile', '--tile and --tile-overlap must be >= 0'),
         ('max-pixels', '--max-pixels must be positive'),
         ('released-weights-missing', 'checkpoint not found: experiments/pretrained_models/HAT_SRx4.pth'),
@@ -370,6 +373,15 @@ def test_requests_that_cannot_start_exit_2_in_one_line(problem, message, workspa
             yaml.safe_dump({'scale': 3, 'network_g': {'type': 'HAT', **TINY}, 'path': {'pretrain_network_g': model}})
         )
         model = str(tmp_path / 'x3.yml')
+    elif problem.startswith('bad-'):  # refused when the option file is read, naming the option
+        edit = {
+            'bad-network-value': {'network_g': {'type': 'HAT', **TINY, 'embed_dim': 25, 'num_heads': [3]}},
+            'bad-network-key': {'network_g': {'type': 'HAT', **TINY, 'window_sise': 8}},
+            'bad-tile': {'tile': {'tile_size': 0}},
+        }[problem]
+        options = {'scale': 2, 'network_g': {'type': 'HAT', **TINY}, 'path': {'pretrain_network_g': model}, **edit}
+        (tmp_path / 'bad.yml').write_text(yaml.safe_dump(options))
+        model = str(tmp_path / 'bad.yml')
     elif problem == 'max-pixels':
         extra = ['--max-pixels', '0']
     elif problem == 'released-weights-missing':  # the shipped file, run where its weights are not

@@ -175,3 +175,50 @@ def test_ruff_finds_nothing(command):
         [sys.executable, '-m', 'ruff', *command, *SOURCE_FOLDERS], cwd=PACKAGE.parent, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def registered_classes(folder: str, registry: str) -> Iterator[Tuple[Path, ast.ClassDef]]:
+    """(file, class) for every class under hat_basicsr/`folder` decorated with register_once(`registry`)."""
+    for path in sorted((PACKAGE / folder).rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(decorator, ast.Call)
+                and getattr(decorator.func, 'id', None) == 'register_once'
+                and [getattr(arg, 'id', None) for arg in decorator.args] == [registry]
+                for decorator in node.decorator_list
+            ):
+                yield path, node
+
+
+def test_registered_archs_take_no_var_keyword_arguments():
+    """An arch that swallows **kwargs defeats the check of network_g against its signature: a
+    misspelled argument would be accepted and ignored."""
+    archs = list(registered_classes('archs', 'ARCH_REGISTRY'))
+    assert archs, 'no registered arch found: the decorator check is out of date'
+    violations = [
+        f'{path.relative_to(PACKAGE.parent)}:{node.lineno} class {node.name}.__init__(**{init.args.kwarg.arg})'
+        for path, node in archs
+        for init in node.body
+        if isinstance(init, ast.FunctionDef) and init.name == '__init__' and init.args.kwarg is not None
+    ]
+    assert not violations, '\n'.join(violations)
+
+
+@pytest.mark.parametrize('folder, registry', [('archs', 'ARCH_REGISTRY'), ('data', 'DATASET_REGISTRY')])
+def test_registered_archs_and_datasets_declare_their_options(folder, registry):
+    """The option checker and the schema read a component's options from its OPTIONS (a Section)."""
+    classes = list(registered_classes(folder, registry))
+    assert classes, f'no class registered in {registry} found under {folder}/'
+    undeclared = [
+        f'{path.relative_to(PACKAGE.parent)}:{node.lineno} class {node.name}'
+        for path, node in classes
+        if not any(
+            (isinstance(statement, ast.AnnAssign) and getattr(statement.target, 'id', None) == 'OPTIONS')
+            or (
+                isinstance(statement, ast.Assign)
+                and any(getattr(target, 'id', None) == 'OPTIONS' for target in statement.targets)
+            )
+            for statement in node.body
+        )
+    ]
+    assert not undeclared, '\n'.join(undeclared)

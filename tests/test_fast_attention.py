@@ -237,12 +237,14 @@ def test_state_dict_layout_is_independent_of_acceleration(name):
 
 
 def test_acceleration_options_validate_and_defaults_change_nothing():
-    with pytest.raises(ValueError, match='unknown option'):
+    with pytest.raises(ValueError, match='acceleration.fp16 is not an option'):
         AccelerationOptions.from_dict({'fp16': True})
     with pytest.raises(ValueError, match='attn_impl'):
         AccelerationOptions.from_dict({'attn_impl': 'flash'})
     with pytest.raises(ValueError, match='bf16'):
         AccelerationOptions.from_dict({'bf16': 'yes'})
+    with pytest.raises(ValueError, match='acceleration.use_checkpoint'):
+        AccelerationOptions(use_checkpoint='yes')
     assert AccelerationOptions.from_dict(None) == AccelerationOptions()
     model = fixture_model('hat_tiny_x4_w8', attn_impl='reference', use_checkpoint=True)
     assert apply_acceleration(model, {}) is model

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hat_basicsr import HAT
 from hat_basicsr.archs.hat_arch import OCAB, WindowAttention, pad_to_multiple
 from hat_basicsr.archs.hat_config import RELEASE_OPTIONS, RELEASE_VARIANTS
+from hat_basicsr.errors import HATArgumentError
 from hat_basicsr.utils.weights import load_weights, read_state_dict
 
 from basicsr.archs import build_network
@@ -168,7 +169,7 @@ def test_checkpointing_really_recomputes():
 @pytest.mark.parametrize(
     'argument, overrides',
     [
-        ('num_heads', dict(embed_dim=30, num_heads=[4])),
+        ('embed_dim', dict(embed_dim=30, num_heads=[4, 4])),
         ('depths', dict(depths=[2, 2], num_heads=[6])),
         ('overlap_ratio', dict(window_size=8, overlap_ratio=0.125)),
         ('upscale', dict(upscale=5)),
@@ -188,26 +189,31 @@ def test_checkpointing_really_recomputes():
         ('depths', dict(depths=2)),
         ('num_heads', dict(num_heads=[2.0])),
         ('upscale', dict(upscale=True)),
+        ('embed_dim', dict(embed_dim=16.0)),
+        ('img_size', dict(img_size=[32])),
+        ('drop_path_rate', dict(drop_path_rate=1.5)),
+        ('attn_impl', dict(attn_impl='flash')),
     ],
 )
 def test_invalid_hyperparameters_raise_value_error_naming_the_argument(argument, overrides):
     options = {**fixture_options('hat_tiny_x4_w8'), **overrides}
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises(HATArgumentError, match=f'^HAT: invalid {argument}: got ') as error:
         HAT(**options)
+    assert error.value.argument == argument and isinstance(error.value, ValueError)
 
 
 def test_release_defaults_and_unknown_arguments():
-    # The release's own defaults (window 7, overlap 0.5, no upsampler) cannot run: OCAB would need
-    # an odd padding and no reconstruction head is built. Both are refused up front.
-    with pytest.raises(ValueError, match='overlap_ratio'):
-        HAT()
+    # The release's own defaults (window 7, overlap 0.5, no upsampler) cannot run: no reconstruction
+    # head is built and OCAB would need an odd padding. Both are refused up front.
     with pytest.raises(ValueError, match='upsampler'):
-        HAT(window_size=8)
+        HAT()
+    with pytest.raises(ValueError, match='overlap_ratio'):
+        HAT(upsampler='pixelshuffle')
     model = HAT(upsampler='pixelshuffle', window_size=8)
     assert model.upscale == 2 and model.embed_dim == 96 and model.img_range == 1.0
     assert len(model.layers) == 4 and model.layers[0].residual_group.blocks[1].shift_size == 4
     assert model.layers[0].residual_group.blocks[0].mlp.fc1.out_features == 96 * 4
-    with pytest.raises(TypeError, match='embed_dims'):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'embed_dims'"):
         HAT(upsampler='pixelshuffle', embed_dims=96)
 
 

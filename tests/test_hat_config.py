@@ -1,5 +1,6 @@
 """HAT options read back from the weights alone (and from safetensors metadata when present)."""
 
+import inspect
 import json
 
 import pytest
@@ -8,6 +9,7 @@ from safetensors.torch import save_file
 
 from hat_basicsr import HAT
 from hat_basicsr.archs.hat_config import (
+    HAT_OPTIONS,
     METADATA_KEY,
     UNOBSERVABLE_DEFAULTS,
     checkpoint_options,
@@ -15,7 +17,7 @@ from hat_basicsr.archs.hat_config import (
     overlap_window_size,
 )
 from hat_basicsr.cli.model_source import load_model
-from hat_basicsr.errors import CheckpointError
+from hat_basicsr.errors import CheckpointError, HATArgumentError, SourceError
 from hat_basicsr.utils.weights import read_state_dict
 
 from reference_fixtures import NAMES, RELEASE_PARAMS, fixture_cases, fixture_options, fixture_weights_path
@@ -131,6 +133,19 @@ def test_safetensors_metadata_supplies_options_the_weights_cannot(tmp_path):
     assert scale == 2
 
 
+def test_a_bad_option_in_safetensors_metadata_is_named_before_building(tmp_path):
+    name = 'hat_tiny_x2_gray_identity'
+    state = read_state_dict(fixture_weights_path(name))
+    weights = tmp_path / 'bad.safetensors'
+    metadata = {'type': 'HAT', **fixture_options(name), 'attn_impl': 'flash'}
+    save_file(state, str(weights), metadata={METADATA_KEY: json.dumps(metadata)})
+    with pytest.raises(SourceError) as error:
+        load_model(weights, 'cpu')
+    assert str(error.value) == (
+        f"{weights}: {METADATA_KEY}.attn_impl: got 'flash', expected one of ['sdpa', 'reference']"
+    )
+
+
 @pytest.mark.parametrize('window_size, overlap_ratio', [(16, 0.5), (8, 0.25), (12, 0.34), (7, 0.0)])
 def test_overlap_window_size_is_the_one_the_network_builds_and_the_weights_reveal(window_size, overlap_ratio):
     """M_o = (1 + gamma) M, gamma M truncated as in the release: the OCAB built, its index buffer,
@@ -151,15 +166,53 @@ def test_overlap_window_size_is_the_one_the_network_builds_and_the_weights_revea
 
 
 def test_a_refused_hat_argument_is_a_one_line_user_error():
-    """Validation runs in hat_config, not in the arch's module: BasicSR's build_network still
-    reports it as the network options' fault (one line, no traceback)."""
+    """Validation runs in hat_config, not in the arch's module: an argument HAT refuses is a
+    UserError naming it, reported in one line (no traceback) wherever the network is built."""
     from hat_basicsr.utils.user_errors import user_error_message
 
     from basicsr.archs import build_network
 
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(HATArgumentError) as error:
         build_network({'type': 'HAT', **fixture_options('hat_tiny_x4_w8'), 'window_size': 1})
-    assert user_error_message(error.value) == 'ValueError: HAT: invalid window_size: 1 must be >= 2'
-    with pytest.raises(ValueError) as error:
+    assert user_error_message(error.value) == (
+        'HATArgumentError: HAT: invalid window_size: got 1, expected an integer >= 2'
+    )
+    with pytest.raises(HATArgumentError) as error:
         build_network({'type': 'HAT', **fixture_options('hat_tiny_x4_w8'), 'attn_impl': 'flash'})
-    assert user_error_message(error.value).startswith("ValueError: HAT: invalid attn_impl: 'flash'")
+    assert user_error_message(error.value).startswith("HATArgumentError: HAT: invalid attn_impl: got 'flash'")
+
+
+def test_hat_options_declare_every_constructor_argument():
+    """HAT_OPTIONS names the arguments of HAT's signature (norm_layer, a class, cannot come from
+    YAML), and accepts each default but the release's empty upsampler, which builds no head."""
+    parameters = inspect.signature(HAT).parameters
+    assert HAT.OPTIONS is HAT_OPTIONS
+    assert list(HAT_OPTIONS.names) == [name for name in parameters if name != 'norm_layer']
+    refused_defaults = [name for name in HAT_OPTIONS.names if not HAT_OPTIONS[name].accepts(parameters[name].default)]
+    assert refused_defaults == ['upsampler'] and parameters['upsampler'].default == ''
+    assert all(option.doc for option in HAT_OPTIONS.options)
+    assert 'beta' in HAT_OPTIONS['compress_ratio'].doc and 'gamma' in HAT_OPTIONS['overlap_ratio'].doc
+
+
+@pytest.mark.parametrize(
+    'overrides, argument',
+    [
+        (dict(embed_dim=25, num_heads=[3, 3]), 'embed_dim'),
+        (dict(depths=[1], num_heads=[2, 2]), 'depths'),
+        (dict(window_size=8, overlap_ratio=0.125), 'overlap_ratio'),
+        (dict(upscale=6), 'upscale'),
+        (dict(img_size=4), 'img_size'),
+        (dict(embed_dim=8, num_heads=[2, 2], squeeze_factor=9), 'squeeze_factor'),
+        (dict(window_size=1), 'window_size'),
+        (dict(embed_dim=16.0), 'embed_dim'),
+    ],
+)
+def test_check_arguments_names_the_argument_without_building(overrides, argument, monkeypatch):
+    """The constructor's checks, run on an option file's partial arguments (the rest at their
+    defaults) without building a layer."""
+    monkeypatch.setattr(torch.nn.Conv2d, '__init__', lambda *args, **kwargs: pytest.fail('built a layer'))
+    options = {**fixture_options('hat_tiny_x4_w8'), **overrides}
+    with pytest.raises(HATArgumentError) as error:
+        HAT.check_arguments(options)
+    assert error.value.argument == argument and str(error.value).startswith(f'HAT: invalid {argument}: got ')
+    HAT.check_arguments(fixture_options('hat_tiny_x4_w8'))

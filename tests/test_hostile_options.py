@@ -360,10 +360,19 @@ def release_realhat(data: Dict[str, Path], gan: bool) -> Dict:
             'gray_noise_prob': 0.4,
             'jpeg_range': [30, 95],
             'second_blur_prob': 0.8,
+            'resize_prob2': [0.3, 0.4, 0.3],
+            'resize_range2': [0.3, 1.2],
+            'gaussian_noise_prob2': 0.5,
+            'noise_range2': [1, 25],
+            'poisson_scale_range2': [0.05, 2.5],
+            'gray_noise_prob2': 0.4,
+            'jpeg_range2': [30, 95],
         }
     )
     opt['datasets'] = {'train': realesrgan_dataset(data)}
     opt['train']['optim_d'] = dict(opt['train']['optim_g'])
+    if not gan:
+        opt.update(gt_usm=True)
     if gan:
         opt.update(
             l1_gt_usm=True,
@@ -414,6 +423,53 @@ def test_the_release_realhat_files_pass_with_meta_info_file_or_no_list(sr_data, 
     check_data(opt, 'x.yml')
     train_set(opt)['dataroot_gt'] = str(sr_data['root'])  # holds only subfolders of images: scanned too
     check_data(opt, 'x.yml')
+
+
+@pytest.mark.parametrize(
+    'gan, edit, refusal',
+    [
+        (
+            False,
+            lambda o: o.update(resize_prob=[0.2, 0.8]),
+            'resize_prob: got [0.2, 0.8], expected a list of 3 numbers',
+        ),
+        (False, lambda o: o.update(gray_noise_prob2=1.5), 'gray_noise_prob2: got 1.5, expected a number >= 0 and <= 1'),
+        (False, lambda o: o.update(jpeg_range='30-95'), "jpeg_range: got '30-95', expected a list of 2 numbers"),
+        (False, lambda o: o.pop('noise_range2'), 'noise_range2 is missing; RealHATMSEModel needs it'),
+        (False, lambda o: o.pop('gt_usm'), 'gt_usm is missing; RealHATMSEModel needs it'),
+        (True, lambda o: o.update(gan_gt_usm='no'), "gan_gt_usm: got 'no', expected true or false"),
+        (True, lambda o: o.update(queue_size=0), 'queue_size: got 0, expected an integer >= 1'),
+    ],
+)
+def test_the_realhat_degradation_options_are_checked_as_declared(sr_data, gan, edit, refusal):
+    opt = release_realhat(sr_data, gan)
+    edit(opt)
+    assert refusal in check_refusal(opt)
+    opt['high_order_degradation'] = False  # the models read them only to synthesise pairs
+    assert check_options(opt, 'x.yml', is_train=True) == []
+
+
+@pytest.mark.parametrize(
+    'edit, refusal',
+    [
+        (lambda d: d.update(use_rot='yes'), "datasets.train.use_rot: got 'yes', expected true or false"),
+        (lambda d: d.update(meta_info=['a.txt']), "datasets.train.meta_info: got ['a.txt'], expected a string or"),
+        (lambda d: d.update(skip_corrupt=1), 'datasets.train.skip_corrupt: got 1, expected true or false'),
+        (lambda d: d.pop('gt_size'), 'datasets.train.gt_size is missing; ImageNetPairedDataset needs it in training'),
+        (lambda d: d.pop('dataroot_gt'), 'datasets.train.dataroot_gt is missing; ImageNetPairedDataset needs it'),
+    ],
+)
+def test_the_imagenet_dataset_options_are_checked_as_declared(sr_data, edit, refusal):
+    opt = release_imagenet(sr_data)
+    assert train_set(opt)['type'] == 'ImageNetPairedDataset'
+    edit(train_set(opt))
+    assert refusal in check_refusal(opt)
+
+
+def check_refusal(opt: Dict) -> str:
+    with pytest.raises(OptionFileError) as error:
+        check_options(opt, 'x.yml', is_train=True)
+    return str(error.value)
 
 
 def test_a_release_imagenet_layout_trains_through_the_entry_point(sr_data, tmp_path):

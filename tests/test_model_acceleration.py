@@ -52,9 +52,11 @@ def test_every_switch_reaches_both_networks_and_bf16_trains(sr_data, tmp_path):
 @pytest.mark.parametrize(
     'acceleration, match',
     [
-        ({'fp16': True}, 'unknown option'),
-        ({'attn_impl': 'flash'}, 'attn_impl'),
-        ({'bf16': 'yes'}, 'bf16'),
+        ({'fp16': True}, r'acceleration\.fp16 is not an option of acceleration'),
+        ({'attn_impl': 'flash'}, "acceleration.attn_impl: got 'flash', expected one of"),
+        ({'bf16': 'yes'}, "acceleration.bf16: got 'yes', expected true or false"),
+        ({'compile': 3}, 'acceleration.compile: got 3, expected true, false or a mapping'),
+        (['bf16'], r"acceleration: got \['bf16'\], expected a mapping"),
     ],
 )
 def test_bad_acceleration_options_are_named(sr_data, tmp_path, acceleration, match):

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from hat_basicsr.errors import CheckpointMismatchError, OptionFileError
-from hat_basicsr.models.hat_model import DEFAULT_TILE_PAD
+from hat_basicsr.utils.defaults import DEFAULT_TILE_PAD
+from hat_basicsr.utils.tiling import TileOptions
 
 from helpers import SCALE, TINY_HAT, in_process_model, read_log, run_python, val_dataset, write_options
 
@@ -92,7 +93,7 @@ def test_tiled_output_is_close_to_whole_image_output(sr_data, trained_checkpoint
     whole_model = in_process_model(sr_data, tmp_path, is_train=False, path=dict(path))
     with caplog.at_level('WARNING', logger='basicsr'):
         tiled_model = in_process_model(sr_data, tmp_path, is_train=False, path=dict(path), tile=tile)
-    assert tiled_model.tile == {'tile_pad': DEFAULT_TILE_PAD, **tile}
+    assert tiled_model.tile == TileOptions(**{'tile_pad': DEFAULT_TILE_PAD, **tile})
     assert ('not multiples of window_size' in caplog.text) == (border > 0)
     image = cv2.imread(str(sr_data['train_lr'] / 'img000.png'))
     lq = torch.from_numpy(cv2.resize(image, (45, 38))[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
@@ -106,11 +107,15 @@ def test_tiled_output_is_close_to_whole_image_output(sr_data, trained_checkpoint
 @pytest.mark.parametrize(
     'tile, message',
     [
-        ({'tile_pad': 4}, 'tile_size'),
-        ({'tile_size': 0}, 'tile_size must be a positive integer'),
-        ({'tile_size': 32, 'tile_pad': -1}, 'tile_pad must be a non-negative integer'),
-        ({'tile_size': 32, 'overlap': 4}, "unknown tile option(s) ['overlap']"),
-        (64, 'tile must be a mapping'),
+        ({'tile_pad': 4}, 'tile.tile_size is missing'),
+        ({'tile_size': 0}, 'tile.tile_size: got 0, expected a positive integer'),
+        ({'tile_size': 32.0}, 'tile.tile_size: got 32.0, expected a positive integer'),
+        ({'tile_size': 32, 'tile_pad': -1}, 'tile.tile_pad: got -1, expected a non-negative integer'),
+        (
+            {'tile_size': 32, 'overlap': 4},
+            "tile.overlap is not an option of tiled inference; it takes ['tile_pad', 'tile_size']",
+        ),
+        (64, 'tile: got 64, expected a mapping'),
     ],
 )
 def test_bad_tile_options_are_named(sr_data, tmp_path, tile, message):

@@ -130,13 +130,62 @@ def test_train_refuses_a_misspelled_path_entry_before_creating_anything(sr_data,
     assert sorted(p.name for p in tmp_path.iterdir()) == ['opt.yml']
 
 
-def test_train_reports_a_bad_network_argument_in_one_line(sr_data, tmp_path):
+@pytest.mark.parametrize(
+    'edit, refusal',
+    [
+        (
+            lambda network: network.update(embed_dims=network.pop('embed_dim')),
+            "network_g.embed_dims is not an option of HAT (did you mean 'embed_dim'?)",
+        ),
+        (
+            lambda network: network.update(embed_dim=25, depths=[1, 1], num_heads=[3, 3]),
+            'network_g.embed_dim: got 25, expected a multiple of every num_heads entry (3 does not divide it)',
+        ),
+        (lambda network: network.update(window_size=1), 'network_g.window_size: got 1, expected an integer >= 2'),
+        (lambda network: network.update(depths=[0]), 'network_g.depths: got [0], expected a list of integers >= 1'),
+    ],
+    ids=['unknown', 'cross-rule', 'bound', 'list'],
+)
+def test_train_refuses_a_bad_network_argument_before_creating_anything(sr_data, tmp_path, edit, refusal):
+    """HAT's declared arguments and the rules between them are checked with the option file, so the
+    one-line refusal names the option and no experiment folder exists yet."""
     opt = copy.deepcopy(train_options(sr_data, 'bad_arg'))
-    opt['network_g']['embed_dims'] = opt['network_g'].pop('embed_dim')
+    edit(opt['network_g'])
     options = write_options(tmp_path / 'opt.yml', opt)
     proc = run_python(['-m', 'hat_basicsr.train', '-opt', str(options)], cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-    assert (
-        proc.stderr.strip().splitlines()[-1]
-        == "hat_basicsr.train: error: TypeError: HAT got unexpected arguments: ['embed_dims']"
-    )
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'hat_basicsr.train: error: OptionFileError: {options}: {refusal}')
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['opt.yml']
+
+
+def test_a_discriminator_is_checked_against_its_signature(sr_data):
+    """network_d (BasicSR's UNetDiscriminatorSN declares no OPTIONS) is checked against the
+    arguments its constructor takes."""
+    opt = copy.deepcopy(train_options(sr_data, 'network_d'))
+    opt['network_d'] = {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feats': 64}
+    with pytest.raises(OptionFileError, match=r'network_d\.num_feats is not an option of UNetDiscriminatorSN'):
+        check_options(opt, 'opt.yml', is_train=True)
+    opt['network_d'] = {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'skip_connection': 'yes'}
+    with pytest.raises(OptionFileError, match=r"network_d\.skip_connection: got 'yes', expected true or false"):
+        check_options(opt, 'opt.yml', is_train=True)
+    opt['network_d'] = {'type': 'UNetDiscriminatorSN'}
+    with pytest.raises(OptionFileError, match=r'network_d\.num_in_ch is missing; UNetDiscriminatorSN needs it'):
+        check_options(opt, 'opt.yml', is_train=True)
+
+
+@pytest.mark.parametrize(
+    'key, value, refusal',
+    [
+        ('tile', {'tile_size': 0}, 'tile.tile_size: got 0, expected a positive integer'),
+        ('tile', 64, 'tile: got 64, expected a mapping'),
+        ('acceleration', {'fp16': True}, "acceleration.fp16 is not an option of acceleration (did you mean 'bf16'?)"),
+        ('acceleration', {'compile': 'max'}, "acceleration.compile: got 'max', expected true, false or a mapping"),
+    ],
+)
+def test_tile_and_acceleration_are_checked_with_the_option_file(sr_data, key, value, refusal):
+    opt = copy.deepcopy(train_options(sr_data, 'sections'))
+    opt[key] = value
+    with pytest.raises(OptionFileError) as error:
+        check_options(opt, 'opt.yml', is_train=True)
+    assert str(error.value).startswith(f'opt.yml: {refusal}')

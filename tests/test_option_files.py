@@ -15,6 +15,7 @@ import yaml
 
 import hat_basicsr  # noqa: F401  (registers HAT, HATModel, ImageNetPairedDataset)
 from hat_basicsr.utils.option_yaml import read_option_yaml
+from hat_basicsr.utils.tiling import TileOptions
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
@@ -290,7 +291,7 @@ def test_basicsr_builds_the_model(path: Path, tmp_path: Path):
         assert list(model.schedulers[0].milestones) == opt['train']['scheduler']['milestones']
         assert hasattr(model, 'net_g_ema') == (opt['train']['ema_decay'] > 0)
     if 'tile' in opt:
-        assert model.tile == opt['tile']
+        assert model.tile == TileOptions(**opt['tile'])
 
 
 def test_x4_from_x2_loads_the_x2_weights_without_the_missing_upsampler(tmp_path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hat_basicsr.utils.option_spec import Option, Section, section_from_signature
+from hat_basicsr.utils.option_spec import Option, Section, section_from_signature, section_problem
 
 FREQ = Option('save_checkpoint_freq', 'integer', minimum=1, required=True)
 DECAY = Option('ema_decay', 'number', minimum=0, maximum=1)
@@ -85,3 +85,27 @@ def test_section_from_signature_reads_kinds_required_and_kwargs():
     ]
     assert not section_from_signature(lambda weight=1.0, **more: None).closed
     assert section_from_signature(loss, skip=('target',)).required() == []
+
+
+def test_an_option_can_refuse_integral_floats():
+    """HAT's channel counts size its layers: `64.0` is refused there, while BasicSR's counts take `5e3`."""
+    channels = Option('embed_dim', 'integer', minimum=1, floats_as_integers=False)
+    per_rhag = Option('depths', 'integers', minimum=1, floats_as_integers=False)
+    assert channels.accepts(64) and not channels.accepts(64.0) and not channels.accepts(True)
+    assert per_rhag.accepts([6, 6]) and not per_rhag.accepts([6, 6.0])
+    assert channels.json_schema() == {'type': 'integer', 'minimum': 1}
+    assert FREQ.json_schema() == {'type': 'number', 'multipleOf': 1, 'minimum': 1}
+
+
+def test_section_problem_says_the_first_problem_in_the_checkers_words():
+    section = Section((FREQ, DECAY))
+    assert section_problem({'save_checkpoint_freq': 5, 'ema_decay': 0.9}, section, 'logger', 'x') is None
+    assert (
+        section_problem({'save_checkpoint_freq': 5, 'ema_decy': 0.9, 'type': 'T'}, section, 'logger', 'X', ('type',))
+        == "logger.ema_decy is not an option of X (did you mean 'ema_decay'?); "
+        "it takes ['ema_decay', 'save_checkpoint_freq']"
+    )
+    assert section_problem({'save_checkpoint_freq': 0}, section, '', 'X') == (
+        'save_checkpoint_freq: got 0, expected an integer >= 1'
+    )
+    assert section_problem({}, section, 'logger', 'X') == 'logger.save_checkpoint_freq is missing; X needs it'

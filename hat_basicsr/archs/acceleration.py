@@ -18,8 +18,8 @@ Options (an `acceleration` dict of the option file; every key optional):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,9 @@ from torch.func import functional_call
 
 from hat_basicsr.archs.attention import ATTN_IMPLS
 from hat_basicsr.archs.hat_arch import pad_to_multiple
+from hat_basicsr.errors import OptionFileError
 from hat_basicsr.utils.autocast import autocast_context
+from hat_basicsr.utils.option_spec import Option, Section, section_problem
 
 
 @dataclass(frozen=True)
@@ -40,26 +42,49 @@ class AccelerationOptions:
     channels_last: bool = False
     compile: Union[bool, Dict[str, Any]] = False
 
+    OPTIONS: ClassVar[Section] = Section(
+        (
+            Option(
+                'attn_impl',
+                ('string', 'null'),
+                "Attention kernel: 'sdpa' (fused) or 'reference' (the release's arithmetic).",
+                choices=(None, *ATTN_IMPLS),
+                expected_text=f"one of {list(ATTN_IMPLS)}, or ~ to keep the network's",
+            ),
+            Option(
+                'use_checkpoint',
+                ('boolean', 'null'),
+                "Gradient checkpointing of every HAB/OCAB; ~ keeps the network's.",
+            ),
+            Option('bf16', 'boolean', 'Forward passes under bfloat16 autocast; weights stay float32.'),
+            Option('channels_last', 'boolean', 'Convolution weights in channels-last layout.'),
+            Option(
+                'compile',
+                ('boolean', 'mapping'),
+                'Compile the network in place: true, or a mapping of nn.Module.compile arguments.',
+                expected_text='true, false or a mapping of torch.compile arguments',
+            ),
+        ),
+        doc='Speed and memory switches for HAT (every key optional).',
+    )
+
     def __post_init__(self) -> None:
-        if self.attn_impl is not None and self.attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'acceleration: invalid attn_impl: {self.attn_impl!r}; supported: {ATTN_IMPLS}')
-        for name in ('use_checkpoint', 'bf16', 'channels_last'):
-            value = getattr(self, name)
-            if not (isinstance(value, bool) or (value is None and name == 'use_checkpoint')):
-                raise ValueError(f'acceleration: {name} must be true or false, got {value!r}')
-        if not isinstance(self.compile, (bool, dict)):
-            raise ValueError(
-                f'acceleration: compile must be true, false or a dict of torch.compile arguments, got {self.compile!r}'
-            )
+        self._refuse_problem(vars(self))
+
+    @classmethod
+    def _refuse_problem(cls, opt: Mapping[str, Any]) -> None:
+        problem = section_problem(opt, cls.OPTIONS, 'acceleration', 'acceleration')
+        if problem:
+            raise OptionFileError(problem)
 
     @classmethod
     def from_dict(cls, opt: Optional[Mapping[str, Any]]) -> 'AccelerationOptions':
-        """Options from an option-file section (None or {} gives the defaults); unknown keys are errors."""
+        """Options from an option-file section (None or {} gives the defaults); OptionFileError
+        naming the entry for an unknown key or a refused value."""
+        if opt is not None and not isinstance(opt, Mapping):
+            raise OptionFileError(f'acceleration: got {opt!r}, expected a mapping of acceleration options')
         opt = dict(opt or {})
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(opt) - known)
-        if unknown:
-            raise ValueError(f'acceleration: unknown option(s) {unknown}; supported: {sorted(known)}')
+        cls._refuse_problem(opt)
         return cls(**opt)
 
 

@@ -17,7 +17,8 @@ build it, once per shifted block: see over_seam_regions.)
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+import inspect
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,9 @@ from hat_basicsr.archs.attention import (
     relative_position_index_oca,
     relative_position_index_sa,
 )
-from hat_basicsr.archs.hat_config import NUM_FEAT, overlap_window_size, validate_hat_arguments
+from hat_basicsr.archs.hat_config import HAT_OPTIONS, NUM_FEAT, overlap_window_size, validate_hat_arguments
 from hat_basicsr.archs.hat_export import HATExport
+from hat_basicsr.utils.option_spec import Section
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.archs.arch_util import Upsample, to_2tuple, trunc_normal_
@@ -462,6 +464,19 @@ class HAT(HATExport, nn.Module):
         attn_impl: 'sdpa' or 'reference' (see set_attn_impl).
     """
 
+    OPTIONS: ClassVar[Section] = HAT_OPTIONS
+
+    @classmethod
+    def check_arguments(cls, options: Mapping[str, Any]) -> None:
+        """validate_hat_arguments on an option file's arguments, the missing ones at their defaults:
+        the checks of the constructor, without building anything."""
+        defaults = {
+            name: parameter.default
+            for name, parameter in inspect.signature(cls).parameters.items()
+            if parameter.default is not parameter.empty
+        }
+        validate_hat_arguments({**defaults, **options})
+
     def __init__(
         self,
         img_size: Union[int, Sequence[int]] = 64,
@@ -490,13 +505,10 @@ class HAT(HATExport, nn.Module):
         upsampler: str = '',
         resi_connection: str = '1conv',
         attn_impl: str = 'sdpa',
-        **unexpected,
     ):
         super().__init__()
-        if unexpected:
-            raise TypeError(f'HAT got unexpected arguments: {sorted(unexpected)}')
-        img_size, patch_size = tuple(to_2tuple(img_size)), tuple(to_2tuple(patch_size))
         validate_hat_arguments(locals())
+        img_size, patch_size = tuple(to_2tuple(img_size)), tuple(to_2tuple(patch_size))
         self.window_size = window_size
         self.upscale = upscale
         self.img_range = img_range

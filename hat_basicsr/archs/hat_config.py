@@ -1,7 +1,10 @@
-"""HAT's hyperparameters: the rules they obey, and how to read them back from the weights alone.
+"""HAT's hyperparameters: what each accepts, the rules between them, and how to read them back from
+the weights alone.
 
+`HAT_OPTIONS` declares every argument an option file sets (kind, bounds, the paper's name);
 `validate_hat_arguments` refuses, naming the argument, the settings that the release would crash
-on later; HAT's constructor calls it, and `overlap_window_size` is the one formula for OCAB's window.
+on later (HAT's constructor, the option checker and the CLI's model loading call it), and
+`overlap_window_size` is the one formula for OCAB's window.
 
 A HAT checkpoint (BasicSR-trained, released, or a flat spandrel-style state dict) stores no
 options, but every architectural choice leaves a trace in a tensor shape: this module reads them
@@ -16,13 +19,16 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from torch import Tensor
 
-from hat_basicsr.archs.attention import check_attn_impl
-from hat_basicsr.errors import CheckpointError
+from hat_basicsr.archs.attention import ATTN_IMPLS
+from hat_basicsr.errors import CheckpointError, HATArgumentError
+from hat_basicsr.utils.option_spec import Option, Section
 from hat_basicsr.utils.weights import is_safetensors
+
+from basicsr.archs.arch_util import to_2tuple
 
 # Channels of the reconstruction head (conv_before_upsample -> upsample -> conv_last) in every HAT.
 NUM_FEAT = 64
@@ -36,18 +42,82 @@ def overlap_window_size(window_size: int, overlap_ratio: float) -> int:
     return window_size + int(overlap_ratio * window_size)
 
 
+def _integer(name: str, doc: str, minimum: int = 1) -> Option:
+    return Option(name, 'integer', doc, minimum=minimum, floats_as_integers=False)
+
+
+def _per_rhag(name: str, doc: str) -> Option:
+    return Option(name, 'integers', doc, minimum=1, floats_as_integers=False)
+
+
+def _pair(name: str, doc: str) -> Option:
+    return Option(name, ('integer', 'integers'), doc, minimum=1, length=2, floats_as_integers=False)
+
+
+# HAT's constructor arguments an option file sets (all of them but norm_layer, a class), with what
+# each accepts on its own; the rules between arguments are validate_hat_arguments' (below).
+HAT_OPTIONS = Section(
+    (
+        _pair('img_size', 'Training patch size (or [height, width]); sizes absolute_pos_embed with ape.'),
+        _pair('patch_size', 'Pixels per token; 1 in every HAT.'),
+        _integer('in_chans', 'Image channels (3 subtracts the DIV2K mean).'),
+        _integer('embed_dim', 'Channels C of the deep features; a multiple of every num_heads entry.'),
+        _per_rhag('depths', 'HABs per RHAG, one entry per RHAG.'),
+        _per_rhag('num_heads', 'Attention heads per RHAG; each divides embed_dim.'),
+        _integer('window_size', 'Side M of the attention windows.', minimum=2),
+        _integer('compress_ratio', "The paper's beta: CAB compresses C to C / beta channels."),
+        _integer('squeeze_factor', "The channel attention's squeeze factor: its gate pools C to C / squeeze."),
+        Option('conv_scale', 'number', "The paper's alpha: the weight of the CAB branch in a HAB."),
+        Option(
+            'overlap_ratio',
+            'number',
+            "The paper's gamma: OCAB's overlapping windows have side (1 + gamma) M; gamma M must be even.",
+            minimum=0,
+        ),
+        Option('mlp_ratio', 'number', 'Hidden channels of each MLP, as a multiple of embed_dim.', above=0),
+        Option('qkv_bias', 'boolean', 'Whether the q, k, v projections have a bias.'),
+        Option('qk_scale', ('number', 'null'), 'Attention logit scale; ~ for head_dim ** -0.5.'),
+        Option(
+            'drop_rate', 'number', 'Dropout after the patch embedding, the MLPs and projections.', minimum=0, maximum=1
+        ),
+        Option('attn_drop_rate', 'number', 'Dropout of the attention weights.', minimum=0, maximum=1),
+        Option('drop_path_rate', 'number', 'Stochastic depth, rising linearly to this rate.', minimum=0, maximum=1),
+        Option('ape', 'boolean', 'Learned absolute position embedding (fixes the input size to img_size).'),
+        Option('patch_norm', 'boolean', 'Normalise the tokens after the patch embedding.'),
+        Option('use_checkpoint', 'boolean', 'Gradient checkpointing of every block.'),
+        _integer('upscale', 'Scale factor: 1, 3 or a power of two.'),
+        Option('img_range', 'number', 'Pixel range the network works in (inputs are scaled by it).', above=0),
+        Option(
+            'upsampler',
+            'string',
+            'Reconstruction head.',
+            choices=UPSAMPLERS,
+            expected_text=f'one of {list(UPSAMPLERS)} (the release builds no reconstruction head for any other value)',
+        ),
+        Option(
+            'resi_connection', 'string', "'1conv': a 3x3 conv closes every RHAG and the body.", choices=RESI_CONNECTIONS
+        ),
+        Option('attn_impl', 'string', "'sdpa' (fused) or 'reference' (the release's arithmetic).", choices=ATTN_IMPLS),
+    ),
+    doc='HAT, the Hybrid Attention Transformer (network_g of type HAT).',
+)
+
+
 def validate_hat_arguments(arguments: Mapping[str, Any]) -> None:
-    """Raise ValueError naming the argument for settings the release would crash on later (or, like
-    img_range 0, train on silently into NaNs). `arguments` holds HAT's constructor arguments by
-    name (more are ignored), img_size and patch_size as (height, width) pairs."""
-    _check_hyperparameters(**{name: arguments[name] for name in inspect.signature(_check_hyperparameters).parameters})
+    """Raise HATArgumentError naming the argument for settings the release would crash on later
+    (or, like img_range 0, train on silently into NaNs): first each argument against HAT_OPTIONS,
+    then the rules between arguments. `arguments` holds every constructor argument by name (more
+    are ignored), img_size and patch_size as an int or a (height, width) pair."""
+    for name, value, expected in HAT_OPTIONS.refusals(arguments):
+        raise HATArgumentError(name, f'got {value!r}, expected {expected}')
+    names = inspect.signature(_check_argument_rules).parameters
+    _check_argument_rules(**{name: arguments[name] for name in names})
 
 
-def _check_hyperparameters(
+def _check_argument_rules(
     *,
-    img_size: Tuple[int, int],
-    patch_size: Tuple[int, int],
-    in_chans: int,
+    img_size: Union[int, Sequence[int]],
+    patch_size: Union[int, Sequence[int]],
     embed_dim: int,
     depths: Sequence[int],
     num_heads: Sequence[int],
@@ -56,75 +126,40 @@ def _check_hyperparameters(
     squeeze_factor: int,
     overlap_ratio: float,
     upscale: int,
-    upsampler: str,
-    resi_connection: str,
-    img_range: float,
-    mlp_ratio: float,
-    attn_impl: str,
 ) -> None:
-    """The checks of validate_hat_arguments; its signature names the arguments they read."""
-
-    def fail(arg: str, why: str) -> None:
-        raise ValueError(f'HAT: invalid {arg}: {why}')
-
-    is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)
-    integers = dict(
-        in_chans=in_chans,
-        embed_dim=embed_dim,
-        window_size=window_size,
-        compress_ratio=compress_ratio,
-        squeeze_factor=squeeze_factor,
-        upscale=upscale,
-    )
-    for arg, value in integers.items():
-        if not is_int(value):
-            fail(arg, f'{value!r} must be an integer')
-    for arg, values in dict(depths=depths, num_heads=num_heads).items():
-        if not isinstance(values, (list, tuple)) or not all(map(is_int, values)):
-            fail(arg, f'{values!r} must be a list of integers, one per RHAG')
-    for arg, value in dict(img_range=img_range, mlp_ratio=mlp_ratio).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            fail(arg, f'{value!r} must be a positive number')
-
-    if in_chans < 1:
-        fail('in_chans', f'{in_chans} must be >= 1')
-    if window_size < 2:
-        fail('window_size', f'{window_size} must be >= 2')
+    """The rules between arguments of validate_hat_arguments; its signature names the arguments they read."""
     if len(depths) != len(num_heads):
-        fail('depths', f'len(depths)={len(depths)} differs from len(num_heads)={len(num_heads)}')
-    if len(depths) == 0 or any(d < 1 for d in depths):
-        fail('depths', f'{list(depths)} must be a non-empty list of positive block counts')
+        raise HATArgumentError(
+            'depths', f'got {list(depths)}, expected one entry per RHAG, as many as num_heads ({len(num_heads)})'
+        )
+    if not depths:
+        raise HATArgumentError('depths', 'got [], expected at least one RHAG')
     for heads in num_heads:
-        if heads < 1 or embed_dim % heads:
-            fail('num_heads', f'embed_dim={embed_dim} is not divisible by num_heads entry {heads}')
-    for arg, divisor in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
-        if divisor < 1:
-            fail(arg, f'{divisor} must be >= 1 (it divides embed_dim)')
+        if embed_dim % heads:
+            raise HATArgumentError(
+                'embed_dim',
+                f'got {embed_dim}, expected a multiple of every num_heads entry ({heads} does not divide it)',
+            )
+    for name, divisor in dict(compress_ratio=compress_ratio, squeeze_factor=squeeze_factor).items():
         if embed_dim // divisor < 1:
-            fail(arg, f'{divisor} leaves no channels of embed_dim={embed_dim}')
+            raise HATArgumentError(name, f'got {divisor}, which leaves no channels of embed_dim={embed_dim}')
     extra = overlap_window_size(window_size, overlap_ratio) - window_size
-    if overlap_ratio < 0 or extra % 2:
-        fail(
+    if extra % 2:
+        raise HATArgumentError(
             'overlap_ratio',
-            f'{overlap_ratio} with window_size={window_size} enlarges the overlapping '
-            f'window by {extra} pixels; it must be a non-negative even number (split equally on both sides)',
+            f'got {overlap_ratio}, which with window_size={window_size} enlarges the overlapping window by '
+            f'{extra} pixels; expected an even number of pixels (split equally on both sides)',
         )
-    if upsampler not in UPSAMPLERS:
-        fail(
-            'upsampler',
-            f'{upsampler!r}; supported: {UPSAMPLERS} (the release builds no reconstruction head for any other value)',
+    if upscale != 3 and upscale & (upscale - 1):
+        raise HATArgumentError(
+            'upscale', f'got {upscale}, expected 1, 3 or a power of two (what pixelshuffle supports)'
         )
-    if upscale < 1 or (upscale != 3 and upscale & (upscale - 1)):
-        fail('upscale', f'{upscale}; pixelshuffle supports 1, 3 and powers of two')
-    if resi_connection not in RESI_CONNECTIONS:
-        fail('resi_connection', f'{resi_connection!r}; supported: {RESI_CONNECTIONS}')
-    check_attn_impl(attn_impl)
-    resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
-    if min(resolution) < window_size:
-        fail(
+    img_size, patch_size = to_2tuple(img_size), to_2tuple(patch_size)
+    if min(img_size[0] // patch_size[0], img_size[1] // patch_size[1]) < window_size:
+        raise HATArgumentError(
             'img_size',
-            f'{img_size} (patch_size {patch_size}) is smaller than window_size={window_size}; '
-            'the release shrinks the window below its bias tables and fails',
+            f'got {tuple(img_size)} (patch_size {tuple(patch_size)}), expected at least window_size={window_size} '
+            'tokens per side; the release shrinks the window below its bias tables and fails',
         )
 
 

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor, nn
 
 import hat_basicsr  # noqa: F401  (registers HAT before build_network looks it up)
-from hat_basicsr.archs.hat_config import checkpoint_options
+from hat_basicsr.archs.hat_config import METADATA_KEY, checkpoint_options
 from hat_basicsr.errors import CheckpointError, OptionFileError, SourceError
-from hat_basicsr.models.hat_model import tile_options
+from hat_basicsr.option_check import network_problem, registered_class
 from hat_basicsr.utils.onnx_deploy import OnnxModel
 from hat_basicsr.utils.option_yaml import read_option_yaml
+from hat_basicsr.utils.tiling import TileOptions
 from hat_basicsr.utils.weights import extract_state_dict, load_weights, read_checkpoint
 
 OPTION_SUFFIXES = ('.yml', '.yaml')
@@ -37,7 +38,7 @@ class ModelSpec:
     weights: Union[None, Path, Dict[str, Tensor]]  # a path (option file) or loaded weights (checkpoint)
     param_key: Optional[str] = 'auto'
     strict: bool = True
-    tile: Optional[Dict[str, int]] = None  # an option file's `tile: {tile_size, tile_pad}`
+    tile: Optional[TileOptions] = None  # an option file's `tile: {tile_size, tile_pad}`
 
 
 def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
@@ -83,9 +84,10 @@ def _option_file_spec(path: Path, param_key: Optional[str]) -> ModelSpec:
     if network_scale is not None and network_scale != scale:
         raise SourceError(f'option file {path}: scale {scale} but network_g upscales by {network_scale}')
     try:
-        tile = tile_options(options)
+        tile = TileOptions.from_dict(options.get('tile'))
     except OptionFileError as error:
         raise SourceError(f'option file {path}: {error}') from error
+    check_network(network, 'network_g', f'option file {path}')
     path_options = options.get('path') or {}
     weights = path_options.get('pretrain_network_g')
     if weights:
@@ -117,7 +119,19 @@ def resolve_source(source: Union[str, os.PathLike], param_key: Optional[str] = '
         options = checkpoint_options(path, state)
     except CheckpointError as error:
         raise SourceError(f'{path}: {error}') from error
+    check_network(options, METADATA_KEY, str(path))
     return ModelSpec(network=options, scale=options['upscale'], weights=state, param_key=None)
+
+
+def check_network(network: Dict, path: str, source: str) -> None:
+    """Refuse network options the arch's declaration refuses (hat_basicsr.option_check.network_problem),
+    naming the option, before anything is built; an unknown type is left to build_network to name."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    arch = registered_class(ARCH_REGISTRY, network['type'])
+    problem = network_problem(network, path, arch) if arch is not None else None
+    if problem:
+        raise SourceError(f'{source}: {problem}')
 
 
 def build_network(network: Dict) -> nn.Module:

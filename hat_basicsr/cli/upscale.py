@@ -223,9 +223,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec = resolve_source(args.model, args.param_key)
         model = instantiate(spec, args.model, device)
-    tile_defaults = spec.tile or {'tile_size': 0, 'tile_pad': DEFAULT_TILE_PAD}
-    tile = tile_defaults['tile_size'] if args.tile is None else args.tile
-    overlap = tile_defaults['tile_pad'] if args.tile_overlap is None else args.tile_overlap
+    if args.tile is None:
+        tile = spec.tile.tile_size if spec.tile else 0
+    else:
+        tile = args.tile
+    if args.tile_overlap is None:
+        overlap = spec.tile.tile_pad if spec.tile else DEFAULT_TILE_PAD
+    else:
+        overlap = args.tile_overlap
     warning = off_grid_warning(tile, overlap, getattr(model, 'window_size', None)) if tile else None
     if warning:
         tqdm.write(f'hat-basicsr upscale: warning: {warning}', file=sys.stderr)

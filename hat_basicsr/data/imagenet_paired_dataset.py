@@ -8,7 +8,7 @@ that the LQ crop is identical to cropping the whole-image LQ (see `lq_window` an
 import math
 import os
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -17,6 +17,7 @@ from torchvision.transforms.functional import normalize
 
 from hat_basicsr.errors import DatasetError, ImageError
 from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
+from hat_basicsr.utils.option_spec import Option, Section
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.data.data_util import paths_from_lmdb
@@ -130,6 +131,30 @@ class ImageNetPairedDataset(data.Dataset):
     around it (identical to the whole-image LQ). Other phases: the whole modcropped GT and its
     whole-image LQ, so the dataset can serve validation.
     """
+
+    OPTIONS: ClassVar[Section] = Section(
+        (
+            Option('dataroot_gt', 'string', 'Image folder (scanned recursively), or an LMDB.', required=True),
+            Option('dataroot_lq', ('string', 'null'), 'Ignored: the LQ is computed from the GT.'),
+            Option('meta_info', ('string', 'null'), 'List file, one path relative to dataroot_gt per line.'),
+            Option('meta_info_file', ('string', 'null'), 'The same list file, under the release key.'),
+            Option(
+                'gt_size',
+                'integer',
+                'Training GT patch size, a multiple of scale; needed in training.',
+                minimum=1,
+                expected_text='a positive integer multiple of scale (the GT patch size)',
+            ),
+            Option('use_hflip', 'boolean', 'Random horizontal flips (training).'),
+            Option('use_rot', 'boolean', 'Random 90-degree rotations (training).'),
+            Option('color', ('string', 'null'), "'y' for the Y channel only."),
+            Option('mean', ('numbers', 'null'), 'Normalisation mean per channel.'),
+            Option('std', ('numbers', 'null'), 'Normalisation std per channel.'),
+            Option('skip_corrupt', 'boolean', 'In training, replace an unreadable image by another sample.'),
+        ),
+        doc="ImageNetPairedDataset's own keys (BasicSR's loader keys are declared with every dataset's).",
+        closed=False,
+    )
 
     def __init__(self, opt: Dict):
         super().__init__()

@@ -6,8 +6,7 @@ optimizers, schedulers, validation, metrics) with it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 from torch import Tensor, nn
@@ -16,31 +15,12 @@ from hat_basicsr.archs.acceleration import AccelerationOptions, apply_accelerati
 from hat_basicsr.errors import OptionFileError
 from hat_basicsr.models.basicsr_fixes import BasicSRFixesMixin
 from hat_basicsr.utils.autocast import autocast_context
-from hat_basicsr.utils.defaults import DEFAULT_TILE_PAD
 from hat_basicsr.utils.registration import register_once
-from hat_basicsr.utils.tiling import off_grid_warning, tiled_forward
+from hat_basicsr.utils.tiling import TileOptions, off_grid_warning, tiled_forward
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-
-
-def tile_options(opt: Dict[str, Any]) -> Optional[Dict[str, int]]:
-    """Validate `tile: {tile_size, tile_pad}`; None (whole-image inference) when absent."""
-    tile = opt.get('tile')
-    if tile is None:
-        return None
-    if not isinstance(tile, Mapping) or 'tile_size' not in tile:
-        raise OptionFileError(f'tile must be a mapping with tile_size (and optionally tile_pad), got {tile!r}')
-    unknown = sorted(set(tile) - {'tile_size', 'tile_pad'})
-    if unknown:
-        raise OptionFileError(f'unknown tile option(s) {unknown}; expected tile_size and tile_pad')
-    size, pad = tile['tile_size'], tile.get('tile_pad', DEFAULT_TILE_PAD)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise OptionFileError(f'tile.tile_size must be a positive integer (LR pixels), got {size!r}')
-    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
-        raise OptionFileError(f'tile.tile_pad must be a non-negative integer (LR pixels), got {pad!r}')
-    return {'tile_size': size, 'tile_pad': pad}
 
 
 class HATModelMixin(BasicSRFixesMixin):
@@ -54,18 +34,15 @@ class HATModelMixin(BasicSRFixesMixin):
     what the release computes."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        self.tile = tile_options(opt)
-        try:
-            self.acceleration = AccelerationOptions.from_dict(opt.get('acceleration'))
-        except ValueError as error:
-            raise OptionFileError(str(error)) from error
+        self.tile = TileOptions.from_dict(opt.get('tile'))
+        self.acceleration = AccelerationOptions.from_dict(opt.get('acceleration'))
         super().__init__(opt)
         upscale = getattr(self.get_bare_model(self.net_g), 'upscale', opt['scale'])
         if upscale != opt['scale']:
             raise OptionFileError(f"network_g upscales by {upscale} but the option file's scale is {opt['scale']}")
         if self.tile is not None:
             warning = off_grid_warning(
-                self.tile['tile_size'], self.tile['tile_pad'], self.get_bare_model(self.net_g).window_size
+                self.tile.tile_size, self.tile.tile_pad, self.get_bare_model(self.net_g).window_size
             )
             if warning:
                 get_root_logger().warning(warning)
@@ -97,7 +74,7 @@ class HATModelMixin(BasicSRFixesMixin):
         forward = bf16_inference(net, self.device, self.acceleration.bf16)
         if self.tile is None:
             return forward(lq).float()
-        return tiled_forward(forward, lq, self.opt['scale'], self.tile['tile_size'], self.tile['tile_pad']).float()
+        return tiled_forward(forward, lq, self.opt['scale'], self.tile.tile_size, self.tile.tile_pad).float()
 
     def test(self) -> None:
         """Run the EMA network if there is one, else net_g, in eval mode, restoring its mode after

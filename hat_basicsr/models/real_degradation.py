@@ -11,35 +11,68 @@ before the first iteration.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
 from hat_basicsr.errors import MissingVGGWeightsError, OptionFileError
+from hat_basicsr.utils.option_spec import Option, Section
 
 from basicsr.archs import vgg_arch
 from basicsr.models.realesrgan_model import RealESRGANModel
 from basicsr.models.realesrnet_model import RealESRNetModel
 from basicsr.utils import DiffJPEG, USMSharp
 
-# Top-level options BasicSR's Real-ESRGAN feed_data reads while synthesising training pairs.
-DEGRADATION_OPTIONS = (
-    'resize_prob',
-    'resize_range',
-    'gaussian_noise_prob',
-    'noise_range',
-    'poisson_scale_range',
-    'gray_noise_prob',
-    'jpeg_range',
-    'second_blur_prob',
-    'resize_prob2',
-    'resize_range2',
-    'gaussian_noise_prob2',
-    'noise_range2',
-    'poisson_scale_range2',
-    'gray_noise_prob2',
-    'jpeg_range2',
-    'gt_size',
+
+def _probability(name: str, doc: str) -> Option:
+    return Option(name, 'number', doc, required=True, minimum=0, maximum=1)
+
+
+def _range(name: str, doc: str, maximum: Optional[float] = None) -> Option:
+    return Option(name, 'numbers', doc, required=True, minimum=0, maximum=maximum, length=2)
+
+
+def _degradation_round(suffix: str, which: str) -> Tuple[Option, ...]:
+    return (
+        Option(
+            f'resize_prob{suffix}',
+            'numbers',
+            f'{which} resize: probabilities of up, down and keep.',
+            required=True,
+            minimum=0,
+            maximum=1,
+            length=3,
+        ),
+        _range(f'resize_range{suffix}', f'{which} resize: range of the random scale factor.'),
+        _probability(f'gaussian_noise_prob{suffix}', f'{which} noise: probability of Gaussian (else Poisson) noise.'),
+        _range(f'noise_range{suffix}', f'{which} noise: range of the Gaussian sigma (0-255).'),
+        _range(f'poisson_scale_range{suffix}', f'{which} noise: range of the Poisson scale.'),
+        _probability(f'gray_noise_prob{suffix}', f'{which} noise: probability of the same noise on every channel.'),
+        _range(f'jpeg_range{suffix}', f'{which} JPEG: range of the quality.', maximum=100),
+    )
+
+
+# Top-level options BasicSR's Real-ESRGAN feed_data reads while synthesising training pairs (all
+# needed then), and the training-pair pool's; the section is open, the top level holds BasicSR's own.
+DEGRADATION_OPTIONS = Section(
+    (
+        *_degradation_round('', 'First'),
+        _probability('second_blur_prob', 'Probability of the second blur.'),
+        *_degradation_round('2', 'Second'),
+        Option(
+            'gt_size',
+            'integer',
+            'GT patch cropped after the degradation; a multiple of scale.',
+            required=True,
+            minimum=1,
+        ),
+        Option(
+            'queue_size', 'integer', 'Training-pair pool (default 180), a multiple of the batch per GPU.', minimum=1
+        ),
+        Option('high_order_degradation', 'boolean', 'Synthesise the LQ on the fly (default true).'),
+    ),
+    doc='Real-ESRGAN degradations that synthesise the training pairs.',
+    closed=False,
 )
 
 

@@ -9,10 +9,11 @@ done by the HAT network), acceleration and atomic checkpoints come from HATModel
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, ClassVar, Dict
 
 from hat_basicsr.models.hat_model import HATModelMixin
 from hat_basicsr.models.real_degradation import DEGRADATION_OPTIONS, RealDegradationMixin, require_options
+from hat_basicsr.utils.option_spec import Option, Section
 from hat_basicsr.utils.registration import register_once
 
 from basicsr.models.realesrnet_model import RealESRNetModel
@@ -27,7 +28,15 @@ class RealHATMSEModel(HATModelMixin, RealDegradationMixin, RealESRNetModel):
     USM-sharpened GT) and `queue_size` (training-pair pool, a multiple of the batch size).
     """
 
+    OPTIONS: ClassVar[Section] = DEGRADATION_OPTIONS.merged(
+        Section(
+            (Option('gt_usm', 'boolean', 'Train against the USM-sharpened GT.', required=True),),
+            closed=False,
+        ),
+        doc="RealHATMSEModel's top-level keys: the degradations that synthesise its training pairs, and gt_usm.",
+    )
+
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt['is_train'] and opt.get('high_order_degradation', True):
-            require_options(opt, DEGRADATION_OPTIONS + ('gt_usm',), type(self).__name__)
+            require_options(opt, self.OPTIONS.required(), type(self).__name__)
         super().__init__(opt)

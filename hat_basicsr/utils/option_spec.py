@@ -9,10 +9,11 @@ for YAML editors (`Section.json_schema()`), so the two cannot disagree.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 # The kinds of value an option can hold, as YAML writes them.
 KINDS = ('integer', 'number', 'boolean', 'string', 'integers', 'numbers', 'strings', 'mapping', 'null', 'any')
@@ -49,6 +50,12 @@ def is_integer(value: Any) -> bool:
     return is_number(value) and float(value).is_integer()
 
 
+def _holds_ints(value: Any) -> bool:
+    """An int, or a list of ints, as YAML writes them (no bool, no integral float)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return all(isinstance(item, int) and not isinstance(item, bool) for item in items)
+
+
 def _has_kind(value: Any, kind: str) -> bool:
     if kind == 'integer':
         return is_integer(value)
@@ -74,6 +81,8 @@ class Option:
     `minimum`/`maximum` bound a number (or every item of a list) inclusively, `above` exclusively;
     `choices` lists the allowed values; `length` fixes a list's length; `multiple_of` a number's
     divisor. A value of another kind, or outside the bounds, is refused with `expected()`.
+    `floats_as_integers: False` refuses an integral float (`64.0`) where a constructor needs a
+    Python int (HAT's channel counts size its layers).
     """
 
     name: str
@@ -86,6 +95,7 @@ class Option:
     choices: Optional[Tuple[Any, ...]] = None
     length: Optional[int] = None
     expected_text: Optional[str] = None
+    floats_as_integers: bool = True
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.kinds if kind not in KINDS]
@@ -108,6 +118,8 @@ class Option:
             return any(value == choice and type(value) is type(choice) for choice in self.choices)
         for kind in self.kinds:
             if not _has_kind(value, kind):
+                continue
+            if not self.floats_as_integers and kind in ('integer', 'integers') and not _holds_ints(value):
                 continue
             if kind in ('integer', 'number') and not self._in_bounds(value):
                 continue
@@ -176,7 +188,7 @@ class Option:
                 schema.update(minItems=self.length, maxItems=self.length)
             return schema
         schema = {'type': _JSON_TYPES[kind]}
-        if kind == 'integer':
+        if kind == 'integer' and self.floats_as_integers:
             # BasicSR reads counts written `!!float 5e3`: any integral number is an integer here.
             schema = {'type': 'number', 'multipleOf': 1}
         if kind in ('integer', 'number'):
@@ -263,3 +275,31 @@ def section_from_signature(target: Callable, skip: Tuple[str, ...] = ()) -> Sect
     )
     takes_more = any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters)
     return Section(options, closed=not takes_more)
+
+
+def suggestion(key: str, known: Sequence[str]) -> str:
+    """` (did you mean 'name'?)` for a key close to a known one, else ''."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def section_problem(
+    node: Mapping, section: Section, path: str, owner: Any, ignore: Tuple[str, ...] = ()
+) -> Optional[str]:
+    """The first thing wrong with `node` as the options of `owner` at `path` ('' for the top level):
+    a key `section` does not declare, a refused value, a missing required key, in the option
+    checker's words; None when there is nothing. `ignore` lists keys read by someone else (a
+    registry's `type`)."""
+    prefix = f'{path}.' if path else ''
+    for key in section.unknown(node):
+        if key not in ignore:
+            return (
+                f'{prefix}{key} is not an option of {owner}{suggestion(key, section.names)}; '
+                f'it takes {sorted(section.names)}'
+            )
+    for key, value, expected in section.refusals(node):
+        return f'{prefix}{key}: got {value!r}, expected {expected}'
+    for name in section.required():
+        if name not in node:
+            return f'{prefix}{name} is missing; {owner} needs it'
+    return None

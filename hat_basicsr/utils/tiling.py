@@ -3,11 +3,68 @@ by the tile while the output has no seams."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
+
+from hat_basicsr.errors import OptionFileError
+from hat_basicsr.utils.defaults import DEFAULT_TILE_PAD
+from hat_basicsr.utils.option_spec import Option, Section, section_problem
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """An option file's `tile: {tile_size, tile_pad}`: tiled inference for HATModel and the CLI."""
+
+    tile_size: int
+    tile_pad: int = DEFAULT_TILE_PAD
+
+    OPTIONS: ClassVar[Section] = Section(
+        (
+            Option(
+                'tile_size',
+                'integer',
+                'Core tile side in LR pixels.',
+                required=True,
+                minimum=1,
+                expected_text='a positive integer (LR pixels)',
+                floats_as_integers=False,
+            ),
+            Option(
+                'tile_pad',
+                'integer',
+                f'Context each tile reads beyond its core, blended with its neighbours (default {DEFAULT_TILE_PAD}).',
+                minimum=0,
+                expected_text='a non-negative integer (LR pixels)',
+                floats_as_integers=False,
+            ),
+        ),
+        doc='Tiled inference; absent: whole-image inference.',
+    )
+
+    def __post_init__(self) -> None:
+        self._refuse_problem(vars(self))
+
+    @classmethod
+    def _refuse_problem(cls, tile: Mapping, path: str = 'tile') -> None:
+        problem = section_problem(tile, cls.OPTIONS, path, 'tiled inference')
+        if problem:
+            raise OptionFileError(problem)
+
+    @classmethod
+    def from_dict(cls, tile: Any, path: str = 'tile') -> Optional['TileOptions']:
+        """Options from an option file's `tile` (None when absent: whole-image inference);
+        OptionFileError naming the entry otherwise."""
+        if tile is None:
+            return None
+        if not isinstance(tile, Mapping):
+            raise OptionFileError(f'{path}: got {tile!r}, expected a mapping with tile_size (and optionally tile_pad)')
+        cls._refuse_problem(tile, path)
+        return cls(**tile)
 
 
 def _spans(length: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]]:

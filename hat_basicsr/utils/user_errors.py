@@ -4,9 +4,8 @@ user's to fix (options, data, checkpoints, output folders), never the project's 
 Bad options are refused up front (hat_basicsr.option_check), so what is recognised here is
 narrow: this project's own errors (hat_basicsr.errors.UserError; an image BasicSR's datasets cannot
 decode is one, raised where it is read: see basicsr_compat._fix_imfrombytes), invalid YAML, a file
-missing by name, and a few errors recognised by where they are raised (a network built from
-arguments it refuses, BasicSR's own checks of dataset folders and crops). Anything else keeps its
-traceback; set HAT_BASICSR_TRACEBACK=1 to get it for these too.
+missing by name, and BasicSR's own checks of dataset folders and crops, recognised by where they are
+raised. Anything else keeps its traceback; set HAT_BASICSR_TRACEBACK=1 to get it for these too.
 """
 
 from __future__ import annotations
@@ -56,27 +55,6 @@ def _worker_message(error: BaseException) -> str:
     return message
 
 
-def refused_network_arguments(error: BaseException) -> bool:
-    """A TypeError/ValueError that BasicSR's build_network got from binding the network options to
-    the arch's constructor, or that the arch's own module raised while checking them (HAT's
-    `got unexpected arguments`, `invalid window_size`, raised in its __init__ or a module-level
-    helper of its package, such as archs/hat_config's validation); not one from deeper code such as
-    torch or the constructors of its sub-modules."""
-    if not isinstance(error, (TypeError, ValueError)):
-        return False
-    frames = _frames(error)
-    builds = [index for index, frame in enumerate(frames) if _function(frame) == ('basicsr.archs', 'build_network')]
-    if not builds:
-        return False
-    constructor, *helpers = frames[builds[-1] + 1 :] or [None]
-    if constructor is None:
-        return True
-    return constructor.f_code.co_name == '__init__' and all(
-        frame.f_globals['__package__'] == constructor.f_globals['__package__'] and 'self' not in frame.f_locals
-        for frame in helpers
-    )
-
-
 def basicsr_data_check(error: BaseException) -> bool:
     """An error raised by one of BasicSR's checks of dataset folders and crops (BASICSR_DATA_CHECKS)."""
     frames = _frames(error)
@@ -92,11 +70,6 @@ def user_error_message(error: BaseException) -> Optional[str]:
     """One line for an error of the options, data, checkpoints or output folders; None for
     anything else, which keeps its traceback."""
     missing_file = isinstance(error, FileNotFoundError) and error.filename is not None
-    if (
-        isinstance(error, (UserError, yaml.YAMLError))
-        or missing_file
-        or refused_network_arguments(error)
-        or basicsr_data_check(error)
-    ):
+    if isinstance(error, (UserError, yaml.YAMLError)) or missing_file or basicsr_data_check(error):
         return f'{type(error).__name__}: {_worker_message(error)}'
     return None
