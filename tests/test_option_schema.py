@@ -64,9 +64,9 @@ def setter(*keys: str) -> Callable[[Dict, Any], None]:
     return set_value
 
 
-# (option file, option path, value): four of the five (the fifth, network_g.window_size
-# 'seven', is refused by the schema below; the checker reads network_g from HAT's OPTIONS), then
-# more the checker refuses.
+# (option file, option path, value): four of the five, then more the checker refuses. The
+# fifth, network_g.window_size 'seven', joins them once option_check reads network_g's options from
+# HAT's declaration; test_a_network_is_checked_against_its_own_type covers the schema's side.
 REFUSED = [
     (TRAIN_FILE, 'train.ema_decay', 2),
     (TRAIN_FILE, 'train.optim_g.lr', '2e-4'),
