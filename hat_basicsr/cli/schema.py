@@ -65,6 +65,14 @@ def _typed(section: Section) -> Dict[str, Any]:
     return schema
 
 
+def _part(section: Section) -> Dict[str, Any]:
+    """The schema of a section that declares only part of its mapping's keys (a dataset class's own
+    keys beside those of every dataset, a model's top-level keys), so it cannot refuse the others."""
+    schema = section.json_schema()
+    schema.pop('additionalProperties', None)
+    return schema
+
+
 def _by_type(schema: Dict[str, Any], key: str, schemas: Mapping[str, Dict[str, Any]]) -> Dict[str, Any]:
     """`schema` with one if/then per value of `key`: the schema `schemas` gives for that value."""
     cases = [
@@ -102,7 +110,7 @@ def _datasets_schema() -> Dict[str, Dict[str, Any]]:
     }
     dataset = DATASET.json_schema(extra={'io_backend': _nested(DATASET['io_backend'], IO_BACKEND.json_schema())})
     dataset['properties']['type'] = {'enum': sorted(classes), 'description': DATASET['type'].doc}
-    _by_type(dataset, 'type', {name: section.json_schema() for name, section in sections.items()})
+    _by_type(dataset, 'type', {name: _part(section) for name, section in sections.items()})
     training = {
         'allOf': [{'$ref': '#/$defs/dataset'}, {'required': list(TRAINING_DATASET_KEYS)}],
         'description': 'The training dataset: the keys read in the train phase are required.',
@@ -200,11 +208,7 @@ def option_schema() -> Dict[str, Any]:
     _by_type(
         schema,
         'model_type',
-        {
-            name: {'properties': model.OPTIONS.json_schema()['properties']}
-            for name, model in models.items()
-            if hasattr(model, 'OPTIONS')
-        },
+        {name: _part(model.OPTIONS) for name, model in models.items() if hasattr(model, 'OPTIONS')},
     )
     return {
         '$schema': DRAFT,
