@@ -15,7 +15,6 @@ ignores misspelled `train:` entries (`ema_decy` turns EMA off), and YAML 1.1 rea
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -23,88 +22,34 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from hat_basicsr.archs.acceleration import AccelerationOptions
 from hat_basicsr.errors import HATArgumentError, OptionFileError
+from hat_basicsr.option_sections import (
+    DATASET,
+    DATASET_TRAINING,
+    DATASETS,
+    IO_BACKEND,
+    LOGGER,
+    LOSS_KEYS,
+    METRIC,
+    OPTIMIZER,
+    PATH,
+    SCHEDULER,
+    SCHEDULERS,
+    TOP_LEVEL,
+    TRAIN,
+    TRAINING_DATASET_KEYS,
+    VAL,
+    required_in,
+)
 from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
-from hat_basicsr.utils.option_spec import Section, section_from_signature, section_problem
+from hat_basicsr.utils.option_spec import Section, is_integer, section_from_signature, section_problem
 from hat_basicsr.utils.option_spec import suggestion as _suggestion
 from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.tiling import TileOptions
 
-# Entries of `path:` that BasicSR reads (basicsr/utils/options.py, misc.py, models/base_model.py).
-PATH_KEYS = (
-    'experiments_root',
-    'results_root',
-    'models',
-    'training_states',
-    'log',
-    'visualization',
-    'resume_state',
-    'ignore_resume_networks',
-)
-PATH_NETWORK_KEY = re.compile(r'^(pretrain_network|strict_load|param_key)_\w+$')
-# Entries of `train:` read by BasicSR's models and train.py, and by this package's models.
-TRAIN_KEYS = (
-    'total_iter',
-    'warmup_iter',
-    'ema_decay',
-    'optim_g',
-    'optim_d',
-    'scheduler',
-    'pixel_opt',
-    'perceptual_opt',
-    'gan_opt',
-    'ldl_opt',
-    'feature_matching_opt',
-    'net_d_iters',
-    'net_d_init_iters',
-    'net_d_reg_every',
-    'net_g_reg_every',
-    'mixing_prob',
-    'path_batch_shrink',
-    'path_reg_weight',
-    'dcn_lr_mul',
-    'flow_lr_mul',
-    'fix_flow',
-    'lr_flow',
-    'tsa_iter',
-)
-LOSS_KEYS = tuple(key for key in TRAIN_KEYS if key.endswith('_opt'))
 # What YAML 1.1 leaves a string although it reads as a number: an exponent without a dot (2e-4).
 DOTLESS_EXPONENT = re.compile(r'^[+-]?\d+[eE][+-]?\d+$')
 
-# BasicSR 1.4.2's BaseModel.get_optimizer builds only Adam; setup_schedulers knows these names.
-OPTIMIZERS = ('Adam',)
-SCHEDULERS = {
-    'MultiStepLR': 'MultiStepRestartLR',
-    'MultiStepRestartLR': 'MultiStepRestartLR',
-    'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR',
-}
-IO_BACKENDS = ('disk', 'lmdb', 'memcached')
-PREFETCH_MODES = (None, 'cpu', 'cuda')
-
-# Keys each dataset class reads without a default ([phase]: only in that phase), and the
-# datasets that crop gt_size patches in training.
-REALESRGAN_KERNEL_KEYS = (
-    'blur_kernel_size',
-    'kernel_list',
-    'kernel_prob',
-    'blur_sigma',
-    'betag_range',
-    'betap_range',
-    'sinc_prob',
-    'blur_kernel_size2',
-    'kernel_list2',
-    'kernel_prob2',
-    'blur_sigma2',
-    'betag_range2',
-    'betap_range2',
-    'sinc_prob2',
-    'final_sinc_prob',
-)
-DATASET_REQUIRED = {
-    'PairedImageDataset': {'all': ('dataroot_gt', 'dataroot_lq'), 'train': ('gt_size', 'use_hflip', 'use_rot')},
-    'SingleImageDataset': {'all': ('dataroot_lq',)},
-    'RealESRGANDataset': {'all': ('dataroot_gt', 'use_hflip', 'use_rot') + REALESRGAN_KERNEL_KEYS},
-}
+# The datasets that crop gt_size patches in training.
 CROPPING_DATASETS = ('PairedImageDataset', 'ImageNetPairedDataset')
 # List-file keys per dataset, disk backend (an LMDB lists its keys in its own meta_info.txt).
 META_INFO_KEYS = {
@@ -127,19 +72,13 @@ def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
         yield prefix[:-1], node
 
 
-def is_number(value: Any) -> bool:
-    """A finite int or float (YAML's `!!float 1e4` included), not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _joined(path: str, key: str) -> str:
+    return f'{path}.{key}' if path else key
 
 
 def is_int(value: Any) -> bool:
     """An int as YAML writes it (not a bool, not a float)."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_integer(value: Any) -> bool:
-    """An integral number: BasicSR reads iteration counts and frequencies written `!!float 5e3`."""
-    return is_number(value) and float(value).is_integer()
 
 
 def registered_class(registry: Any, name: str) -> Any:
@@ -162,33 +101,13 @@ class _Checker:
 
     def require(self, node: Mapping, path: str, key: str, why: str) -> Any:
         if key not in node:
-            self.missing(f'{path}.{key}' if path else key, why)
+            self.missing(_joined(path, key), why)
         return node[key]
 
     def mapping(self, value: Any, path: str, what: str) -> Mapping:
         if not isinstance(value, Mapping):
             self.refuse(path, value, f'a mapping of {what}')
         return value
-
-    def integer(self, value: Any, path: str, minimum: int) -> None:
-        if not is_integer(value) or value < minimum:
-            self.refuse(path, value, 'a positive integer' if minimum == 1 else f'an integer >= {minimum}')
-
-    def number(self, value: Any, path: str, positive: bool = False) -> None:
-        if not is_number(value) or (positive and value <= 0):
-            self.refuse(path, value, 'a positive number' if positive else 'a number')
-
-    def integers(self, value: Any, path: str, minimum: int) -> None:
-        if not isinstance(value, list) or not all(is_integer(item) and item >= minimum for item in value):
-            self.refuse(path, value, f'a list of integers >= {minimum} (iterations)')
-
-    def numbers(self, value: Any, path: str) -> None:
-        if not isinstance(value, list) or not all(is_number(item) for item in value):
-            self.refuse(path, value, 'a list of numbers')
-
-    def boolean(self, value: Any, path: str) -> None:
-        if not isinstance(value, bool):
-            self.refuse(path, value, 'true or false')
 
     def registered(self, node: Mapping, path: str, registry: Any, kind: str, key: str = 'type') -> Any:
         """The class `node[key]` names in a BasicSR registry."""
@@ -197,7 +116,7 @@ class _Checker:
         if found is None:
             known = list(registry._obj_map)
             self.refuse(
-                f'{path}.{key}' if path else key,
+                _joined(path, key),
                 name,
                 f"the name of a registered {kind} (No object named {name!r} in BasicSR's {kind} registry"
                 f'{_suggestion(str(name), known)})',
@@ -206,7 +125,7 @@ class _Checker:
 
     def section(self, node: Mapping, path: str, section: Section, owner: Any) -> None:
         """Refuse keys `section` does not declare, values it refuses, and required keys missing from
-        `node` (the options of `owner`, e.g. a loss type)."""
+        `node` (the options of `owner`, e.g. a loss type; a missing option's doc says why it is needed)."""
         problem = section_problem(node, section, path, owner, ignore=('type',))
         if problem:
             raise OptionFileError(f'{self.source}: {problem}')
@@ -235,26 +154,25 @@ def network_problem(network: Mapping, path: str, arch: type) -> Optional[str]:
 def _check_top_level(check: _Checker, opt: Mapping, is_train: bool) -> None:
     from basicsr.utils.registry import MODEL_REGISTRY
 
-    name = check.require(opt, '', 'name', 'it names the experiment and its folders')
-    if not isinstance(name, str) or not name:
-        check.refuse('name', name, 'a non-empty string')
+    check.section(opt, '', TOP_LEVEL, 'the option file')
+    if not opt['name']:
+        check.refuse('name', opt['name'], 'a non-empty string')
     check.registered(opt, '', MODEL_REGISTRY, 'model', key='model_type')
-    scale = check.require(opt, '', 'scale', 'the upscaling factor (an integer)')
-    if not is_int(scale) or scale < 1:
-        check.refuse('scale', scale, 'a positive integer')
-    num_gpu = check.require(opt, '', 'num_gpu', 'auto, or the number of GPUs (0 for CPU)')
-    if num_gpu != 'auto' and not (is_int(num_gpu) and num_gpu >= 0):
-        check.refuse('num_gpu', num_gpu, "'auto' or an integer >= 0 (0: CPU)")
-    seed = opt.get('manual_seed')
-    if seed is not None and not is_int(seed):
-        check.refuse('manual_seed', seed, 'an integer')
+    # BasicSR computes with these as Python ints (slices, batch sizes): 2.0 is refused too.
+    for key in ('scale', 'num_gpu', 'manual_seed'):
+        if isinstance(opt.get(key), float):
+            check.refuse(key, opt[key], TOP_LEVEL[key].expected())
     if 'gt_size' in opt:  # the Real-HAT models crop their synthesised pairs to it
-        _check_gt_size(check, opt['gt_size'], 'gt_size', scale)
-    check.mapping(check.require(opt, '', 'path', 'BasicSR reads its folders and weights from it'), 'path', 'paths')
-    for section in ('train', 'logger') if is_train else ('val',):
-        check.mapping(
-            check.require(opt, '', section, f'{"training" if is_train else "testing"} reads it'), section, 'options'
+        _check_gt_size(check, opt['gt_size'], 'gt_size', opt['scale'])
+    known_paths = PATH.names + ('pretrain_network_g', 'strict_load_g', 'param_key_g')
+    for key in PATH.unknown(opt['path']):
+        raise OptionFileError(
+            f'{check.source}: unknown entry path.{key}{_suggestion(key, known_paths)}; BasicSR '
+            'would create a folder named after its value'
         )
+    check.section(opt['path'], 'path', PATH, 'path')
+    for section in ('train', 'logger') if is_train else ('val',):
+        check.require(opt, '', section, f'{"training" if is_train else "testing"} reads it')
 
 
 def _check_gt_size(check: _Checker, gt_size: Any, path: str, scale: int) -> None:
@@ -275,113 +193,61 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
             'a dataset named train, val or val_<N>' if is_train else 'a dataset named test[_<N>] or val[_<N>]',
         )
     dataset = check.mapping(dataset, path, 'dataset options')
-    check.require(dataset, path, 'name', 'BasicSR logs datasets by name')
+    check.section(dataset, path, DATASET, 'a dataset')
     dataset_class = check.registered(dataset, path, DATASET_REGISTRY, 'dataset')
     kind = dataset_class.__name__
-    backend = check.mapping(
-        check.require(dataset, path, 'io_backend', 'e.g. {type: disk} or {type: lmdb}'),
-        f'{path}.io_backend',
-        'io_backend options',
-    )
-    backend_type = check.require(backend, f'{path}.io_backend', 'type', f'one of {list(IO_BACKENDS)}')
-    if backend_type not in IO_BACKENDS:
-        check.refuse(f'{path}.io_backend.type', backend_type, f'one of {list(IO_BACKENDS)}')
-    required = DATASET_REQUIRED.get(kind, {})
-    for key in required.get('all', ()) + required.get(phase, ()):
-        if key not in dataset:
-            check.missing(f'{path}.{key}', f'{kind} needs it')
-    declared = getattr(dataset_class, 'OPTIONS', None)
+    check.section(dataset['io_backend'], f'{path}.io_backend', IO_BACKEND, 'io_backend')
+    declared = DATASETS.get(kind) or getattr(dataset_class, 'OPTIONS', None)
     if declared is not None:
-        check.section(dataset, path, declared, kind)
-        if phase == 'train' and kind in CROPPING_DATASETS and 'gt_size' not in dataset:
-            check.missing(f'{path}.gt_size', f'{kind} needs it in training')
+        check.section(
+            dataset, path, required_in(declared, DATASET_TRAINING.get(kind, ())) if phase == 'train' else declared, kind
+        )
+    if phase == 'train' and kind in CROPPING_DATASETS and 'gt_size' not in dataset:
+        check.missing(f'{path}.gt_size', f'{kind} needs it in training')
+    backend_type = dataset['io_backend']['type']
     for key in ('dataroot_gt', 'dataroot_lq'):
         root = dataset.get(key)
-        if root is not None and not isinstance(root, str):
-            check.refuse(f'{path}.{key}', root, 'a folder path')
         if root is not None and backend_type == 'lmdb' and not root.endswith('.lmdb'):
             check.refuse(f'{path}.{key}', root, 'an LMDB folder whose name ends with .lmdb')
     if phase == 'train':
         if 'gt_size' in dataset and kind in CROPPING_DATASETS:
             _check_gt_size(check, dataset['gt_size'], f'{path}.gt_size', scale)
-        check.integer(
-            check.require(dataset, path, 'batch_size_per_gpu', 'the training batch per GPU'),
-            f'{path}.batch_size_per_gpu',
-            1,
-        )
-        check.integer(
-            check.require(dataset, path, 'num_worker_per_gpu', 'DataLoader workers per GPU (0: none)'),
-            f'{path}.num_worker_per_gpu',
-            0,
-        )
-        if 'dataset_enlarge_ratio' in dataset:
-            check.integer(dataset['dataset_enlarge_ratio'], f'{path}.dataset_enlarge_ratio', 1)
-        if dataset.get('prefetch_mode') not in PREFETCH_MODES:
-            check.refuse(f'{path}.prefetch_mode', dataset['prefetch_mode'], '~ (none), cpu or cuda')
-    for key in ('use_hflip', 'use_rot', 'use_shuffle'):
-        if key in dataset:
-            check.boolean(dataset[key], f'{path}.{key}')
+        check.section(dataset, path, required_in(DATASET, TRAINING_DATASET_KEYS), 'a training dataset')
 
 
 def _check_training(check: _Checker, opt: Mapping) -> None:
     from basicsr.utils.registry import LOSS_REGISTRY
 
     train = opt['train']
-    check.integer(
-        check.require(train, 'train', 'total_iter', 'the number of iterations to train'), 'train.total_iter', 1
-    )
-    if 'warmup_iter' in train:
-        check.integer(train['warmup_iter'], 'train.warmup_iter', -1)
-    decay = train.get('ema_decay', 0)
-    if not is_number(decay) or not 0 <= decay <= 1:
-        check.refuse(
-            'train.ema_decay', decay, 'a number in (0, 1] (the weight of the old EMA weights), or 0 for no EMA'
-        )
+    check.section(train, 'train', TRAIN, 'train')
     for key in ('optim_g', 'optim_d'):
-        if key == 'optim_g' or key in train:
-            _check_optimizer(check, check.require(train, 'train', key, 'e.g. {type: Adam, lr: 2.0e-4}'), f'train.{key}')
-    _check_scheduler(check, train)
+        if key in train:
+            _check_optimizer(check, train[key], f'train.{key}')
+    _check_scheduler(check, train['scheduler'])
     for key in LOSS_KEYS:
         if train.get(key):
-            loss = check.mapping(train[key], f'train.{key}', 'loss options')
+            loss = train[key]
             check.arguments(loss, f'train.{key}', check.registered(loss, f'train.{key}', LOSS_REGISTRY, 'loss'))
 
 
-def _check_optimizer(check: _Checker, optimizer: Any, path: str) -> None:
+def _check_optimizer(check: _Checker, optimizer: Mapping, path: str) -> None:
     import torch
 
-    optimizer = check.mapping(optimizer, path, 'optimizer options')
-    kind = check.require(optimizer, path, 'type', f'one of {list(OPTIMIZERS)}')
-    if kind not in OPTIMIZERS:
-        check.refuse(f'{path}.type', kind, f'one of {list(OPTIMIZERS)} (what BasicSR 1.4.2 builds)')
-    check.number(check.require(optimizer, path, 'lr', 'the learning rate'), f'{path}.lr', positive=True)
-    check.arguments(optimizer, path, getattr(torch.optim, kind), skip=('params',))
+    check.section(optimizer, path, OPTIMIZER, 'an optimizer')
+    check.arguments(optimizer, path, getattr(torch.optim, optimizer['type']), skip=('params',))
     betas = optimizer.get('betas', [0.9, 0.999])
-    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
-        check.refuse(f'{path}.betas', betas, 'two numbers in [0, 1)')
-    if optimizer.get('weight_decay', 0) < 0:
-        check.refuse(f'{path}.weight_decay', optimizer['weight_decay'], 'a number >= 0')
+    if not all(beta < 1 for beta in betas):
+        check.refuse(f'{path}.betas', betas, OPTIMIZER['betas'].expected())
 
 
-def _check_scheduler(check: _Checker, train: Mapping) -> None:
+def _check_scheduler(check: _Checker, scheduler: Mapping) -> None:
     from basicsr.models import lr_scheduler
 
-    scheduler = check.mapping(
-        check.require(train, 'train', 'scheduler', 'e.g. {type: MultiStepLR, milestones: [250000], gamma: 0.5}'),
-        'train.scheduler',
-        'scheduler options',
-    )
-    kind = check.require(scheduler, 'train.scheduler', 'type', f'one of {list(SCHEDULERS)}')
-    if kind not in SCHEDULERS:
-        check.refuse('train.scheduler.type', kind, f'one of {list(SCHEDULERS)}')
-    for key, minimum in (('milestones', 0), ('restarts', 0), ('periods', 1)):
-        if key in scheduler:
-            check.integers(scheduler[key], f'train.scheduler.{key}', minimum)
+    check.section(scheduler, 'train.scheduler', SCHEDULER, 'a scheduler')
+    kind = scheduler['type']
     check.arguments(
         scheduler, 'train.scheduler', getattr(lr_scheduler, SCHEDULERS[kind]), skip=('optimizer', 'last_epoch')
     )
-    if scheduler.get('gamma', 0.1) <= 0:
-        check.refuse('train.scheduler.gamma', scheduler['gamma'], 'a positive number')
     weights = scheduler.get('restart_weights', [1])
     counted = 'periods' if kind == 'CosineAnnealingRestartLR' else 'restarts'
     if len(weights) != len(scheduler.get(counted, [0])):
@@ -394,31 +260,17 @@ def _check_validation(check: _Checker, opt: Mapping, is_train: bool) -> None:
     val = opt.get('val')
     if val is None:
         return
-    val = check.mapping(val, 'val', 'validation options')
+    check.section(val, 'val', VAL, 'val')
     if is_train:
-        check.integer(check.require(val, 'val', 'val_freq', 'validate every val_freq iterations'), 'val.val_freq', 1)
-    check.boolean(check.require(val, 'val', 'save_img', 'whether to save the super-resolved images'), 'val.save_img')
-    if 'tb_images' in val:
-        check.integer(val['tb_images'], 'val.tb_images', 0)
-    metrics = val.get('metrics') or {}
-    for name, metric in check.mapping(metrics, 'val.metrics', 'metrics').items():
+        check.require(val, 'val', 'val_freq', VAL['val_freq'].doc)
+    for name, metric in (val.get('metrics') or {}).items():
         metric = check.mapping(metric, f'val.metrics.{name}', 'metric options')
+        check.section(metric, f'val.metrics.{name}', METRIC, 'a metric')
         check.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')
-        if 'crop_border' in metric:
-            check.integer(metric['crop_border'], f'val.metrics.{name}.crop_border', 0)
 
 
 def _check_logger(check: _Checker, opt: Mapping) -> None:
-    logger = opt['logger']
-    for key, why in (
-        ('print_freq', 'log every print_freq iterations'),
-        ('save_checkpoint_freq', 'save a checkpoint every save_checkpoint_freq iterations'),
-    ):
-        check.integer(check.require(logger, 'logger', key, why), f'logger.{key}', 1)
-    if 'use_tb_logger' in logger:
-        check.boolean(logger['use_tb_logger'], 'logger.use_tb_logger')
-    if logger.get('keep_checkpoints') is not None:
-        check.integer(logger['keep_checkpoints'], 'logger.keep_checkpoints', 1)
+    check.section(opt['logger'], 'logger', LOGGER, 'logger')
 
 
 def validate_options(opt: Any, source: str, is_train: bool) -> None:
@@ -434,11 +286,7 @@ def validate_options(opt: Any, source: str, is_train: bool) -> None:
         )
     check = _Checker(source)
     _check_top_level(check, opt, is_train)
-    datasets = check.mapping(
-        check.require(opt, '', 'datasets', 'the datasets to train or test on'),
-        'datasets',
-        'datasets (train, val, test_1, ...)',
-    )
+    datasets = opt['datasets']
     if not datasets:
         check.refuse('datasets', datasets, 'at least one dataset')
     if is_train and 'train' not in datasets:
@@ -527,23 +375,16 @@ def check_options(opt: Mapping, source: str, is_train: bool) -> List[str]:
                 )
     validate_options(opt, source, is_train)
     paths = opt['path']
-    known_paths = PATH_KEYS + ('pretrain_network_g', 'strict_load_g', 'param_key_g')
-    for key in paths:
-        if key not in PATH_KEYS and not PATH_NETWORK_KEY.match(str(key)):
-            raise OptionFileError(
-                f'{source}: unknown entry path.{key}{_suggestion(str(key), known_paths)}; BasicSR '
-                'would create a folder named after its value'
-            )
     if not is_train and 'network_g' in opt and not paths.get('pretrain_network_g'):
         raise OptionFileError(
             f'{source}: path.pretrain_network_g is not set: testing would score a randomly initialised network'
         )
     train = opt['train'] if is_train else {}
     return [
-        f'{source}: train.{key} is not read by BasicSR or hat_basicsr{_suggestion(str(key), TRAIN_KEYS)}; '
+        f'{source}: train.{key} is not read by BasicSR or hat_basicsr{_suggestion(str(key), TRAIN.names)}; '
         'it has no effect unless a custom model reads it'
         for key in train
-        if key not in TRAIN_KEYS
+        if key not in TRAIN.names
     ]
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hat_basicsr.utils.option_spec import Option, Section, section_from_signature, section_problem
+from hat_basicsr.utils.option_spec import (
+    Option,
+    OptionOrWords,
+    PatternSection,
+    Section,
+    section_from_signature,
+    section_problem,
+)
 
 FREQ = Option('save_checkpoint_freq', 'integer', minimum=1, required=True)
 DECAY = Option('ema_decay', 'number', minimum=0, maximum=1)
@@ -109,3 +116,23 @@ def test_section_problem_says_the_first_problem_in_the_checkers_words():
         'save_checkpoint_freq: got 0, expected an integer >= 1'
     )
     assert section_problem({}, section, 'logger', 'X') == 'logger.save_checkpoint_freq is missing; X needs it'
+
+
+def test_an_option_or_words_takes_the_words_and_the_kind():
+    num_gpu = OptionOrWords('num_gpu', 'integer', words=('auto',), minimum=0)
+    assert [value for value in ('auto', 0, 8) if not num_gpu.accepts(value)] == []
+    assert [value for value in ('two', -1, None, 1.5) if num_gpu.accepts(value)] == []
+    assert num_gpu.expected() == "'auto' or an integer >= 0"
+    assert num_gpu.json_schema() == {'anyOf': [{'enum': ['auto']}, {'type': 'number', 'multipleOf': 1, 'minimum': 0}]}
+
+
+def test_a_pattern_section_takes_keys_matching_its_patterns():
+    section = PatternSection(
+        (Option('resume_state', ('string', 'null')),), patterns=(Option(r'strict_load_\w+', 'boolean'),)
+    )
+    node = {'resume_state': None, 'strict_load_g': 'yes', 'strict_load_d': True, 'strict_loads': True}
+    assert section.unknown(node) == ['strict_loads']
+    assert list(section.refusals(node)) == [('strict_load_g', 'yes', 'true or false')]
+    schema = section.json_schema()
+    assert schema['patternProperties'] == {r'^strict_load_\w+$': {'type': 'boolean'}}
+    assert schema['additionalProperties'] is False

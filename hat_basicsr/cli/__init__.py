@@ -20,7 +20,7 @@ import hat_basicsr
 from hat_basicsr.cli.arguments import report_error
 from hat_basicsr.errors import UserError
 
-SUBCOMMANDS = ('upscale', 'convert', 'export', 'info', 'lam', 'features', 'plan')
+SUBCOMMANDS = ('upscale', 'convert', 'export', 'info', 'lam', 'features', 'plan', 'schema')
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -301,5 +302,53 @@ def section_problem(
         return f'{prefix}{key}: got {value!r}, expected {expected}'
     for name in section.required():
         if name not in node:
-            return f'{prefix}{name} is missing; {owner} needs it'
+            doc = section[name].doc.rstrip('.')
+            return f'{prefix}{name} is missing; {owner} needs it' + (f' ({doc})' if doc else '')
     return None
+
+
+@dataclass(frozen=True)
+class OptionOrWords(Option):
+    """An option that also takes a few fixed words (num_gpu: 'auto' or a count of GPUs)."""
+
+    words: Tuple[str, ...] = ()
+
+    def accepts(self, value: Any) -> bool:
+        return (isinstance(value, str) and value in self.words) or super().accepts(value)
+
+    def expected(self) -> str:
+        return self.expected_text or ' or '.join([repr(word) for word in self.words] + [super().expected()])
+
+    def json_schema(self) -> Dict[str, Any]:
+        schema = super().json_schema()
+        description = schema.pop('description', None)
+        schema = {'anyOf': [{'enum': list(self.words)}, schema]}
+        if description:
+            schema['description'] = description
+        return schema
+
+
+@dataclass(frozen=True)
+class PatternSection(Section):
+    """A section whose keys may also follow patterns (BasicSR's path.pretrain_network_<net>): each
+    `patterns` Option is named by the regular expression its keys match."""
+
+    patterns: Tuple[Option, ...] = ()
+
+    def pattern_option(self, key: str) -> Optional[Option]:
+        return next((option for option in self.patterns if re.fullmatch(option.name, key)), None)
+
+    def unknown(self, node: Mapping) -> List[str]:
+        return [key for key in super().unknown(node) if self.pattern_option(key) is None]
+
+    def refusals(self, node: Mapping) -> Iterator[Tuple[str, Any, str]]:
+        yield from super().refusals(node)
+        for key, value in node.items():
+            option = None if key in self.names else self.pattern_option(str(key))
+            if option is not None and not option.accepts(value):
+                yield str(key), value, option.expected()
+
+    def json_schema(self, extra: Optional[Mapping[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+        schema = super().json_schema(extra)
+        schema['patternProperties'] = {f'^{option.name}$': option.json_schema() for option in self.patterns}
+        return schema
