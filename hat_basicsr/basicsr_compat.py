@@ -8,6 +8,7 @@ training of this package starts and resumes (its lock, which state it resumes) i
 fix: hat_basicsr.training_policy installs it, explicitly.
 """
 
+import functools
 import importlib
 import logging
 import os
@@ -262,6 +263,46 @@ def _fix_imfrombytes(original: Callable) -> Callable:
     return imfrombytes
 
 
+# BasicSR's checks of dataset folders, list files and crop sizes: module -> functions. Each raises
+# an AssertionError or ValueError whose message names the folders, files or sizes.
+BASICSR_DATA_CHECKS = {
+    'basicsr.data.data_util': (
+        'paired_paths_from_lmdb',
+        'paired_paths_from_meta_info_file',
+        'paired_paths_from_folder',
+        'paths_from_lmdb',
+    ),
+    'basicsr.data.transforms': ('paired_random_crop',),
+}
+
+
+def _raised_in(error: BaseException) -> Any:
+    """The code object of the function that raised `error`."""
+    frame = error.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_code
+
+
+def _fix_data_check(original: Callable) -> Callable:
+    """BasicSR checks dataset folders, list files and crop sizes with `assert` and ValueError, so a
+    user's mistake (LQ and GT folders with different images, an LMDB without `.lmdb`, an LQ smaller
+    than the patch) is indistinguishable from a bug and ends in a traceback; a ValueError with two
+    arguments prints as a Python tuple. Here what the check itself raises is a DatasetError with its
+    message (a UserError: one line); errors of the code it calls keep their type."""
+    from hat_basicsr.errors import DatasetError
+
+    def data_check(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except (AssertionError, ValueError) as error:
+            if _raised_in(error) is not original.__code__:  # from deeper code: not the check's refusal
+                raise
+            raise DatasetError(' '.join(map(str, error.args)) or type(error).__name__) from error
+
+    return functools.wraps(original)(data_check)
+
+
 def _fix_paired_scale_message(original: Callable) -> Callable:
     """PairedImageDataset's training crop (paired_random_crop) refuses a GT that is not scale x its
     LQ with a ValueError whose message prints as a Python tuple and names no file:
@@ -352,3 +393,7 @@ def apply() -> None:
     patch_once(PairedImageDataset, '__getitem__', _fix_paired_scale_message)
     patch_once(RealESRGANDataset, '__init__', _fix_realesrgan_image_list)
     patch_once(MessageLogger, '__call__', _fix_message_logger_eta)
+    for module_name, functions in BASICSR_DATA_CHECKS.items():
+        module = importlib.import_module(module_name)
+        for function in functions:
+            patch_once(module, function, _fix_data_check, rebind_in='basicsr')

@@ -372,3 +372,41 @@ def test_eta_counts_the_iterations_left_and_ends_at_zero():
         message_logger({'epoch': 0, 'iter': iteration, 'lrs': [1e-3], 'time': 10.0, 'data_time': 0.0})
     assert re.search(r'eta: 0:00:(19|20),', messages[0]) and 'eta: 0:00:00,' in messages[1], messages
     assert message_logger.max_iters == 4
+
+
+def test_basicsr_data_checks_refuse_with_a_dataset_error(tmp_path):
+    """Without the fix paired_paths_from_folder's `assert` is an AssertionError (a traceback, like a
+    bug); the datasets hold the function by name, so the patched one must be what they call."""
+    from hat_basicsr.errors import DatasetError
+
+    from basicsr.data import data_util, paired_image_dataset
+
+    for name, count in (('gt', 2), ('lq', 1)):
+        (tmp_path / name).mkdir()
+        for index in range(count):
+            (tmp_path / name / f'{index}.png').write_bytes(b'')
+    assert paired_image_dataset.paired_paths_from_folder is data_util.paired_paths_from_folder
+    with pytest.raises(DatasetError, match='lq and gt datasets have different number of images: 1, 2'):
+        paired_image_dataset.paired_paths_from_folder([str(tmp_path / 'lq'), str(tmp_path / 'gt')], ['lq', 'gt'], '{}')
+    with pytest.raises(DatasetError, match=r'should both in lmdb formats'):
+        data_util.paired_paths_from_lmdb([str(tmp_path / 'lq'), str(tmp_path / 'gt')], ['lq', 'gt'])
+
+
+def test_an_error_of_the_code_a_data_check_calls_keeps_its_type():
+    from hat_basicsr.basicsr_compat import _fix_data_check
+    from hat_basicsr.errors import DatasetError
+
+    def refuses():
+        raise AssertionError('the check refuses')
+
+    def parse(text: str) -> int:
+        return int(text)
+
+    def calls_deeper():
+        return parse('not a number')  # a ValueError of the code the check calls, not a refusal
+
+    with pytest.raises(DatasetError, match='the check refuses'):
+        _fix_data_check(refuses)()
+    with pytest.raises(ValueError, match='invalid literal') as raised:
+        _fix_data_check(calls_deeper)()
+    assert not isinstance(raised.value, DatasetError)

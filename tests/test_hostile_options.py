@@ -564,9 +564,9 @@ def test_basicsr_checks_of_folders_and_crops_are_reported_in_one_line(sr_data, t
     folders = copied_pairs(sr_data, tmp_path)
     sorted(folders['LR'].iterdir())[0].unlink()
     error = dataset_error(paired(sr_data, dataroot_gt=str(folders['HR']), dataroot_lq=str(folders['LR'])), '')
-    assert user_error_message(error) == ('AssertionError: lq and gt datasets have different number of images: 3, 4.')
+    assert user_error_message(error) == ('DatasetError: lq and gt datasets have different number of images: 3, 4.')
     error = dataset_error(paired(sr_data, gt_size=64), '')
-    assert user_error_message(error).startswith('ValueError: LQ (24, 24) is smaller than patch size (32, 32)')
+    assert user_error_message(error).startswith('DatasetError: LQ (24, 24) is smaller than patch size (32, 32)')
 
 
 @pytest.mark.parametrize(
