@@ -41,7 +41,7 @@ from hat_basicsr.option_sections import (
     required_in,
 )
 from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
-from hat_basicsr.utils.option_spec import Section, is_integer, section_from_signature, section_problem
+from hat_basicsr.utils.option_spec import Section, is_int, is_integer, section_from_signature, section_problem
 from hat_basicsr.utils.option_spec import suggestion as _suggestion
 from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.tiling import TileOptions
@@ -74,11 +74,6 @@ def _entries(node: Any, prefix: str = '') -> Iterator[Tuple[str, Any]]:
 
 def _joined(path: str, key: str) -> str:
     return f'{path}.{key}' if path else key
-
-
-def is_int(value: Any) -> bool:
-    """An int as YAML writes it (not a bool, not a float)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def registered_class(registry: Any, name: str) -> Any:

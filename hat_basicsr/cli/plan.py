@@ -34,8 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hat_basicsr.errors import OptionFileError
-    from hat_basicsr.option_check import check_data, check_options, is_int, launch_error
+    from hat_basicsr.option_check import check_data, check_options, launch_error
     from hat_basicsr.training_plan import format_plan, make_plan
+    from hat_basicsr.utils.option_spec import is_int
     from hat_basicsr.utils.option_yaml import read_option_yaml
 
     try:

@@ -51,10 +51,14 @@ def is_integer(value: Any) -> bool:
     return is_number(value) and float(value).is_integer()
 
 
+def is_int(value: Any) -> bool:
+    """An int as YAML writes it (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _holds_ints(value: Any) -> bool:
     """An int, or a list of ints, as YAML writes them (no bool, no integral float)."""
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return all(isinstance(item, int) and not isinstance(item, bool) for item in items)
+    return all(map(is_int, value if isinstance(value, (list, tuple)) else [value]))
 
 
 def _has_kind(value: Any, kind: str) -> bool:
