@@ -16,7 +16,7 @@ import torch
 
 import hat_basicsr  # noqa: F401
 
-from helpers import REPO_ROOT, free_port, subprocess_env
+from helpers import REPO_ROOT, free_port, run_python, subprocess_env
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -112,9 +112,8 @@ def test_resume_state_loads_on_cpu_where_basicsr_chooses_it(tmp_path):
     for name, iteration in (('2.state', 2), ('10.state', 10), ('.12.state.x1.tmp', 12)):
         torch.save({'iter': iteration, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / name)
     (states / 'notes.state').write_text('not a state of an iteration')
-    proc = subprocess.run(
+    proc = run_python(
         [
-            sys.executable,
             '-c',
             textwrap.dedent("""
                 import torch
@@ -135,13 +134,9 @@ def test_resume_state_loads_on_cpu_where_basicsr_chooses_it(tmp_path):
                     print('refused', error)
             """),
         ],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr
     chosen, refused = [line for line in proc.stdout.splitlines() if line.startswith(('chosen ', 'refused '))]
     assert chosen.split() == [
         'chosen',

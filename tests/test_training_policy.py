@@ -6,8 +6,6 @@ experiment folder kept under --auto_resume."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 from hat_basicsr.errors import CheckpointError
 from hat_basicsr.training_policy import install_training_policy
 
-from helpers import free_port, subprocess_env
+from helpers import free_port, run_python
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -62,15 +60,9 @@ def test_import_leaves_basicsr_train_as_it_is_until_the_policy_is_installed(tmp_
         attempt('policy')
     """
     (tmp_path / 'experiments').mkdir()
-    proc = subprocess.run(
-        [sys.executable, '-c', textwrap.dedent(code), str(tmp_path / 'experiments')],
-        cwd=tmp_path / 'experiments',  # BasicSR looks in ./experiments/run: not there
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    experiments = tmp_path / 'experiments'
+    # BasicSR looks in ./experiments/run: not there
+    proc = run_python(['-c', textwrap.dedent(code), str(experiments)], experiments, timeout=120)
     imported, installed = [line for line in proc.stdout.splitlines() if line.startswith(('import ', 'policy '))]
     assert imported == "import None False ['run', 'run_archived']"
     assert installed.startswith('policy 3 True ')  # the run's own state, under its lock
