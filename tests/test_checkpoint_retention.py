@@ -10,7 +10,8 @@ from typing import Set
 import pytest
 import torch
 
-from hat_basicsr.utils.checkpoint_retention import NETWORK_FILE, STATE_FILE, prune_checkpoints
+from hat_basicsr.utils.checkpoint_retention import NETWORK_FILE, prune_checkpoints
+from hat_basicsr.utils.resume_point import STATE_FILE
 
 from helpers import (
     in_process_model,

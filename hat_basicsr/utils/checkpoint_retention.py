@@ -22,8 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Set, Union
 
+from hat_basicsr.utils.resume_point import state_iterations
+
 NETWORK_FILE = re.compile(r'(net_\w+)_(\d+)\.pth')
-STATE_FILE = re.compile(r'(\d+)\.state')
 
 
 def _networks_by_iteration(models: Path) -> Dict[int, Dict[str, Path]]:
@@ -36,8 +37,7 @@ def _networks_by_iteration(models: Path) -> Dict[int, Dict[str, Path]]:
 
 
 def _states_by_iteration(states: Path) -> Dict[int, Path]:
-    matches = (STATE_FILE.fullmatch(path.name) for path in (states.iterdir() if states.is_dir() else ()))
-    return {int(match.group(1)): states / match.group(0) for match in matches if match}
+    return {iteration: states / f'{iteration}.state' for iteration in state_iterations(str(states))}
 
 
 def prune_checkpoints(
