@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from hat_basicsr.archs.acceleration import AccelerationOptions
 from hat_basicsr.errors import HATArgumentError, OptionFileError
 from hat_basicsr.option_sections import (
     DATASET,
     DATASET_TRAINING,
-    DATASETS,
     IO_BACKEND,
     LOGGER,
     LOSS_KEYS,
@@ -33,15 +32,17 @@ from hat_basicsr.option_sections import (
     OPTIMIZER,
     PATH,
     SCHEDULER,
-    SCHEDULERS,
     TOP_LEVEL,
     TRAIN,
     TRAINING_DATASET_KEYS,
     VAL,
+    dataset_section,
+    optimizer_arguments,
     required_in,
+    scheduler_arguments,
 )
 from hat_basicsr.utils.image_io import IMAGE_SUFFIXES
-from hat_basicsr.utils.option_spec import Section, is_int, is_integer, section_from_signature, section_problem
+from hat_basicsr.utils.option_spec import Section, declared_section, is_int, is_integer, refuse_problem, section_problem
 from hat_basicsr.utils.option_spec import suggestion as _suggestion
 from hat_basicsr.utils.option_yaml import read_option_yaml
 from hat_basicsr.utils.tiling import TileOptions
@@ -121,21 +122,14 @@ class _Checker:
     def section(self, node: Mapping, path: str, section: Section, owner: Any) -> None:
         """Refuse keys `section` does not declare, values it refuses, and required keys missing from
         `node` (the options of `owner`, e.g. a loss type; a missing option's doc says why it is needed)."""
-        problem = section_problem(node, section, path, owner, ignore=('type',))
-        if problem:
-            raise OptionFileError(f'{self.source}: {problem}')
-
-    def arguments(self, node: Mapping, path: str, target: Callable, skip: Sequence[str] = ()) -> None:
-        """Keys of `node` (besides type) must be parameters of `target`, of its defaults' kinds."""
-        self.section(node, path, section_from_signature(target, tuple(skip)), node.get('type'))
+        refuse_problem(node, section, path, owner, self.source, ignore=('type',))
 
 
 def network_problem(network: Mapping, path: str, arch: type) -> Optional[str]:
     """What is wrong with `network` (a network_g-style mapping at `path`) as the arguments of `arch`,
     or None: each argument against the arch's declared OPTIONS (or its signature), then the rules
     between arguments of an arch that has them (HAT.check_arguments), all before anything is built."""
-    section = getattr(arch, 'OPTIONS', None) or section_from_signature(arch, skip=('self',))
-    problem = section_problem(network, section, path, network.get('type'), ignore=('type',))
+    problem = section_problem(network, declared_section(arch), path, network.get('type'), ignore=('type',))
     check_arguments = getattr(arch, 'check_arguments', None)
     if problem or check_arguments is None:
         return problem
@@ -192,7 +186,7 @@ def _check_dataset(check: _Checker, phase_key: str, dataset: Any, is_train: bool
     dataset_class = check.registered(dataset, path, DATASET_REGISTRY, 'dataset')
     kind = dataset_class.__name__
     check.section(dataset['io_backend'], f'{path}.io_backend', IO_BACKEND, 'io_backend')
-    declared = DATASETS.get(kind) or getattr(dataset_class, 'OPTIONS', None)
+    declared = dataset_section(dataset_class)
     if declared is not None:
         check.section(
             dataset, path, required_in(declared, DATASET_TRAINING.get(kind, ())) if phase == 'train' else declared, kind
@@ -222,27 +216,22 @@ def _check_training(check: _Checker, opt: Mapping) -> None:
     for key in LOSS_KEYS:
         if train.get(key):
             loss = train[key]
-            check.arguments(loss, f'train.{key}', check.registered(loss, f'train.{key}', LOSS_REGISTRY, 'loss'))
+            loss_class = check.registered(loss, f'train.{key}', LOSS_REGISTRY, 'loss')
+            check.section(loss, f'train.{key}', declared_section(loss_class), loss['type'])
 
 
 def _check_optimizer(check: _Checker, optimizer: Mapping, path: str) -> None:
-    import torch
-
     check.section(optimizer, path, OPTIMIZER, 'an optimizer')
-    check.arguments(optimizer, path, getattr(torch.optim, optimizer['type']), skip=('params',))
+    check.section(optimizer, path, optimizer_arguments(optimizer['type']), optimizer['type'])
     betas = optimizer.get('betas', [0.9, 0.999])
     if not all(beta < 1 for beta in betas):
         check.refuse(f'{path}.betas', betas, OPTIMIZER['betas'].expected())
 
 
 def _check_scheduler(check: _Checker, scheduler: Mapping) -> None:
-    from basicsr.models import lr_scheduler
-
     check.section(scheduler, 'train.scheduler', SCHEDULER, 'a scheduler')
     kind = scheduler['type']
-    check.arguments(
-        scheduler, 'train.scheduler', getattr(lr_scheduler, SCHEDULERS[kind]), skip=('optimizer', 'last_epoch')
-    )
+    check.section(scheduler, 'train.scheduler', scheduler_arguments(kind), kind)
     weights = scheduler.get('restart_weights', [1])
     counted = 'periods' if kind == 'CosineAnnealingRestartLR' else 'restarts'
     if len(weights) != len(scheduler.get(counted, [0])):

@@ -11,9 +11,9 @@ counted against restarts) stays code in option_check.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
-from hat_basicsr.utils.option_spec import Option, OptionOrWords, PatternSection, Section
+from hat_basicsr.utils.option_spec import Option, OptionOrWords, PatternSection, Section, section_from_signature
 
 
 def _folder(name: str, required: bool = False) -> Option:
@@ -417,3 +417,22 @@ DATASETS: Dict[str, Section] = {
     ),
 }
 DATASET_TRAINING: Dict[str, Tuple[str, ...]] = {'PairedImageDataset': ('gt_size', 'use_hflip', 'use_rot')}
+
+
+def dataset_section(dataset_class: type) -> Optional[Section]:
+    """The keys a dataset class declares: BasicSR's here (DATASETS), this package's its own OPTIONS."""
+    return DATASETS.get(dataset_class.__name__) or getattr(dataset_class, 'OPTIONS', None)
+
+
+def optimizer_arguments(kind: str) -> Section:
+    """The arguments of torch.optim's `kind` an option file may set (BasicSR passes the parameters)."""
+    import torch
+
+    return section_from_signature(getattr(torch.optim, kind), ('params',))
+
+
+def scheduler_arguments(kind: str) -> Section:
+    """The arguments of the BasicSR scheduler `kind` builds an option file may set."""
+    from basicsr.models import lr_scheduler
+
+    return section_from_signature(getattr(lr_scheduler, SCHEDULERS[kind]), ('optimizer', 'last_epoch'))

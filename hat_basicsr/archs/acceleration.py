@@ -29,7 +29,7 @@ from hat_basicsr.archs.attention import ATTN_IMPLS
 from hat_basicsr.archs.hat_arch import pad_to_multiple
 from hat_basicsr.errors import OptionFileError
 from hat_basicsr.utils.autocast import autocast_context
-from hat_basicsr.utils.option_spec import Option, Section, section_problem
+from hat_basicsr.utils.option_spec import Option, Section, refuse_problem
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,7 @@ class AccelerationOptions:
     )
 
     def __post_init__(self) -> None:
-        self._refuse_problem(vars(self))
-
-    @classmethod
-    def _refuse_problem(cls, opt: Mapping[str, Any]) -> None:
-        problem = section_problem(opt, cls.OPTIONS, 'acceleration', 'acceleration')
-        if problem:
-            raise OptionFileError(problem)
+        refuse_problem(vars(self), self.OPTIONS, 'acceleration', 'acceleration')
 
     @classmethod
     def from_dict(cls, opt: Optional[Mapping[str, Any]]) -> 'AccelerationOptions':
@@ -84,7 +78,7 @@ class AccelerationOptions:
         if opt is not None and not isinstance(opt, Mapping):
             raise OptionFileError(f'acceleration: got {opt!r}, expected a mapping of acceleration options')
         opt = dict(opt or {})
-        cls._refuse_problem(opt)
+        refuse_problem(opt, cls.OPTIONS, 'acceleration', 'acceleration')
         return cls(**opt)
 
 

@@ -42,13 +42,6 @@ def _names(registry: Any) -> List[str]:
     return sorted({name.removesuffix('_basicsr') for name in registry._obj_map})
 
 
-def _declared(component: Any) -> Section:
-    """A component's declared OPTIONS, or the options its constructor takes."""
-    from hat_basicsr.utils.option_spec import section_from_signature
-
-    return getattr(component, 'OPTIONS', None) or section_from_signature(component)
-
-
 def _nested(option: Option, schema: Dict[str, Any]) -> Dict[str, Any]:
     """The schema of a mapping option whose keys another section declares (`~` allowed if the option allows it)."""
     if 'null' in option.kinds:
@@ -98,16 +91,18 @@ def _component(names: List[str], schemas: Mapping[str, Dict[str, Any]], doc: str
 def _datasets_schema() -> Dict[str, Dict[str, Any]]:
     """$defs of a dataset and of the training dataset (the keys only the train phase reads)."""
     from hat_basicsr.option_check import registered_class
-    from hat_basicsr.option_sections import DATASET, DATASET_TRAINING, DATASETS, IO_BACKEND, TRAINING_DATASET_KEYS
+    from hat_basicsr.option_sections import (
+        DATASET,
+        DATASET_TRAINING,
+        IO_BACKEND,
+        TRAINING_DATASET_KEYS,
+        dataset_section,
+    )
 
     from basicsr.utils.registry import DATASET_REGISTRY
 
     classes = {name: registered_class(DATASET_REGISTRY, name) for name in _names(DATASET_REGISTRY)}
-    sections = {
-        name: getattr(cls, 'OPTIONS', None) or DATASETS.get(cls.__name__)
-        for name, cls in classes.items()
-        if hasattr(cls, 'OPTIONS') or cls.__name__ in DATASETS
-    }
+    sections = {name: dataset_section(cls) for name, cls in classes.items() if dataset_section(cls) is not None}
     dataset = DATASET.json_schema(extra={'io_backend': _nested(DATASET['io_backend'], IO_BACKEND.json_schema())})
     dataset['properties']['type'] = {'enum': sorted(classes), 'description': DATASET['type'].doc}
     _by_type(dataset, 'type', {name: _part(section) for name, section in sections.items()})
@@ -121,35 +116,34 @@ def _datasets_schema() -> Dict[str, Dict[str, Any]]:
 
 def _train_schema() -> Dict[str, Dict[str, Any]]:
     """The schema of `train` and the $defs it refers to (a loss, an optimizer)."""
-    import torch
-
     from hat_basicsr.option_check import registered_class
-    from hat_basicsr.option_sections import LOSS_KEYS, OPTIMIZER, SCHEDULER, SCHEDULERS, TRAIN
-    from hat_basicsr.utils.option_spec import section_from_signature
+    from hat_basicsr.option_sections import (
+        LOSS_KEYS,
+        OPTIMIZER,
+        SCHEDULER,
+        SCHEDULERS,
+        TRAIN,
+        optimizer_arguments,
+        scheduler_arguments,
+    )
+    from hat_basicsr.utils.option_spec import declared_section
 
-    from basicsr.models import lr_scheduler
     from basicsr.utils.registry import LOSS_REGISTRY
 
     optimizer = _by_type(
         OPTIMIZER.json_schema(),
         'type',
-        {
-            name: _typed(section_from_signature(getattr(torch.optim, name), ('params',)))
-            for name in OPTIMIZER['type'].choices
-        },
+        {name: _typed(optimizer_arguments(name)) for name in OPTIMIZER['type'].choices},
     )
     scheduler = _by_type(
         SCHEDULER.json_schema(),
         'type',
-        {
-            name: _typed(section_from_signature(getattr(lr_scheduler, cls), ('optimizer', 'last_epoch')))
-            for name, cls in SCHEDULERS.items()
-        },
+        {name: _typed(scheduler_arguments(name)) for name in SCHEDULERS},
     )
     losses = _names(LOSS_REGISTRY)
     loss = _component(
         losses,
-        {name: _typed(section_from_signature(registered_class(LOSS_REGISTRY, name))) for name in losses},
+        {name: _typed(declared_section(registered_class(LOSS_REGISTRY, name))) for name in losses},
         'A registered loss; the other keys are its arguments.',
     )
     nested = {
@@ -167,6 +161,7 @@ def option_schema() -> Dict[str, Any]:
     from hat_basicsr.archs.acceleration import AccelerationOptions
     from hat_basicsr.option_check import registered_class
     from hat_basicsr.option_sections import DIST_PARAMS, LOGGER, METRIC, PATH, TOP_LEVEL, VAL, WANDB
+    from hat_basicsr.utils.option_spec import declared_section
     from hat_basicsr.utils.tiling import TileOptions
 
     from basicsr.utils.registry import ARCH_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
@@ -174,7 +169,7 @@ def option_schema() -> Dict[str, Any]:
     archs = _names(ARCH_REGISTRY)
     network = _component(
         archs,
-        {name: _typed(_declared(registered_class(ARCH_REGISTRY, name))) for name in archs},
+        {name: _typed(declared_section(registered_class(ARCH_REGISTRY, name))) for name in archs},
         'A registered network; the other keys are its arguments.',
     )
     metric = METRIC.json_schema()
@@ -198,8 +193,8 @@ def option_schema() -> Dict[str, Any]:
         ),
         'logger': LOGGER.json_schema(extra={'wandb': _nested(LOGGER['wandb'], WANDB.json_schema())}),
         'dist_params': DIST_PARAMS.json_schema(),
-        'acceleration': _declared(AccelerationOptions).json_schema(),
-        'tile': _declared(TileOptions).json_schema(),
+        'acceleration': AccelerationOptions.OPTIONS.json_schema(),
+        'tile': TileOptions.OPTIONS.json_schema(),
     }
     schema = TOP_LEVEL.json_schema(extra={key: _nested(TOP_LEVEL[key], value) for key, value in nested.items()})
     schema['properties']['model_type'] = {'enum': _names(MODEL_REGISTRY), 'description': TOP_LEVEL['model_type'].doc}

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from hat_basicsr.errors import OptionFileError
+
 # The kinds of value an option can hold, as YAML writes them.
 KINDS = ('integer', 'number', 'boolean', 'string', 'integers', 'numbers', 'strings', 'mapping', 'null', 'any')
 _JSON_TYPES = {
@@ -84,8 +86,8 @@ class Option:
     """One option: its kind(s) and the bounds the checker and the schema enforce.
 
     `minimum`/`maximum` bound a number (or every item of a list) inclusively, `above` exclusively;
-    `choices` lists the allowed values; `length` fixes a list's length; `multiple_of` a number's
-    divisor. A value of another kind, or outside the bounds, is refused with `expected()`.
+    `choices` lists the allowed values; `length` fixes a list's length. A value of another kind,
+    or outside the bounds, is refused with `expected()`.
     `floats_as_integers: False` refuses an integral float (`64.0`) where a constructor needs a
     Python int (HAT's channel counts size its layers).
     """
@@ -282,6 +284,11 @@ def section_from_signature(target: Callable, skip: Tuple[str, ...] = ()) -> Sect
     return Section(options, closed=not takes_more)
 
 
+def declared_section(component: Callable, skip: Tuple[str, ...] = ()) -> Section:
+    """A registered class's declared OPTIONS, or the options its constructor takes."""
+    return getattr(component, 'OPTIONS', None) or section_from_signature(component, skip)
+
+
 def suggestion(key: str, known: Sequence[str]) -> str:
     """` (did you mean 'name'?)` for a key close to a known one, else ''."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
@@ -309,6 +316,15 @@ def section_problem(
             doc = section[name].doc.rstrip('.')
             return f'{prefix}{name} is missing; {owner} needs it' + (f' ({doc})' if doc else '')
     return None
+
+
+def refuse_problem(
+    node: Mapping, section: Section, path: str, owner: Any, source: str = '', ignore: Tuple[str, ...] = ()
+) -> None:
+    """Raise OptionFileError with section_problem's words, after `source` (the option file) if given."""
+    problem = section_problem(node, section, path, owner, ignore)
+    if problem:
+        raise OptionFileError(f'{source}: {problem}' if source else problem)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from hat_basicsr.errors import OptionFileError
 from hat_basicsr.utils.defaults import DEFAULT_TILE_PAD
-from hat_basicsr.utils.option_spec import Option, Section, section_problem
+from hat_basicsr.utils.option_spec import Option, Section, refuse_problem
 
 
 @dataclass(frozen=True)
@@ -47,23 +47,17 @@ class TileOptions:
     )
 
     def __post_init__(self) -> None:
-        self._refuse_problem(vars(self))
+        refuse_problem(vars(self), self.OPTIONS, 'tile', 'tiled inference')
 
     @classmethod
-    def _refuse_problem(cls, tile: Mapping, path: str = 'tile') -> None:
-        problem = section_problem(tile, cls.OPTIONS, path, 'tiled inference')
-        if problem:
-            raise OptionFileError(problem)
-
-    @classmethod
-    def from_dict(cls, tile: Any, path: str = 'tile') -> Optional['TileOptions']:
+    def from_dict(cls, tile: Any) -> Optional['TileOptions']:
         """Options from an option file's `tile` (None when absent: whole-image inference);
         OptionFileError naming the entry otherwise."""
         if tile is None:
             return None
         if not isinstance(tile, Mapping):
-            raise OptionFileError(f'{path}: got {tile!r}, expected a mapping with tile_size (and optionally tile_pad)')
-        cls._refuse_problem(tile, path)
+            raise OptionFileError(f'tile: got {tile!r}, expected a mapping with tile_size (and optionally tile_pad)')
+        refuse_problem(tile, cls.OPTIONS, 'tile', 'tiled inference')
         return cls(**tile)
 
 
